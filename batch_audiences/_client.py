@@ -1,0 +1,335 @@
+"""``AsyncAudiencesClient``: the six routes of the Audience API as typed async methods."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import TypeVar
+
+import aiohttp
+
+from ._codec import decode, encode
+from ._config import ClientConfig, RetryPolicy, build_config
+from ._errors import (
+    APIError,
+    AudienceExistsError,
+    IndexingTimeoutError,
+    NotFoundError,
+    ValidationError,
+)
+from ._models import (
+    MAX_PAGE_SIZE,
+    Accepted,
+    Audience,
+    AudiencePage,
+    AudienceType,
+    CreateRequest,
+    IdAction,
+    IndexingState,
+    Member,
+    ReplaceRequest,
+    UpdateRequest,
+    check_name,
+)
+from ._transport import ClientStats, RequestTrace, Transport
+
+__all__ = ["AsyncAudiencesClient"]
+
+T = TypeVar("T")
+
+_CREATE = "/audiences/create"
+_UPDATE = "/audiences/update"
+_REPLACE = "/audiences/replace"
+_REMOVE = "/audiences/remove"
+_VIEW = "/audiences/view"
+_LIST = "/audiences/list"
+
+# wait_until_applied polls at growing intervals, up to this factor of the first one.
+_POLL_GROWTH = 1.5
+_MAX_POLL_FACTOR = 10.0
+
+
+def _check_page_size(value: object, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PAGE_SIZE:
+        raise ValidationError(field, f"must be an integer from 1 to {MAX_PAGE_SIZE}, got {value!r}")
+    return value
+
+
+def _check_seconds(value: object, field: str) -> float:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValidationError(field, f"must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_token(value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValidationError("indexing_token", "must be a non-empty string")
+    return value
+
+
+def _says_exists(error: APIError) -> bool:
+    """Whether an error answer to a create means "that name is taken".
+
+    Batch does not document this answer; a 409, or a 4xx whose code or message speaks of an
+    existing audience, is read as such.
+    """
+    if error.status == 409:
+        return True
+    if error.status >= 500:
+        return False
+    text = f"{error.error_code or ''} {error.error_message}".lower()
+    return "exist" in text or "duplicate" in text
+
+
+class AsyncAudiencesClient:
+    """Async client of Batch's Audience API.
+
+    One pooled ``aiohttp`` session per client, created on first use and closed by
+    :meth:`aclose` (a ``session=`` you pass stays yours and is never closed). Throttling (429)
+    and maintenance (503) answers are retried with jittered exponential back-off, honouring
+    ``Retry-After``; see :class:`RetryPolicy`.
+
+    Credentials fall back to ``BATCH_REST_API_KEY`` and ``BATCH_PROJECT_KEY``, the base URL to
+    ``BATCH_API_BASE_URL``.
+
+    Example, against the local emulator::
+
+        import asyncio
+        from batch_audiences import AsyncAudiencesClient, IdAction
+        from batch_audiences.testing import Emulator
+
+        async def main() -> None:
+            async with Emulator() as emu, AsyncAudiencesClient(
+                emu.api_key, emu.project_key, base_url=emu.base_url
+            ) as client:
+                await client.create("vip", display_name="VIP customers")
+                accepted = await client.update("vip", [IdAction.add("u1", {"plan": "pro"})])
+                audience = await client.wait_until_applied("vip", accepted.indexing_token)
+                print(audience.nb_ids)  # 1
+
+        asyncio.run(main())
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        project_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_version: str = "2.8",
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        max_connections: int = 100,
+        session: aiohttp.ClientSession | None = None,
+        max_rate: float | None = None,
+        fail_fast: bool = False,
+        retry: RetryPolicy | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        """Build a client; nothing is sent until the first call.
+
+        ``max_rate`` caps requests per second (``None``: unlimited until the server pushes
+        back). ``fail_fast`` raises :class:`ThrottledError` / :class:`RateLimitError` instead of
+        waiting for the rate limiter or retrying a 429. ``retry`` replaces the whole retry
+        policy (and then ``max_retries`` is ignored). ``allow_insecure_http`` permits
+        ``http://`` to a host that is not loopback.
+        """
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise ValidationError("session", "must be an aiohttp.ClientSession")
+        self._config = build_config(
+            api_key, project_key, base_url=base_url, api_version=api_version, timeout=timeout,
+            max_retries=max_retries, max_connections=max_connections, max_rate=max_rate,
+            allow_insecure_http=allow_insecure_http, retry=retry,
+        )
+        self._transport = Transport(self._config, session=session)
+        self._transport.limiter.fail_fast = fail_fast
+
+    def __repr__(self) -> str:
+        config = self._config
+        return (
+            f"{type(self).__name__}(project_key={config.project_key!r}, "
+            f"api_key={config.api_key.masked!r}, base_url={config.root!r})"
+        )
+
+    @property
+    def config(self) -> ClientConfig:
+        """The checked settings this client runs with (the key masked in its repr)."""
+        return self._config
+
+    @property
+    def stats(self) -> ClientStats:
+        """Request, retry and throttling counters since the client was built."""
+        return self._transport.stats()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` ran."""
+        return self._transport.closed
+
+    async def __aenter__(self) -> AsyncAudiencesClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client's own session. Safe to call twice."""
+        await self._transport.aclose()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _write(self, route: str, request: object, trace: RequestTrace | None = None) -> Accepted:
+        status, body = await self._transport.request("POST", route, body=encode(request), trace=trace)
+        return decode(body, Accepted, status=status, method="POST", route=route)
+
+    async def _read(self, route: str, params: Mapping[str, str], cls: type[T]) -> T:
+        status, body = await self._transport.request("GET", route, params=params)
+        return decode(body, cls, status=status, method="GET", route=route)
+
+    # -- the six routes -------------------------------------------------------------------
+
+    async def create(
+        self,
+        name: str,
+        *,
+        display_name: str | None = None,
+        type: AudienceType = AudienceType.CUSTOM_IDS,
+    ) -> Accepted:
+        """Create an empty audience.
+
+        Raises :class:`AudienceExistsError` when the name is taken. A create whose first try
+        broke after it was sent is retried; if the retry finds the name taken, a view confirms
+        the audience exists and the create is reported as done (``indexing_token`` is then
+        ``None``): one call, one audience, and no error for a write that happened.
+        """
+        request = CreateRequest(name, type, display_name)
+        trace = RequestTrace()
+        try:
+            return await self._write(_CREATE, request, trace)
+        except APIError as exc:
+            if not _says_exists(exc):
+                raise
+            if trace.uncertain and await self._exists(name):
+                return Accepted(None)
+            raise AudienceExistsError(
+                exc.status, exc.error_code, exc.error_message, method=exc.method, route=exc.route
+            ) from exc
+
+    async def _exists(self, name: str) -> bool:
+        try:
+            await self.view(name)
+        except NotFoundError:
+            return False
+        return True
+
+    async def update(self, name: str, actions: Iterable[IdAction]) -> Accepted:
+        """Add and remove IDs: 1 to 10,000 :class:`IdAction` in one request.
+
+        If the same ID appears several times, the last action for it counts.
+        """
+        return await self._write(_UPDATE, UpdateRequest(name, actions))
+
+    async def replace(self, name: str, members: Iterable[Member | str]) -> Accepted:
+        """Make the audience hold exactly ``members`` (0 to 10,000; ``Member`` or str IDs).
+
+        For more than 10,000 members use :meth:`upload` with ``mode="replace"``, which keeps
+        the later chunks from being wiped by the replace.
+        """
+        return await self._write(_REPLACE, ReplaceRequest(name, members))
+
+    async def remove(self, name: str) -> Accepted:
+        """Delete the audience.
+
+        ``indexing_token`` is ``None`` when the server answers without a body, or when a
+        retry after a broken connection found the audience already gone.
+        """
+        check_name(name)
+        trace = RequestTrace()
+        try:
+            return await self._write(_REMOVE, {"name": name}, trace)
+        except NotFoundError:
+            if trace.uncertain:
+                return Accepted(None)
+            raise
+
+    async def view(self, name: str, *, indexing_token: str | None = None) -> Audience:
+        """Describe one audience; with ``indexing_token``, the state of that write."""
+        params = {"name": check_name(name)}
+        if _check_token(indexing_token) is not None:
+            params["indexing_token"] = indexing_token  # type: ignore[assignment]
+        return await self._read(_VIEW, params, Audience)
+
+    async def list(self, *, limit: int = 10, cursor: str | None = None) -> AudiencePage:
+        """One page of the project's audiences (``limit`` 1 to 100).
+
+        Pass the page's ``next_from`` as ``cursor`` for the next page; ``count`` (the total)
+        is set on the first page only. :meth:`iter_audiences` does this for you.
+        """
+        params = {"limit": str(_check_page_size(limit, "limit"))}
+        if cursor is not None:
+            if not isinstance(cursor, str) or not cursor:
+                raise ValidationError("cursor", "must be a non-empty string")
+            params["from"] = cursor
+        return await self._read(_LIST, params, AudiencePage)
+
+    def iter_audiences(self, *, page_size: int = 100) -> AsyncIterator[Audience]:
+        """Every audience of the project, fetched page by page as you iterate.
+
+        >>> async def names(client):  # doctest: +SKIP
+        ...     return [audience.name async for audience in client.iter_audiences()]
+        """
+        _check_page_size(page_size, "page_size")
+        return self._iter_audiences(page_size)
+
+    async def _iter_audiences(self, page_size: int) -> AsyncIterator[Audience]:
+        cursor: str | None = None
+        while True:
+            page = await self.list(limit=page_size, cursor=cursor)
+            for audience in page.audiences:
+                yield audience
+            if not page.has_more or page.next_from is None:
+                return
+            cursor = page.next_from
+
+    async def wait_until_applied(
+        self,
+        name: str,
+        indexing_token: str | None = None,
+        *,
+        timeout: float = 300.0,
+        poll_interval: float = 1.0,
+    ) -> Audience:
+        """Poll :meth:`view` until the write is no longer ``IN_PROGRESS``; return the audience.
+
+        Intervals start at ``poll_interval`` and grow by half each time, up to ten times it.
+        Raises :class:`IndexingTimeoutError` once ``timeout`` seconds have passed.
+        """
+        check_name(name)
+        _check_token(indexing_token)
+        timeout = _check_seconds(timeout, "timeout")
+        interval = _check_seconds(poll_interval, "poll_interval")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        ceiling = interval * _MAX_POLL_FACTOR
+        while True:
+            audience = await self.view(name, indexing_token=indexing_token)
+            if audience.indexing_state != IndexingState.IN_PROGRESS:
+                return audience
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                state = audience.indexing_state
+                raise IndexingTimeoutError(name, indexing_token, timeout, getattr(state, "value", state))
+            await asyncio.sleep(min(interval, remaining))
+            interval = min(interval * _POLL_GROWTH, ceiling)

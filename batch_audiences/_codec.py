@@ -1,0 +1,223 @@
+"""The one ``cattrs`` converter: models to JSON bodies, JSON answers to models.
+
+Encoding uses ``orjson`` through cattrs' preconfigured converter. The update and replace bodies,
+which carry up to 10,000 items, get hand-written hooks: they are the hot path of every bulk job,
+and the models were validated when they were built, so the hooks only reshape.
+
+Decoding is tolerant where tolerance is safe (an unknown enum value stays a string, a missing
+optional field is ``None``) and strict where it is not (a missing name or token raises
+:class:`UnexpectedResponseError`, never a ``KeyError``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import cattrs
+import orjson
+from cattrs.preconf.orjson import make_converter
+
+from ._errors import UnexpectedResponseError
+from ._models import (
+    Accepted,
+    Audience,
+    AudiencePage,
+    AudienceType,
+    CreateRequest,
+    IdAction,
+    IndexingState,
+    Member,
+    ReplaceRequest,
+    UpdateRequest,
+    Url,
+)
+
+__all__ = ["converter", "decode", "encode", "encode_attributes", "format_datetime"]
+
+T = TypeVar("T")
+
+converter = make_converter()
+
+# The view route spells the type "CUSTOM_ID" while create takes "custom_ids".
+_TYPE_ALIASES = {"CUSTOM_ID": AudienceType.CUSTOM_IDS, "custom_ids": AudienceType.CUSTOM_IDS}
+
+
+def format_datetime(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, as the API wants dates; seconds unless there is a fraction."""
+    value = value.astimezone(timezone.utc)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _parse_datetime(value: object) -> datetime | None:
+    # A date is informative only: one that cannot be read becomes None rather than failing
+    # the whole page it came in.
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def encode_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Reshape validated attributes for the wire: ``date(key)``, ``url(key)``, lists."""
+    out: dict[str, Any] | None = None
+    for key, value in attributes.items():
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or kind is float:
+            continue
+        # Copy only when something changes: most attribute maps go out as they are.
+        if out is None:
+            out = dict(attributes)
+        if isinstance(value, datetime):
+            del out[key]
+            out[key if key.startswith("date(") else f"date({key})"] = format_datetime(value)
+        elif kind is Url:
+            del out[key]
+            out[key if key.startswith("url(") else f"url({key})"] = value.value
+        elif isinstance(value, (list, tuple)):
+            out[key] = list(value)
+        elif isinstance(value, str):
+            out[key] = str(value)
+        elif isinstance(value, float):
+            out[key] = float(value)
+        elif isinstance(value, int):
+            out[key] = int(value)
+    return attributes if out is None else out  # type: ignore[return-value]
+
+
+def _unstructure_action(item: IdAction) -> dict[str, Any]:
+    if item.attributes:
+        return {"action": item.action.value, "id": item.id,
+                "attributes": encode_attributes(item.attributes)}
+    return {"action": item.action.value, "id": item.id}
+
+
+def _unstructure_member(item: Member) -> dict[str, Any]:
+    if item.attributes:
+        return {"id": item.id, "attributes": encode_attributes(item.attributes)}
+    return {"id": item.id}
+
+
+def _unstructure_update(request: UpdateRequest) -> dict[str, Any]:
+    return {"name": request.name, "ids": [_unstructure_action(item) for item in request.ids]}
+
+
+def _unstructure_replace(request: ReplaceRequest) -> dict[str, Any]:
+    return {"name": request.name, "ids": [_unstructure_member(item) for item in request.ids]}
+
+
+def _unstructure_create(request: CreateRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": request.name, "type": request.type.value}
+    if request.display_name is not None:  # None is omitted, never sent as null
+        body["display_name"] = request.display_name
+    return body
+
+
+converter.register_unstructure_hook(IdAction, _unstructure_action)
+converter.register_unstructure_hook(Member, _unstructure_member)
+converter.register_unstructure_hook(UpdateRequest, _unstructure_update)
+converter.register_unstructure_hook(ReplaceRequest, _unstructure_replace)
+converter.register_unstructure_hook(CreateRequest, _unstructure_create)
+
+
+def _structure_type(value: object, _: object) -> AudienceType | str:
+    if isinstance(value, str):
+        return _TYPE_ALIASES.get(value, value)
+    raise ValueError(f"type must be a string, got {type(value).__name__}")
+
+
+def _structure_state(value: object, _: object) -> IndexingState | str:
+    if isinstance(value, str):
+        try:
+            return IndexingState(value)
+        except ValueError:
+            return value  # a state this SDK does not know yet; kept rather than failing
+    raise ValueError(f"indexing_state must be a string, got {type(value).__name__}")
+
+
+def _require(data: Mapping[str, Any], key: str, kind: type[T]) -> T:
+    value = data.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"field {key!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _structure_audience(data: object, _: object) -> Audience:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"an audience must be an object, got {type(data).__name__}")
+    display_name = data.get("display_name")
+    return Audience(
+        name=_require(data, "name", str),
+        display_name=display_name if isinstance(display_name, str) else None,
+        type=_structure_type(data.get("type", AudienceType.CUSTOM_IDS.value), None),
+        nb_ids=_require(data, "nb_ids", int) if "nb_ids" in data else 0,
+        indexing_state=_structure_state(data.get("indexing_state", "APPLIED"), None),
+        created=_parse_datetime(data.get("created")),
+        updated=_parse_datetime(data.get("updated")),
+    )
+
+
+def _structure_page(data: object, _: object) -> AudiencePage:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a page must be an object, got {type(data).__name__}")
+    items = data.get("audiences")
+    if not isinstance(items, list):
+        raise ValueError("field 'audiences' must be a list")
+    has_more = data.get("has_more", False)
+    next_from = data.get("next_from")
+    count = data.get("count")
+    if not isinstance(has_more, bool):
+        raise ValueError("field 'has_more' must be a boolean")
+    if has_more and not isinstance(next_from, str):
+        raise ValueError("field 'next_from' must be a string when has_more is true")
+    return AudiencePage(
+        audiences=tuple(_structure_audience(item, None) for item in items),
+        has_more=has_more,
+        next_from=next_from if isinstance(next_from, str) else None,
+        count=count if isinstance(count, int) and not isinstance(count, bool) else None,
+    )
+
+
+def _structure_accepted(data: object, _: object) -> Accepted:
+    if data is None:
+        return Accepted(None)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"expected an object, got {type(data).__name__}")
+    token = data.get("indexing_token")
+    if token is not None and not isinstance(token, str):
+        raise ValueError("field 'indexing_token' must be a string")
+    return Accepted(token)
+
+
+converter.register_structure_hook(Audience, _structure_audience)
+converter.register_structure_hook(AudiencePage, _structure_page)
+converter.register_structure_hook(Accepted, _structure_accepted)
+
+
+def encode(request: object) -> bytes:
+    """The JSON body of a request model."""
+    return orjson.dumps(converter.unstructure(request))
+
+
+def decode(body: bytes, cls: type[T], *, status: int, method: str, route: str) -> T:
+    """Parse a success body into ``cls``, or raise :class:`UnexpectedResponseError`.
+
+    An empty body is read as JSON ``null``, which only :class:`Accepted` takes.
+    """
+    try:
+        data = orjson.loads(body) if body.strip() else None
+        return converter.structure(data, cls)
+    except (orjson.JSONDecodeError, cattrs.BaseValidationError, ValueError, TypeError,
+            KeyError, AttributeError, OverflowError) as exc:
+        preview = body[:120].decode("utf-8", "replace")
+        raise UnexpectedResponseError(
+            status, None, f"cannot read the answer as {cls.__name__}: {exc} (body: {preview!r})",
+            method=method, route=route,
+        ) from exc

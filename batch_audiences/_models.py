@@ -1,0 +1,362 @@
+"""The Audience API's requests and responses as small frozen ``attrs`` classes.
+
+Validators sit beside the fields they guard and raise :class:`ValidationError` naming the field
+and the rule, so bad input stops here, before a request exists. The models know nothing of HTTP
+or JSON: :mod:`batch_audiences._codec` turns them into bodies and back.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import attrs
+
+from ._errors import ValidationError
+
+__all__ = [
+    "MAX_ATTRIBUTES",
+    "MAX_IDS_PER_REQUEST",
+    "Accepted",
+    "Action",
+    "AttributeValue",
+    "Attributes",
+    "Audience",
+    "AudiencePage",
+    "AudienceType",
+    "CreateRequest",
+    "IdAction",
+    "IndexingState",
+    "Member",
+    "NewAudience",
+    "ReplaceRequest",
+    "UpdateRequest",
+    "Url",
+    "check_attributes",
+    "check_id",
+    "check_name",
+]
+
+MAX_IDS_PER_REQUEST: Final = 10_000
+MAX_ATTRIBUTES: Final = 15
+MAX_PAGE_SIZE: Final = 100
+_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_TYPED_KEY: Final = re.compile(r"(date|url)\((.+)\)")
+_MIN_INT: Final = -(2**63)
+_MAX_INT: Final = 2**64
+_URL: Final = re.compile(r"https?://[^\s/?#]+[^\s]*", re.IGNORECASE)
+
+
+class AudienceType(str, enum.Enum):
+    """The kind of audience; the API knows one kind today."""
+
+    CUSTOM_IDS = "custom_ids"
+
+
+class IndexingState(str, enum.Enum):
+    """Where a write stands in Batch's asynchronous indexing."""
+
+    IN_PROGRESS = "IN_PROGRESS"
+    APPLIED = "APPLIED"
+    REPLACED = "REPLACED"
+
+
+class Action(str, enum.Enum):
+    """What an update does to one ID."""
+
+    ADD = "add"
+    REMOVE = "remove"
+
+
+@attrs.frozen
+class Url:
+    """Marks an attribute value as a URL, sent under the key ``url(name)``.
+
+    >>> from batch_audiences import Member, Url
+    >>> Member("u1", {"avatar": Url("https://example.com/a.png")}).attributes["avatar"]
+    Url(value='https://example.com/a.png')
+    """
+
+    value: str = attrs.field()
+
+    @value.validator
+    def _check(self, attribute: attrs.Attribute[str], value: str) -> None:
+        if not isinstance(value, str) or not _URL.fullmatch(value):
+            raise ValidationError("url", f"must be an http(s) URL, got {value!r}")
+
+
+AttributeValue = str | int | float | bool | Sequence[str] | datetime | Url
+Attributes = Mapping[str, AttributeValue]
+
+
+def check_name(value: object, field: str = "name") -> str:
+    """Return ``value`` if it is a valid audience name, else raise :class:`ValidationError`."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+    if not _NAME.fullmatch(value):
+        raise ValidationError(
+            field, f"must be 1 to 255 characters of A-Z a-z 0-9 _ -, got {value[:60]!r}"
+        )
+    return value
+
+
+def check_id(value: object, field: str = "id") -> str:
+    """Return ``value`` if it is a valid custom ID (a non-empty string)."""
+    # The exact-type test first: it is the fast path of every bulk upload.
+    if type(value) is not str and not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+    if not value or value.isspace():
+        raise ValidationError(field, "must be a non-empty string")
+    return value
+
+
+def _check_value(key: str, value: object, field: str) -> None:
+    kind = type(value)
+    if kind is str or kind is bool or kind is Url:
+        pass
+    elif kind is int:
+        # JSON encoders stop at 64 bits; a bigger number would fail later, inside the SDK.
+        if not _MIN_INT <= value < _MAX_INT:  # type: ignore[operator]
+            raise ValidationError(f"{field}[{key!r}]", "integer out of the 64-bit range")
+    elif kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise ValidationError(f"{field}[{key!r}]", "must be a finite number, not NaN or infinity")
+    elif isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValidationError(f"{field}[{key!r}]", "datetime must be timezone-aware")
+    elif isinstance(value, (list, tuple)):
+        if not all(isinstance(item, str) for item in value):
+            raise ValidationError(f"{field}[{key!r}]", "a list value may hold strings only")
+    elif isinstance(value, (str, int, float)):  # subclasses (IntEnum, str enums…) are fine too
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError(f"{field}[{key!r}]", "must be a finite number, not NaN or infinity")
+        if isinstance(value, int) and not isinstance(value, bool) and not _MIN_INT <= value < _MAX_INT:
+            raise ValidationError(f"{field}[{key!r}]", "integer out of the 64-bit range")
+    else:
+        raise ValidationError(
+            f"{field}[{key!r}]",
+            "value must be str, int, float, bool, a list of str, a datetime or a Url, "
+            f"got {type(value).__name__}",
+        )
+    typed = _TYPED_KEY.fullmatch(key) if key.endswith(")") else None
+    if typed is not None:
+        if typed.group(1) == "date" and not isinstance(value, (str, datetime)):
+            raise ValidationError(f"{field}[{key!r}]", "a date(...) key needs a datetime or a string")
+        if typed.group(1) == "url" and not isinstance(value, (str, Url)):
+            raise ValidationError(f"{field}[{key!r}]", "a url(...) key needs a Url or a string")
+        if typed.group(1) == "url" and isinstance(value, str) and not _URL.fullmatch(value):
+            raise ValidationError(f"{field}[{key!r}]", f"must be an http(s) URL, got {value!r}")
+
+
+def check_attributes(value: object, field: str = "attributes") -> dict[str, Any] | None:
+    """Validate an attribute mapping and return it as a plain ``dict`` (or ``None``)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationError(field, f"must be a mapping, got {type(value).__name__}")
+    if len(value) > MAX_ATTRIBUTES:
+        raise ValidationError(field, f"at most {MAX_ATTRIBUTES} entries, got {len(value)}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise ValidationError(field, f"keys must be non-empty strings, got {key!r}")
+        _check_value(key, item, field)
+    return dict(value)
+
+
+def _id_field(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    check_id(value)
+
+
+def _to_action(value: object) -> Action:
+    try:
+        return Action(value)
+    except ValueError:
+        raise ValidationError("action", f"must be 'add' or 'remove', got {value!r}") from None
+
+
+@attrs.frozen(eq=True, hash=False)
+class IdAction:
+    """One line of an update: add an ID (with attributes) or remove it.
+
+    >>> from batch_audiences import IdAction
+    >>> IdAction.add("user-1", {"plan": "pro"}).action.value
+    'add'
+    >>> IdAction.remove("user-2").attributes is None
+    True
+    """
+
+    id: str = attrs.field(validator=_id_field)
+    action: Action = attrs.field(default=Action.ADD, converter=_to_action)
+    attributes: dict[str, Any] | None = attrs.field(default=None, converter=check_attributes)
+
+    def __attrs_post_init__(self) -> None:
+        if self.action is Action.REMOVE and self.attributes:
+            raise ValidationError("attributes", "are allowed only with action 'add', not on a remove")
+
+    @classmethod
+    def add(cls, id: str, attributes: Attributes | None = None) -> IdAction:
+        """Add ``id`` to the audience, with optional attributes."""
+        return cls(id, Action.ADD, attributes)
+
+    @classmethod
+    def remove(cls, id: str) -> IdAction:
+        """Remove ``id`` from the audience."""
+        return cls(id, Action.REMOVE)
+
+
+@attrs.frozen(eq=True, hash=False)
+class Member:
+    """One member of a replace: an ID and its optional attributes.
+
+    >>> from batch_audiences import Member
+    >>> Member("user-1", {"score": 3}).id
+    'user-1'
+    """
+
+    id: str = attrs.field(validator=_id_field)
+    attributes: dict[str, Any] | None = attrs.field(default=None, converter=check_attributes)
+
+
+def _check_count(items: Sequence[object], field: str, minimum: int) -> None:
+    if not minimum <= len(items) <= MAX_IDS_PER_REQUEST:
+        raise ValidationError(
+            field, f"needs {minimum} to {MAX_IDS_PER_REQUEST:,} items per request, got {len(items):,}"
+        )
+
+
+def _name_field(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    check_name(value, attribute.name)
+
+
+def _display_name(instance: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ValidationError("display_name", f"must be a string, got {type(value).__name__}")
+
+
+def _audience_type(value: object) -> AudienceType:
+    try:
+        return AudienceType(value)
+    except ValueError:
+        raise ValidationError("type", f"must be 'custom_ids', got {value!r}") from None
+
+
+@attrs.frozen
+class NewAudience:
+    """An audience to create, for :meth:`create_many`.
+
+    >>> from batch_audiences import NewAudience
+    >>> NewAudience("vip", display_name="VIP customers").name
+    'vip'
+    """
+
+    name: str = attrs.field(validator=_name_field)
+    display_name: str | None = attrs.field(default=None, validator=_display_name)
+    type: AudienceType = attrs.field(default=AudienceType.CUSTOM_IDS, converter=_audience_type)
+
+
+# The request models. Items are normalized to their model class here, once, so the codec can
+# trust them and encode without checking again.
+
+
+@attrs.frozen
+class CreateRequest:
+    """Body of ``POST /audiences/create``."""
+
+    name: str = attrs.field(validator=_name_field)
+    type: AudienceType = attrs.field(default=AudienceType.CUSTOM_IDS, converter=_audience_type)
+    display_name: str | None = attrs.field(default=None, validator=_display_name)
+
+
+def _to_actions(items: Iterable[IdAction]) -> tuple[IdAction, ...]:
+    actions = tuple(items)
+    for index, item in enumerate(actions):
+        if type(item) is not IdAction:
+            raise ValidationError(
+                f"ids[{index}]", f"must be an IdAction, got {type(item).__name__}"
+            )
+    return actions
+
+
+def _to_members(items: Iterable[Member | str]) -> tuple[Member, ...]:
+    members = []
+    for index, item in enumerate(items):
+        if type(item) is Member:
+            members.append(item)
+        elif isinstance(item, str):
+            members.append(Member(check_id(item, f"ids[{index}]")))
+        else:
+            raise ValidationError(
+                f"ids[{index}]", f"must be a Member or a str ID, got {type(item).__name__}"
+            )
+    return tuple(members)
+
+
+@attrs.frozen
+class UpdateRequest:
+    """Body of ``POST /audiences/update``: 1 to 10,000 actions."""
+
+    name: str = attrs.field(validator=_name_field)
+    ids: tuple[IdAction, ...] = attrs.field(converter=_to_actions)
+
+    @ids.validator
+    def _count(self, attribute: attrs.Attribute[tuple[IdAction, ...]], value: tuple[IdAction, ...]) -> None:
+        _check_count(value, "ids", 1)
+
+
+@attrs.frozen
+class ReplaceRequest:
+    """Body of ``POST /audiences/replace``: 0 to 10,000 members."""
+
+    name: str = attrs.field(validator=_name_field)
+    ids: tuple[Member, ...] = attrs.field(converter=_to_members)
+
+    @ids.validator
+    def _count(self, attribute: attrs.Attribute[tuple[Member, ...]], value: tuple[Member, ...]) -> None:
+        _check_count(value, "ids", 0)
+
+
+# Responses. They are parsed tolerantly (see the codec): an enum value this SDK does not know
+# yet stays a plain string rather than breaking a listing of thousands of audiences.
+
+
+@attrs.frozen
+class Accepted:
+    """The answer to a write: the token to follow its indexing with.
+
+    ``indexing_token`` is ``None`` when the server sent no body (older API versions on remove),
+    or when a retried create or remove was confirmed by a view instead of by its own answer.
+    """
+
+    indexing_token: str | None = None
+
+
+@attrs.frozen
+class Audience:
+    """An audience as ``view`` and ``list`` describe it."""
+
+    name: str
+    display_name: str | None
+    type: AudienceType | str
+    nb_ids: int
+    indexing_state: IndexingState | str
+    created: datetime | None
+    updated: datetime | None
+
+    @property
+    def is_indexing(self) -> bool:
+        """True while the write in question is still being indexed."""
+        return self.indexing_state == IndexingState.IN_PROGRESS
+
+
+@attrs.frozen
+class AudiencePage:
+    """One page of ``list``; pass ``next_from`` as ``cursor`` for the next one."""
+
+    audiences: tuple[Audience, ...]
+    has_more: bool
+    next_from: str | None = None
+    count: int | None = None

@@ -1,0 +1,243 @@
+"""``AudiencesClient``: the blocking facade over :class:`AsyncAudiencesClient`.
+
+One background thread runs one event loop that owns the async client; each method hands its
+coroutine to that loop and waits for the result. The facade adds no behaviour of its own, so
+the two clients cannot drift apart. Because the loop is private to the facade, it works from
+plain scripts, from several threads at once, and from code that already runs an event loop
+(a Jupyter cell, an async framework calling blocking code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiohttp
+
+from ._client import AsyncAudiencesClient
+from ._config import ClientConfig, RetryPolicy
+from ._errors import ClientClosedError, InvalidSettingError
+from ._models import (
+    Accepted,
+    Audience,
+    AudiencePage,
+    AudienceType,
+    IdAction,
+    Member,
+)
+from ._transport import ClientStats
+
+__all__ = ["AudiencesClient", "LoopThread"]
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """A daemon thread running an event loop, to which coroutines are handed from any thread."""
+
+    def __init__(self, name: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and block until it is done; its exception is re-raised here."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError(
+                "a blocking AudiencesClient method was called from inside its own event loop "
+                "(a progress callback, for instance); that would deadlock"
+            )
+        with self._lock:
+            if self._closed:
+                coro.close()
+                raise ClientClosedError("this client is closed; create a new one")
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted while waiting (KeyboardInterrupt): do not leave the work running.
+            future.cancel()
+            raise
+
+    def close(self, final: Coroutine[Any, Any, None] | None = None) -> None:
+        """Run ``final`` on the loop, stop the loop, join the thread. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                if final is not None:
+                    final.close()
+                return
+            self._closed = True
+        try:
+            if final is not None:
+                asyncio.run_coroutine_threadsafe(final, self._loop).result()
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+
+
+class AudiencesClient:
+    """Blocking client of Batch's Audience API: the same constructor and methods as
+    :class:`AsyncAudiencesClient`, without ``await``.
+
+    Call :meth:`close` (or use ``with``) to close its session and stop its thread.
+
+    Example, against the local emulator::
+
+        from batch_audiences import AudiencesClient, IdAction
+        from batch_audiences.testing import Emulator
+
+        with Emulator() as emu, AudiencesClient(
+            emu.api_key, emu.project_key, base_url=emu.base_url
+        ) as client:
+            client.create("vip")
+            token = client.update("vip", [IdAction.add("u1")]).indexing_token
+            print(client.wait_until_applied("vip", token).nb_ids)  # 1
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        project_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_version: str = "2.8",
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        max_connections: int = 100,
+        session: aiohttp.ClientSession | None = None,
+        max_rate: float | None = None,
+        fail_fast: bool = False,
+        retry: RetryPolicy | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        """Build the client (see :class:`AsyncAudiencesClient` for the arguments).
+
+        ``session`` must be ``None``: the facade's session lives on its own event loop, which
+        no caller's session can share.
+        """
+        if session is not None:
+            raise InvalidSettingError(
+                "session", "AudiencesClient runs its own event loop; pass session= to "
+                "AsyncAudiencesClient instead"
+            )
+        # Built here, in the caller's thread, so a bad setting raises right at this line.
+        self._async = AsyncAudiencesClient(
+            api_key, project_key, base_url=base_url, api_version=api_version, timeout=timeout,
+            max_retries=max_retries, max_connections=max_connections, max_rate=max_rate,
+            fail_fast=fail_fast, retry=retry, allow_insecure_http=allow_insecure_http,
+        )
+        self._loop = LoopThread("batch-audiences-loop")
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("AsyncAudiencesClient", type(self).__name__, 1)
+
+    def __enter__(self) -> AudiencesClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session and stop the background thread. Safe to call twice."""
+        self._loop.close(self._async.aclose())
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._loop.closed
+
+    @property
+    def config(self) -> ClientConfig:
+        """The checked settings this client runs with."""
+        return self._async.config
+
+    @property
+    def stats(self) -> ClientStats:
+        """Request, retry and throttling counters since the client was built."""
+        return self._async.stats
+
+    def create(
+        self,
+        name: str,
+        *,
+        display_name: str | None = None,
+        type: AudienceType = AudienceType.CUSTOM_IDS,
+    ) -> Accepted:
+        """Blocking :meth:`AsyncAudiencesClient.create`."""
+        return self._loop.run(self._async.create(name, display_name=display_name, type=type))
+
+    def update(self, name: str, actions: Iterable[IdAction]) -> Accepted:
+        """Blocking :meth:`AsyncAudiencesClient.update`."""
+        return self._loop.run(self._async.update(name, actions))
+
+    def replace(self, name: str, members: Iterable[Member | str]) -> Accepted:
+        """Blocking :meth:`AsyncAudiencesClient.replace`."""
+        return self._loop.run(self._async.replace(name, members))
+
+    def remove(self, name: str) -> Accepted:
+        """Blocking :meth:`AsyncAudiencesClient.remove`."""
+        return self._loop.run(self._async.remove(name))
+
+    def view(self, name: str, *, indexing_token: str | None = None) -> Audience:
+        """Blocking :meth:`AsyncAudiencesClient.view`."""
+        return self._loop.run(self._async.view(name, indexing_token=indexing_token))
+
+    def list(self, *, limit: int = 10, cursor: str | None = None) -> AudiencePage:
+        """Blocking :meth:`AsyncAudiencesClient.list`."""
+        return self._loop.run(self._async.list(limit=limit, cursor=cursor))
+
+    def iter_audiences(self, *, page_size: int = 100) -> Iterator[Audience]:
+        """Every audience of the project, as a plain iterator (pages fetched as you go)."""
+        return self._iterate(self._async.iter_audiences(page_size=page_size))
+
+    def _iterate(self, source: AsyncIterator[T]) -> Iterator[T]:
+        try:
+            while True:
+                try:
+                    yield self._loop.run(_next(source))
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None and not self._loop.closed:
+                self._loop.run(aclose())
+
+    def wait_until_applied(
+        self,
+        name: str,
+        indexing_token: str | None = None,
+        *,
+        timeout: float = 300.0,
+        poll_interval: float = 1.0,
+    ) -> Audience:
+        """Blocking :meth:`AsyncAudiencesClient.wait_until_applied`."""
+        return self._loop.run(
+            self._async.wait_until_applied(
+                name, indexing_token, timeout=timeout, poll_interval=poll_interval
+            )
+        )
+
+
+async def _next(source: AsyncIterator[T]) -> T:
+    return await source.__anext__()

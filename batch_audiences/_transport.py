@@ -1,0 +1,230 @@
+"""HTTP for the client: the pooled session, headers, pacing, retries, error mapping, logging.
+
+This module knows HTTP and nothing of audiences. One :class:`Transport` per client owns (or
+borrows) one ``aiohttp.ClientSession``; every request goes through :meth:`Transport.request`,
+the one place where the retry policy of :mod:`batch_audiences._config` is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import platform
+import time
+from collections.abc import Mapping
+from typing import Final
+
+import aiohttp
+import attrs
+
+from ._config import ClientConfig
+from ._errors import ClientClosedError, TransportError, error_from_response
+from ._pacing import RateLimiter
+from ._version import __version__
+
+__all__ = ["ClientStats", "RequestTrace", "Transport", "parse_retry_after"]
+
+logger: Final = logging.getLogger("batch_audiences")
+
+USER_AGENT: Final = (
+    f"batch-audiences/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
+)
+
+# Failures of these kinds happen before a byte of the request left: nothing can have been applied.
+_NOT_SENT: Final = (aiohttp.ClientConnectorError,)
+
+
+@attrs.frozen
+class ClientStats:
+    """Counters of one client since it was built.
+
+    ``requests`` counts HTTP attempts (retries included); ``retries`` the attempts that were
+    repeats; ``throttled`` the 429 answers; ``rate`` the client-side pace now (``None``: unlimited).
+    """
+
+    requests: int
+    retries: int
+    throttled: int
+    rate: float | None
+
+
+@attrs.define
+class RequestTrace:
+    """What happened to one logical request, filled in by the transport as it goes.
+
+    ``uncertain`` is set when an attempt failed after its bytes may have reached the server:
+    a write may have happened even though no answer came back.
+    """
+
+    attempts: int = 0
+    retries: int = 0
+    uncertain: bool = False
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the server asks us to wait: ``Retry-After`` (seconds or HTTP date), else
+    ``X-RateLimit-Reset`` (epoch seconds, or seconds from now when small). ``None`` if neither."""
+    now = time.time() if now is None else now
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None and when.tzinfo is not None:
+                return max(0.0, when.timestamp() - now)
+    reset = headers.get("X-RateLimit-Reset")
+    if reset:
+        try:
+            seconds = float(reset)
+        except ValueError:
+            return None
+        # Epoch timestamps are large; a small figure is a delay in seconds.
+        return max(0.0, seconds - now) if seconds > 1e9 else max(0.0, seconds)
+    return None
+
+
+class Transport:
+    """Sends requests for one client; see the module docstring."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self._config = config
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+        self.limiter = limiter or RateLimiter(config.max_rate)
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        base = {
+            "Authorization": f"Bearer {config.api_key.reveal()}",
+            "X-Batch-Project": config.project_key,
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        self._get_headers = base
+        self._post_headers = {**base, "Content-Type": "application/json"}
+        self._requests = 0
+        self._retries = 0
+        self._throttled = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> ClientStats:
+        return ClientStats(self._requests, self._retries, self._throttled, self.limiter.rate)
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("this client is closed; create a new one")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._config.max_connections)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, auto_decompress=True
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session if this transport made it; a caller's session stays open."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    async def request(
+        self,
+        method: str,
+        route: str,
+        *,
+        body: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        trace: RequestTrace | None = None,
+    ) -> tuple[int, bytes]:
+        """Send one logical request, retrying as the policy says; return ``(status, body)``.
+
+        Raises the :class:`APIError` subclass for an error status, :class:`TransportError` when
+        no answer came after the last try.
+        """
+        session = self._get_session()
+        policy = self._config.retry
+        limiter = self.limiter
+        url = self._config.root + route
+        headers = self._post_headers if body is not None else self._get_headers
+        trace = trace if trace is not None else RequestTrace()
+        waits = None
+        debug = logger.isEnabledFor(logging.DEBUG)
+        while True:
+            sent_at = await limiter.acquire()
+            trace.attempts += 1
+            self._requests += 1
+            try:
+                async with session.request(
+                    method, url, data=body, params=params, headers=headers,
+                    allow_redirects=False, timeout=self._timeout,
+                ) as response:
+                    payload = await response.read()
+                    status = response.status
+                    reason = response.reason
+                    response_headers = response.headers
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                if not isinstance(exc, _NOT_SENT):
+                    trace.uncertain = True
+                what = _describe(exc)
+                if not policy.retry_connection_errors or trace.attempts > policy.max_retries:
+                    raise TransportError(method, route, what, attempts=trace.attempts) from exc
+                waits = waits or policy.waits()
+                wait = waits.next()
+                if debug:
+                    logger.debug("%s %s failed (%s), attempt %d; retrying in %.2fs",
+                                 method, route, what, trace.attempts, wait)
+                trace.retries += 1
+                self._retries += 1
+                await asyncio.sleep(wait)
+                continue
+
+            if debug:
+                logger.debug("%s %s -> %d (attempt %d)", method, route, status, trace.attempts)
+            if 200 <= status < 300:
+                limiter.on_success()
+                return status, payload
+
+            retry_after = parse_retry_after(response_headers) if status in (429, 503) else None
+            if status == 429:
+                self._throttled += 1
+                limiter.on_throttle(sent_at, retry_after)
+            if (
+                policy.should_retry_status(status)
+                and trace.attempts <= policy.max_retries
+                and not limiter.fail_fast
+                and (retry_after is None or retry_after <= policy.max_retry_after)
+            ):
+                waits = waits or policy.waits()
+                wait = waits.next(retry_after)
+                if debug:
+                    logger.debug("%s %s -> %d; retrying in %.2fs (attempt %d of %d)",
+                                 method, route, status, wait, trace.attempts + 1,
+                                 policy.max_retries + 1)
+                trace.retries += 1
+                self._retries += 1
+                await asyncio.sleep(wait)
+                continue
+            raise error_from_response(
+                status, payload, method=method, route=route, reason=reason,
+                retry_after=retry_after,
+            )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
