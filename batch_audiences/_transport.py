@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import io
 import logging
 import platform
 import time
@@ -20,7 +21,7 @@ import attrs
 
 from ._config import ClientConfig
 from ._errors import ClientClosedError, TransportError, error_from_response
-from ._pacing import RateLimiter
+from ._pacing import RateLimiter, RetryBudget
 from ._version import __version__
 
 __all__ = ["ClientStats", "RequestTrace", "Transport", "parse_retry_after"]
@@ -30,6 +31,8 @@ logger: Final = logging.getLogger("batch_audiences")
 USER_AGENT: Final = (
     f"batch-audiences/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
 )
+
+_LARGE_BODY: Final = 2**20
 
 # Failures of these kinds happen before a byte of the request left: nothing can have been applied.
 _NOT_SENT: Final = (aiohttp.ClientConnectorError,)
@@ -54,12 +57,20 @@ class RequestTrace:
     """What happened to one logical request, filled in by the transport as it goes.
 
     ``uncertain`` is set when an attempt failed after its bytes may have reached the server:
-    a write may have happened even though no answer came back.
+    a write may have happened even though no answer came back. ``budget``, when set (by the
+    bulk engine), decides instead of the policy's ``max_retries`` whether another try is made.
     """
 
     attempts: int = 0
     retries: int = 0
     uncertain: bool = False
+    budget: RetryBudget | None = None
+
+    def may_retry(self, max_retries: int, wait: float | None = None) -> bool:
+        """Whether one more try is allowed after ``self.attempts`` tries (``wait``: the least delay)."""
+        if self.budget is None:
+            return self.attempts <= max_retries
+        return self.budget.allow(self.attempts, max_retries, wait)
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -168,7 +179,7 @@ class Transport:
             self._requests += 1
             try:
                 async with session.request(
-                    method, url, data=body, params=params, headers=headers,
+                    method, url, data=_payload(body), params=params, headers=headers,
                     allow_redirects=False, timeout=self._timeout,
                 ) as response:
                     payload = await response.read()
@@ -179,7 +190,7 @@ class Transport:
                 if not isinstance(exc, _NOT_SENT):
                     trace.uncertain = True
                 what = _describe(exc)
-                if not policy.retry_connection_errors or trace.attempts > policy.max_retries:
+                if not policy.retry_connection_errors or not trace.may_retry(policy.max_retries):
                     raise TransportError(method, route, what, attempts=trace.attempts) from exc
                 waits = waits or policy.waits()
                 wait = waits.next()
@@ -203,9 +214,9 @@ class Transport:
                 limiter.on_throttle(sent_at, retry_after)
             if (
                 policy.should_retry_status(status)
-                and trace.attempts <= policy.max_retries
                 and not limiter.fail_fast
                 and (retry_after is None or retry_after <= policy.max_retry_after)
+                and trace.may_retry(policy.max_retries, retry_after)
             ):
                 waits = waits or policy.waits()
                 wait = waits.next(retry_after)
@@ -221,6 +232,14 @@ class Transport:
                 status, payload, method=method, route=route, reason=reason,
                 retry_after=retry_after,
             )
+
+
+def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
+    # aiohttp warns (an error under -W error) on raw bytes over 1 MiB, and writes a BytesIO in
+    # slices that let the loop breathe; a fresh one per attempt, since a send consumes it.
+    if body is not None and len(body) > _LARGE_BODY:
+        return io.BytesIO(body)
+    return body
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,264 @@
+"""The aiohttp.web application: routing, fault handling, auth, then the API logic.
+
+Per request: route (404/405) -> apply due writes -> fault decision (scripts, rate limit, random)
+-> added latency -> read the body -> scripted/fault answer or drop -> auth (401) -> validation
+(400) -> the store -> maybe drop after or answer slowly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+
+from ._errors import ApiError
+from ._faults import Decision, FaultInjector
+from ._models import RecordedRequest
+from ._recording import Recorder, mask_headers
+from ._state import AudienceStore
+from ._validation import (
+    check_json_object,
+    decode_json,
+    is_json,
+    parse_create,
+    parse_list,
+    parse_remove,
+    parse_replace,
+    parse_update,
+    parse_view,
+)
+
+#: Large enough for 10,000 IDs with 15 attributes each; a bigger body gets a JSON 413.
+MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+_PATH_RE: Final = re.compile(r"/\d+\.\d+/audiences/([A-Za-z_]+)")
+_METHODS: Final = {
+    "create": "POST",
+    "update": "POST",
+    "replace": "POST",
+    "remove": "POST",
+    "view": "GET",
+    "list": "GET",
+}
+
+
+@dataclass
+class ServerSettings:
+    """What the handler reads on each request, so the Emulator can change it at runtime."""
+
+    api_key: str
+    project_key: str
+    record_bodies: bool
+
+
+@dataclass
+class _Result:
+    """The fields of the request's record, filled in as the handler goes."""
+
+    status: int = 0
+    outcome: str = "aborted"
+    body: object | None = None
+
+
+def _json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+class ApiServer:
+    """Serves the Audience API from an :class:`AudienceStore`."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        store: AudienceStore,
+        injector: FaultInjector,
+        recorder: Recorder,
+        latency: Callable[[], float],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._injector = injector
+        self._recorder = recorder
+        self._latency = latency
+        self._stopping = asyncio.Event()
+
+    def make_app(self) -> web.Application:
+        """A fresh application; must be called on the loop that will serve it."""
+        self._stopping = asyncio.Event()
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        # One catch-all route, so unknown paths and wrong methods get the API's JSON errors.
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    def begin_stop(self) -> None:
+        """Cut short every pending delay, so a stop does not wait for slow answers."""
+        self._stopping.set()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait; False if the emulator is stopping (the request is then dropped)."""
+        if seconds <= 0:
+            return not self._stopping.is_set()
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            return True
+        return False
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The single aiohttp handler: record the request, answer it, complete the record."""
+        match = _PATH_RE.fullmatch(request.path)
+        route = match.group(1) if match is not None and match.group(1) in _METHODS else None
+        slot = self._recorder.open(
+            RecordedRequest(
+                method=request.method,
+                route=route or request.path,
+                status=0,
+                body=None,
+                query=dict(request.query),
+                outcome="in_flight",
+                headers=mask_headers({str(k): v for k, v in request.headers.items()}),
+                path=request.path,
+                received_at=time.monotonic(),
+            )
+        )
+        result = _Result()
+        try:
+            return await self._handle(request, route, result)
+        finally:
+            self._recorder.close(slot, status=result.status, outcome=result.outcome, body=result.body)
+
+    async def _handle(self, request: web.Request, route: str | None, result: _Result) -> web.StreamResponse:
+        if route is None:
+            return self._error(result, ApiError(
+                404, "NOT_FOUND",
+                f"no route {request.method} {request.path}; routes are "
+                "/{version}/audiences/{create,update,replace,remove,view,list}",
+            ))
+        if request.method != _METHODS[route]:
+            response = self._error(result, ApiError(
+                405, "METHOD_NOT_ALLOWED", f"{route} takes {_METHODS[route]}, not {request.method}"
+            ))
+            response.headers["Allow"] = _METHODS[route]
+            return response
+
+        self._store.apply_due()
+        decision = self._injector.decide(route)
+        if not await self._sleep(self._latency()):
+            return self._drop(request, result, "aborted")
+
+        decoded: object = None
+        if request.method == "POST":
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return self._error(result, ApiError(
+                    413, "PAYLOAD_TOO_LARGE", f"the request body is over {MAX_BODY_BYTES} bytes"
+                ))
+            decoded = decode_json(raw)
+            if self._settings.record_bodies and is_json(decoded):
+                result.body = decoded
+
+        if decision.kind == "respond":
+            return self._scripted(decision, result)
+        if decision.kind == "drop_before":
+            return self._drop(request, result, "dropped_before")
+
+        try:
+            self._check_auth(request)
+            status, body = self._process(route, request, decoded)
+        except ApiError as error:
+            response = self._error(result, error)
+        else:
+            result.status, result.outcome = status, "ok"
+            response = _json_response(status, body)
+        response.headers.update(self._injector.rate_headers())
+
+        if decision.kind == "drop_after":
+            return self._drop(request, result, "dropped_after")
+        if decision.kind == "slow":
+            if not await self._sleep(decision.delay):
+                return self._drop(request, result, "aborted")
+            result.outcome = "slow"
+        return response
+
+    def _check_auth(self, request: web.Request) -> None:
+        settings = self._settings
+        authorization = request.headers.get("Authorization", "")
+        project = request.headers.get("X-Batch-Project", "")
+        # compare_digest on both, so the answer's timing does not depend on which one is wrong
+        key_ok = hmac.compare_digest(authorization.encode(), f"Bearer {settings.api_key}".encode())
+        project_ok = hmac.compare_digest(project.encode(), settings.project_key.encode())
+        if not (key_ok and project_ok):
+            missing = [h for h in ("Authorization", "X-Batch-Project") if h not in request.headers]
+            detail = (
+                f"missing header {', '.join(missing)}"
+                if missing
+                else "the REST API key is not valid for this project"
+            )
+            raise ApiError(401, "AUTHENTICATION_INVALID", f"authentication failed: {detail}")
+
+    def _process(self, route: str, request: web.Request, decoded: object) -> tuple[int, object]:
+        store = self._store
+        if route == "view":
+            return 200, store.view(*parse_view(request.query))
+        if route == "list":
+            return 200, store.list_page(*parse_list(request.query))
+        content_type = request.content_type if "Content-Type" in request.headers else ""
+        data = check_json_object(decoded, content_type)
+        if route == "create":
+            token = store.create(*parse_create(data))
+        elif route == "update":
+            token = store.update(*parse_update(data))
+        elif route == "replace":
+            token = store.replace(*parse_replace(data))
+        else:
+            token = store.remove(parse_remove(data))
+        return 202, {"indexing_token": token}
+
+    @staticmethod
+    def _error(result: _Result, error: ApiError) -> web.Response:
+        result.status, result.outcome = error.status, "error"
+        return _json_response(error.status, error.body())
+
+    @staticmethod
+    def _scripted(decision: Decision, result: _Result) -> web.Response:
+        result.status, result.outcome = decision.status, decision.outcome
+        headers = dict(decision.headers)
+        has_type = any(k.lower() == "content-type" for k in headers)
+        body = decision.body
+        if body is None:
+            payload = b""
+        elif isinstance(body, bytes):
+            payload = body
+            if not has_type:
+                headers["Content-Type"] = "application/octet-stream"
+        elif isinstance(body, str):
+            payload = body.encode()
+            if not has_type:
+                headers["Content-Type"] = "text/plain; charset=utf-8"
+        else:
+            payload = json.dumps(body, separators=(",", ":")).encode()
+            if not has_type:
+                headers["Content-Type"] = "application/json"
+        return web.Response(status=decision.status, body=payload, headers=headers)
+
+    @staticmethod
+    def _drop(request: web.Request, result: _Result, outcome: str) -> web.Response:
+        # Aborting the transport makes the client see a disconnection instead of an answer;
+        # aiohttp then notices it cannot write the returned response and ignores it quietly.
+        result.status, result.outcome = 0, outcome
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        return web.Response(status=204)
