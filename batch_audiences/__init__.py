@@ -11,6 +11,7 @@ that has the same methods, a bulk engine for millions of IDs, and a local emulat
 True
 """
 
+from ._bulk_errors import DeadlineExceededError, DependencyFailedError, NotSentError
 from ._client import AsyncAudiencesClient
 from ._config import RetryPolicy
 from ._errors import (
@@ -47,6 +48,15 @@ from ._models import (
     NewAudience,
     Url,
 )
+from ._reports import (
+    BulkReport,
+    CreatedAudience,
+    FailedChunk,
+    FailedItem,
+    ProgressEvent,
+    SkippedAudience,
+    UploadReport,
+)
 from ._sync import AudiencesClient
 from ._transport import ClientStats
 from ._version import __version__
@@ -67,9 +77,15 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BatchAudiencesError",
+    "BulkReport",
     "ClientClosedError",
     "ClientStats",
     "ConfigurationError",
+    "CreatedAudience",
+    "DeadlineExceededError",
+    "DependencyFailedError",
+    "FailedChunk",
+    "FailedItem",
     "IdAction",
     "IndexingState",
     "IndexingTimeoutError",
@@ -77,13 +93,17 @@ __all__ = [
     "Member",
     "NewAudience",
     "NotFoundError",
+    "NotSentError",
+    "ProgressEvent",
     "RateLimitError",
     "RetryPolicy",
     "ServerError",
     "ServiceUnavailableError",
+    "SkippedAudience",
     "ThrottledError",
     "TransportError",
     "UnexpectedResponseError",
+    "UploadReport",
     "Url",
     "ValidationError",
     "__version__",

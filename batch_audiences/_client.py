@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
+from ._bulk import UploadItem, run_upload
 from ._codec import decode, encode
 from ._config import ClientConfig, RetryPolicy, build_config
+from ._create_many import run_create_many
 from ._errors import (
     APIError,
     AudienceExistsError,
     IndexingTimeoutError,
+    InvalidSettingError,
     NotFoundError,
+    UnexpectedResponseError,
     ValidationError,
 )
 from ._models import (
+    MAX_IDS_PER_REQUEST,
     MAX_PAGE_SIZE,
     Accepted,
     Audience,
@@ -29,10 +34,12 @@ from ._models import (
     IdAction,
     IndexingState,
     Member,
+    NewAudience,
     ReplaceRequest,
     UpdateRequest,
     check_name,
 )
+from ._reports import BulkReport, ProgressEvent, UploadReport
 from ._transport import ClientStats, RequestTrace, Transport
 
 __all__ = ["AsyncAudiencesClient"]
@@ -82,9 +89,12 @@ def _says_exists(error: APIError) -> bool:
     """
     if error.status == 409:
         return True
-    if error.status >= 500:
+    # Auth, not-found and throttling answers have classes of their own, whatever they say.
+    if not 400 <= error.status < 500 or error.status in (401, 403, 404, 429):
         return False
     text = f"{error.error_code or ''} {error.error_message}".lower()
+    if any(negation in text for negation in ("not exist", "n't exist", "no longer exist")):
+        return False
     return "exist" in text or "duplicate" in text
 
 
@@ -142,7 +152,7 @@ class AsyncAudiencesClient:
         ``http://`` to a host that is not loopback.
         """
         if session is not None and not isinstance(session, aiohttp.ClientSession):
-            raise ValidationError("session", "must be an aiohttp.ClientSession")
+            raise InvalidSettingError("session", "must be an aiohttp.ClientSession")
         self._config = build_config(
             api_key, project_key, base_url=base_url, api_version=api_version, timeout=timeout,
             max_retries=max_retries, max_connections=max_connections, max_rate=max_rate,
@@ -214,14 +224,16 @@ class AsyncAudiencesClient:
         the audience exists and the create is reported as done (``indexing_token`` is then
         ``None``): one call, one audience, and no error for a write that happened.
         """
-        request = CreateRequest(name, type, display_name)
-        trace = RequestTrace()
+        return await self._create(CreateRequest(name, type, display_name), RequestTrace())
+
+    async def _create(self, request: CreateRequest, trace: RequestTrace) -> Accepted:
+        # Shared with create_many, which passes a trace bound to its retry budget.
         try:
             return await self._write(_CREATE, request, trace)
         except APIError as exc:
             if not _says_exists(exc):
                 raise
-            if trace.uncertain and await self._exists(name):
+            if trace.uncertain and await self._exists(request.name):
                 return Accepted(None)
             raise AudienceExistsError(
                 exc.status, exc.error_code, exc.error_message, method=exc.method, route=exc.route
@@ -295,12 +307,20 @@ class AsyncAudiencesClient:
 
     async def _iter_audiences(self, page_size: int) -> AsyncIterator[Audience]:
         cursor: str | None = None
+        seen: set[str] = set()
         while True:
             page = await self.list(limit=page_size, cursor=cursor)
             for audience in page.audiences:
                 yield audience
             if not page.has_more or page.next_from is None:
                 return
+            if page.next_from in seen:
+                # A server that hands back a cursor twice would otherwise be listed forever.
+                raise UnexpectedResponseError(
+                    200, None, f"list returned cursor {page.next_from!r} twice; stopping",
+                    method="GET", route=_LIST,
+                )
+            seen.add(page.next_from)
             cursor = page.next_from
 
     async def wait_until_applied(
@@ -333,3 +353,101 @@ class AsyncAudiencesClient:
                 raise IndexingTimeoutError(name, indexing_token, timeout, getattr(state, "value", state))
             await asyncio.sleep(min(interval, remaining))
             interval = min(interval * _POLL_GROWTH, ceiling)
+
+    # -- bulk -----------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        name: str,
+        items: Iterable[UploadItem] | AsyncIterable[UploadItem],
+        *,
+        mode: str = "add",
+        chunk_size: int = MAX_IDS_PER_REQUEST,
+        concurrency: int = 4,
+        wait: bool = False,
+        on_progress: Callable[[ProgressEvent], object] | None = None,
+        retry_budget: int | None = None,
+        deadline: float | None = None,
+        skip_chunks: Collection[int] = (),
+    ) -> UploadReport:
+        """Stream any number of IDs into audience ``name``, in chunks of up to 10,000, in order.
+
+        ``items`` is any iterable or async iterable of ``str`` IDs, :class:`Member` or
+        :class:`IdAction`, read lazily: at most ``chunk_size * concurrency`` items are held at
+        once. ``mode``:
+
+        - ``"add"``: str IDs and members are added (an :class:`IdAction` must be an add);
+        - ``"remove"``: str IDs (or members without attributes, or remove actions) are removed;
+        - ``"update"``: :class:`IdAction` items, adds and removes mixed (str and members add);
+        - ``"replace"``: the audience ends up holding exactly the streamed members. The first
+          chunk goes to ``/replace``; the rest is sent as adds only once it is applied, so a
+          replace of any size is never lossy. An empty stream empties the audience.
+
+        The final content equals applying the stream one item at a time, whatever
+        ``concurrency`` is: a chunk acting on an ID that an earlier chunk also acts on is sent
+        only once that chunk is applied. ``wait=True`` returns only once every write is applied.
+
+        Every item is checked as it is read: an invalid one is reported (``failed_items``, with
+        its position) and not sent; the rest goes on. A chunk that fails for good is reported in
+        ``failed_chunks`` with its position in the stream, and later chunks sharing an ID with it
+        are held back (reported too), so that sending the failed chunks again keeps the order.
+
+        ``retry_budget``: retries the whole call may make (``None``: each request keeps the
+        client's ``max_retries``). ``deadline``: seconds after which nothing more is sent or
+        retried; the report says where it stopped. ``skip_chunks``: indexes of chunks an earlier
+        run of the same input and ``chunk_size`` had accepted (``ProgressEvent.chunk_index`` of
+        its ``"acknowledged"`` events); they are read but not sent. In replace mode, skipping
+        chunk 0 means the replace already happened: the remaining chunks are sent as adds.
+
+        ``on_progress`` receives a :class:`ProgressEvent` per chunk acknowledged, skipped or
+        failed, and once at the end; it is called on the event loop and must return quickly.
+        Raises :class:`ValidationError` for a bad argument, before anything is sent.
+
+        Example, against the local emulator::
+
+            async with Emulator() as emu, AsyncAudiencesClient(
+                emu.api_key, emu.project_key, base_url=emu.base_url
+            ) as client:
+                await client.create("crm")
+                ids = (f"customer-{n}" for n in range(100_000))
+                report = await client.upload("crm", ids, wait=True)
+                print(report.summary())
+        """
+        return await run_upload(
+            self._transport, name, items, mode=mode, chunk_size=chunk_size,
+            concurrency=concurrency, wait=wait, on_progress=on_progress,
+            retry_budget=retry_budget, deadline=deadline, skip_chunks=skip_chunks,
+        )
+
+    async def create_many(
+        self,
+        audiences: Iterable[NewAudience | Mapping[str, Any] | str]
+        | AsyncIterable[NewAudience | Mapping[str, Any] | str],
+        *,
+        concurrency: int = 8,
+        if_exists: str = "error",
+        on_progress: Callable[[ProgressEvent], object] | None = None,
+        retry_budget: int | None = None,
+        deadline: float | None = None,
+    ) -> BulkReport:
+        """Create many audiences concurrently; one outcome per item, in a :class:`BulkReport`.
+
+        ``audiences``: :class:`NewAudience` items, mappings with the keys ``name``,
+        ``display_name`` and ``type``, or bare names. An invalid item fails with its
+        :class:`ValidationError` and no request; one bad item never stops the others.
+        ``if_exists="skip"`` reports an audience that already exists (or a name repeated in the
+        input) as skipped instead of failed. A create whose connection broke is retried and
+        checked, so no audience is created twice. ``retry_budget``, ``deadline`` and
+        ``on_progress`` are as for :meth:`upload` (one event per item).
+
+        >>> async def make(client):  # doctest: +SKIP
+        ...     report = await client.create_many(
+        ...         [NewAudience("vip"), {"name": "churn", "display_name": "At risk"}],
+        ...         if_exists="skip",
+        ...     )
+        ...     return report.counts
+        """
+        return await run_create_many(
+            self, audiences, concurrency=concurrency, if_exists=if_exists,
+            on_progress=on_progress, retry_budget=retry_budget, deadline=deadline,
+        )

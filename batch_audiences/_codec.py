@@ -19,7 +19,7 @@ import cattrs
 import orjson
 from cattrs.preconf.orjson import make_converter
 
-from ._errors import UnexpectedResponseError
+from ._errors import UnexpectedResponseError, ValidationError
 from ._models import (
     Accepted,
     Audience,
@@ -32,6 +32,7 @@ from ._models import (
     ReplaceRequest,
     UpdateRequest,
     Url,
+    typed_kind,
 )
 
 __all__ = ["converter", "decode", "encode", "encode_attributes", "format_datetime"]
@@ -47,7 +48,11 @@ _TYPE_ALIASES = {"CUSTOM_ID": AudienceType.CUSTOM_IDS, "custom_ids": AudienceTyp
 def format_datetime(value: datetime) -> str:
     """RFC 3339 in UTC with a ``Z``, as the API wants dates; seconds unless there is a fraction."""
     value = value.astimezone(timezone.utc)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    # Not strftime: its %Y does not pad years before 1000 to four digits on every platform.
+    text = (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+        f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    )
     if value.microsecond:
         text += f".{value.microsecond:06d}".rstrip("0")
     return text + "Z"
@@ -77,14 +82,15 @@ def encode_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
             out = dict(attributes)
         if isinstance(value, datetime):
             del out[key]
-            out[key if key.startswith("date(") else f"date({key})"] = format_datetime(value)
+            out[key if typed_kind(key) == "date" else f"date({key})"] = format_datetime(value)
         elif kind is Url:
             del out[key]
-            out[key if key.startswith("url(") else f"url({key})"] = value.value
+            out[key if typed_kind(key) == "url" else f"url({key})"] = value.value
         elif isinstance(value, (list, tuple)):
             out[key] = list(value)
         elif isinstance(value, str):
-            out[key] = str(value)
+            # str() of a str-based enum member is "Color.RED"; str.__str__ gives its text.
+            out[key] = str.__str__(value)
         elif isinstance(value, float):
             out[key] = float(value)
         elif isinstance(value, int):
@@ -93,10 +99,11 @@ def encode_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _unstructure_action(item: IdAction) -> dict[str, Any]:
+    # ``_value_`` rather than ``.value``: the enum's property costs as much as the whole dict.
     if item.attributes:
-        return {"action": item.action.value, "id": item.id,
+        return {"action": item.action._value_, "id": item.id,
                 "attributes": encode_attributes(item.attributes)}
-    return {"action": item.action.value, "id": item.id}
+    return {"action": item.action._value_, "id": item.id}
 
 
 def _unstructure_member(item: Member) -> dict[str, Any]:
@@ -105,12 +112,32 @@ def _unstructure_member(item: Member) -> dict[str, Any]:
     return {"id": item.id}
 
 
+# The two bulk bodies: the per-item hooks above, inlined into one loop (no call per item).
+
+
 def _unstructure_update(request: UpdateRequest) -> dict[str, Any]:
-    return {"name": request.name, "ids": [_unstructure_action(item) for item in request.ids]}
+    ids = []
+    append = ids.append
+    for item in request.ids:
+        attributes = item.attributes
+        if attributes:
+            append({"action": item.action._value_, "id": item.id,
+                    "attributes": encode_attributes(attributes)})
+        else:
+            append({"action": item.action._value_, "id": item.id})
+    return {"name": request.name, "ids": ids}
 
 
 def _unstructure_replace(request: ReplaceRequest) -> dict[str, Any]:
-    return {"name": request.name, "ids": [_unstructure_member(item) for item in request.ids]}
+    ids = []
+    append = ids.append
+    for item in request.ids:
+        attributes = item.attributes
+        if attributes:
+            append({"id": item.id, "attributes": encode_attributes(attributes)})
+        else:
+            append({"id": item.id})
+    return {"name": request.name, "ids": ids}
 
 
 def _unstructure_create(request: CreateRequest) -> dict[str, Any]:
@@ -202,8 +229,40 @@ converter.register_structure_hook(Accepted, _structure_accepted)
 
 
 def encode(request: object) -> bytes:
-    """The JSON body of a request model."""
-    return orjson.dumps(converter.unstructure(request))
+    """The JSON body of a request model.
+
+    Raises :class:`ValidationError` for a string that JSON cannot carry (a lone surrogate,
+    which Python strings allow but UTF-8 does not), naming where it is.
+    """
+    data = converter.unstructure(request)
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError as exc:
+        raise ValidationError(_unencodable(data) or "body", f"cannot be sent as JSON: {exc}") from None
+
+
+def _unencodable(data: object, path: str = "") -> str | None:
+    """The path of the first string in ``data`` that is not valid UTF-8, if any."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path and isinstance(key, str) and key.isidentifier() else (
+                f"{path}[{key!r}]" if path else str(key)
+            )
+            found = _unencodable(key, where) or _unencodable(value, where)
+            if found:
+                return found
+    elif isinstance(data, (list, tuple)):
+        for index, value in enumerate(data):
+            found = _unencodable(value, f"{path}[{index}]")
+            if found:
+                return found
+    return None
 
 
 def decode(body: bytes, cls: type[T], *, status: int, method: str, route: str) -> T:

@@ -55,7 +55,9 @@ class Secret:
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if isinstance(value, bool) or not (
+        isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    ):
         raise InvalidSettingError(attribute.name, f"must be a positive number of seconds, got {value!r}")
 
 
@@ -199,8 +201,9 @@ def build_config(
         raise InvalidSettingError("api_version", f"must look like '2.8', got {api_version!r}")
     if not isinstance(max_connections, int) or isinstance(max_connections, bool) or max_connections < 1:
         raise InvalidSettingError("max_connections", f"must be a positive integer, got {max_connections!r}")
-    if max_rate is not None and not (
-        isinstance(max_rate, (int, float)) and math.isfinite(max_rate) and max_rate > 0
+    if max_rate is not None and (
+        isinstance(max_rate, bool)
+        or not (isinstance(max_rate, (int, float)) and math.isfinite(max_rate) and max_rate > 0)
     ):
         raise InvalidSettingError("max_rate", f"must be a positive number (requests/s), got {max_rate!r}")
     # A whole policy, when given, is the more precise statement and wins over max_retries.

@@ -238,10 +238,10 @@ def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
     if not isinstance(data, dict):
         return None, None
     code, message = data.get("error_code"), data.get("error_message")
-    return (
-        None if code is None else _shorten(str(code)),
-        None if message is None else _shorten(str(message)),
-    )
+    # An empty or blank field says nothing: None, so that a readable substitute is used.
+    code = None if code is None else _shorten(str(code)) or None
+    message = None if message is None else _shorten(str(message)) or None
+    return code, message
 
 
 def error_from_response(
@@ -256,10 +256,11 @@ def error_from_response(
     """Build the typed exception for an error answer, whatever its body looks like."""
     code, message = parse_error_body(body)
     if message is None:
+        reason = _shorten(reason or "") or "error"  # a reason phrase may hold line breaks too
         if body.strip():
-            message = f"{reason or 'error'} (unreadable body: {_shorten(body.decode('utf-8', 'replace'))})"
+            message = f"{reason} (unreadable body: {_shorten(body.decode('utf-8', 'replace'))})"
         else:
-            message = f"{reason or 'error'} (empty body)"
+            message = f"{reason} (empty body)"
     return _error_class(status)(
         status, code, message, method=method, route=route, retry_after=retry_after
     )

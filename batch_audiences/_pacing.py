@@ -1,42 +1,82 @@
-"""The adaptive rate limiter that every request of one client goes through.
+"""Pacing: the adaptive rate limiter shared by every request of one client, and the retry
+budget of one bulk call.
 
-Batch publishes no rate figure for the audience routes, so the limiter starts unlimited (or at
-``max_rate``) and learns from the server: a 429 cuts the rate for every request of the client, not
-just the one that got it (multiplicative decrease to what the server was actually accepting), a
-``Retry-After`` pauses everyone, and a run of successes probes upward again, slowly (a few per
-cent a second), so that 429s stay rare once the rate has converged.
+Batch publishes no rate figure for the audience routes, so :class:`RateLimiter` starts unlimited
+(or at ``max_rate``) and learns from the server, AIMD-style:
 
-Requests reserve a start time rather than queueing on a lock: ``acquire`` computes the slot and
-sleeps with ``asyncio.sleep``, so the event loop is never blocked and the order of arrival is the
-order of departure.
+- a 429 cuts the pace of the whole client, not just of the request that got it: requests already
+  waiting for their turn are re-queued at the new pace. The new pace is half the pace actually
+  offered (a rate far above it was not binding), but never below 90 % of what the server was
+  measurably accepting, so one 429 costs little once the limit is known;
+- a ``Retry-After`` (or ``X-RateLimit-Reset``) pauses every request of the client, including
+  those already waiting;
+- throttle-free running probes upward again: fast (doubling per second, as TCP's slow start)
+  while the limit is still unknown; once it has been measured, by 0.1 % per accepted request,
+  so that the 10 % given up by a cut is probed back over about a hundred requests: about one
+  429 per hundred requests at steady state, whether the limit is one request a second or a
+  hundred;
+- a 429 answering a request sent *before* the last cut says nothing new: it is honoured
+  (``Retry-After``) but does not cut again, so a burst of in-flight 429s is one signal, not ten;
+- a cut must show an effect. If the pace were the cause, slowing from pace P1 with a share s1 of
+  429s to pace P2 would leave a share of about ``1 - (1 - s1) * P1 / P2`` (the server accepting
+  the same number per second). When 429s keep coming well above that, they are not the pace's
+  doing (a server or proxy that throttles a share of requests whatever the rate): the cuts are
+  undone (back to ``max_rate``, or unlimited), that share is remembered as noise, and from then
+  on only a share of 429s clearly above it cuts the pace. Each such 429 is still honoured and
+  retried; the pace is just not driven down to a crawl, one cut at a time.
+
+Requests reserve a start time rather than queueing on a lock: :meth:`RateLimiter.acquire`
+computes the slot and sleeps with ``asyncio.sleep``, so the event loop is never blocked. A
+limiter in fail-fast mode raises :class:`ThrottledError` instead of waiting.
+
+:class:`RetryBudget` is what a bulk call (``upload``, ``create_many``) hands to the transport
+with each request: it decides whether one more retry may be made, counting retries against the
+call's ``retry_budget`` and refusing every retry once its ``deadline`` has passed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ._errors import ThrottledError
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "RetryBudget"]
 
-# How far back successes are counted to estimate what the server accepts.
+# How far back sends and successes are counted to estimate rates.
 _WINDOW = 2.0
-# Relative rate increase per second of throttle-free running, once the limit has been measured…
-_PROBE_PER_SECOND = 0.02
-# …and while it has not (the rate was cut on a guess): find the limit fast, as TCP's slow start.
+# Relative rate increase per accepted request, once the limit has been measured (counted in
+# requests, not seconds, so the share of 429s does not depend on how low the limit is)…
+_PROBE_PER_SUCCESS = 0.001
+# …and per second while it has not (the rate was cut on a guess): find it fast, as TCP's slow start.
 _SLOW_START_PER_SECOND = 1.0
+# After a 429, stay this far under what the server was measurably accepting.
+_HEADROOM = 0.9
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
 _MIN_RATE = 0.2
+# The pace assumed when the first request of a client is throttled, before anything is known.
+_FIRST_GUESS = 1.0
+# Requests sent since a cut before its effect is judged; until then a further 429 cuts again only
+# when 429s are already this many, and at least half of those requests (a limit far below the
+# pace, typically at the start of a job).
+_JUDGE_AFTER = 10
+_CLEAR_OVERLOAD = 2
+# A share of 429s this far above what the pace explains is noise, not a limit.
+_NOISE_MARGIN = 0.1
+# Counts since a cut are halved past this many requests, so shares follow recent behaviour.
+_SHARE_MEMORY = 400
 
 
 class RateLimiter:
-    """Paces one client's requests; adapts to 429s.
+    """Paces one client's requests; adapts to 429s. See the module docstring.
 
-    ``max_rate`` is a hard ceiling in requests per second (``None``: no ceiling). ``rate`` is
+    ``max_rate`` is a hard ceiling in requests per second (``None``: no ceiling). :attr:`rate` is
     the pace in force now (``None`` while no throttling has been seen and no ceiling is set).
+    ``fail_fast`` makes :meth:`acquire` raise :class:`ThrottledError` rather than wait.
+    ``clock`` and ``sleep`` are ``time.monotonic`` and ``asyncio.sleep`` unless a test swaps them.
     """
 
     def __init__(
@@ -45,23 +85,43 @@ class RateLimiter:
         *,
         fail_fast: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self.max_rate = max_rate
         self.fail_fast = fail_fast
         self._clock = clock
+        self._sleep = sleep
         self._rate: float | None = max_rate
-        self._next_slot = 0.0
-        self._paused_until = 0.0
-        self._last_decrease = -1.0
+        self._next_slot = -math.inf
+        self._paused_until = -math.inf
+        self._last_decrease = -math.inf
+        self._last_start = -math.inf
         self._last_probe = clock()
+        self._sends: deque[float] = deque()
         self._successes: deque[float] = deque()
-        self._probe = _PROBE_PER_SECOND
+        self._measured = False
+        #: Number of 429 answers reported to this limiter.
         self.throttles = 0
+        #: Number of 429s that cut the rate (the others were stale echoes of an earlier one).
+        self.decreases = 0
+        #: Share of requests the server throttles whatever the pace, once learned (else None).
+        self.noise: float | None = None
+        # Requests started, and 429s for them, since the last cut (this "epoch") and in the one
+        # before it, with its pace; whether the last cut was judged.
+        self._sent = self._throttled = 0
+        self._prev_sent = self._prev_throttled = 0
+        self._prev_pace: float | None = None
+        self._judged = True
 
     @property
     def rate(self) -> float | None:
         """Requests per second in force now, or ``None`` when unlimited."""
         return self._rate
+
+    @property
+    def paused_until(self) -> float:
+        """Clock time before which no request starts (in the past when not paused)."""
+        return self._paused_until
 
     def delay(self) -> float:
         """How long a request starting now would wait (0 when it may go at once)."""
@@ -69,66 +129,199 @@ class RateLimiter:
         return max(0.0, self._next_slot - now, self._paused_until - now)
 
     async def acquire(self) -> float:
-        """Wait for this request's turn and return the time it was sent at.
+        """Wait for this request's turn and return the time it starts at.
 
-        Raises :class:`ThrottledError` instead of waiting when the limiter is fail-fast.
+        A request that was waiting when a 429 cut the rate, or when a ``Retry-After`` paused the
+        client, takes a new turn under the new conditions. Raises :class:`ThrottledError`
+        instead of waiting when the limiter is fail-fast.
         """
-        now = self._clock()
-        start = max(now, self._next_slot, self._paused_until)
-        if start > now and self.fail_fast:
-            raise ThrottledError(start - now)
-        if self._rate is not None:
-            self._next_slot = start + 1.0 / self._rate
-        if start > now:
-            await asyncio.sleep(start - now)
-        return start
+        while True:
+            now = self._clock()
+            start = max(now, self._next_slot, self._paused_until)
+            if start > now and self.fail_fast:
+                raise ThrottledError(start - now)
+            if self._rate is not None:
+                self._next_slot = start + 1.0 / self._rate
+            if start <= now:
+                return self._started(now)
+            await self._sleep(start - now)
+            # Re-checked after the sleep: the conditions may have changed while we waited.
+            if start >= self._paused_until and now >= self._last_decrease:
+                return self._started(self._clock())
+
+    def _started(self, now: float) -> float:
+        self._last_start = max(self._last_start, now)
+        self._sent += 1
+        if self._sent > _SHARE_MEMORY:
+            self._sent //= 2
+            self._throttled //= 2
+        sends = self._sends
+        sends.append(now)
+        while sends[0] < now - _WINDOW:
+            sends.popleft()
+        return now
 
     def on_success(self) -> None:
         """Count an accepted request, and probe upward when the rate is capped by throttling."""
         now = self._clock()
-        self._successes.append(now)
-        while self._successes and self._successes[0] < now - _WINDOW:
-            self._successes.popleft()
-        if self._rate is None:
-            return
-        elapsed = now - self._last_probe
+        successes = self._successes
+        successes.append(now)
+        while successes[0] < now - _WINDOW:
+            successes.popleft()
+        rate = self._rate
+        elapsed = min(max(now - self._last_probe, 0.0), 1.0)
         self._last_probe = now
-        if self._rate < (self.max_rate or float("inf")):
-            self._rate *= 1.0 + self._probe * min(elapsed, 1.0)
-            if self.max_rate is not None:
-                self._rate = min(self._rate, self.max_rate)
+        if rate is None:
+            return
+        ceiling = self.max_rate
+        if ceiling is not None and rate >= ceiling:
+            return
+        rate *= 1.0 + (_PROBE_PER_SUCCESS if self._measured else _SLOW_START_PER_SECOND * elapsed)
+        self._rate = min(rate, ceiling) if ceiling is not None else rate
 
     def on_throttle(self, sent_at: float, retry_after: float | None) -> None:
-        """React to a 429 for a request sent at ``sent_at``.
+        """React to a 429 for a request that started at ``sent_at`` (a value from :meth:`acquire`).
 
-        Requests sent before the last decrease were paced at the old rate, so their 429s say
-        nothing new: they are honoured (``Retry-After``) but do not cut the rate again.
+        Pauses every request for ``retry_after`` seconds when given; cuts the rate unless the
+        request started before the last cut (see the module docstring).
         """
         now = self._clock()
         self.throttles += 1
         if retry_after is not None and retry_after > 0:
-            self._paused_until = max(self._paused_until, now + retry_after)
+            until = now + retry_after
+            if until > self._paused_until:
+                self._paused_until = until
+                self._next_slot = max(self._next_slot, until)
         if sent_at < self._last_decrease:
+            self._prev_throttled += 1  # the 429 belongs to the pace in force before the cut
             return
-        self._last_decrease = now
+        self._throttled += 1
+        if not self._pace_is_the_cause(now):
+            return
+        self.decreases += 1
         accepted = self._accepted_rate(now)
-        base = self._rate if self._rate is not None else accepted
-        self._probe = _PROBE_PER_SECOND if accepted is not None else _SLOW_START_PER_SECOND
-        if base is None:
-            base = 1.0
+        # The pace refused is the one actually offered: a rate far above it was not binding.
+        offered = self._offered_rate(now)
+        if self._rate is None:
+            base = offered or _FIRST_GUESS
+        else:
+            base = min(self._rate, offered) if offered else self._rate
         new_rate = base / 2.0
         if accepted is not None:
-            # What the server just accepted is the best guess of its limit; stay a bit under it.
-            new_rate = max(new_rate, 0.9 * accepted)
-            new_rate = min(new_rate, base)
+            # What the server just accepted is the best guess of its limit: stay a bit under it,
+            # but always slow down a little, since the present pace was just refused.
+            new_rate = min(max(new_rate, _HEADROOM * accepted), _HEADROOM * base)
+        self._measured = accepted is not None
         new_rate = max(new_rate, _MIN_RATE)
-        self._rate = min(new_rate, self.max_rate) if self.max_rate is not None else new_rate
+        if self.max_rate is not None:
+            new_rate = min(new_rate, self.max_rate)
+        self._rate = new_rate
+        self._prev_sent, self._prev_throttled = self._sent, self._throttled
+        self._prev_pace = self._offered_rate(now)
+        self._sent = self._throttled = 0
+        self._judged = False
+        self._last_decrease = now
         self._last_probe = now
+        # Turns reserved at the old pace are void (their holders re-queue when they wake): the
+        # next turn follows the last request that actually started, at the new pace.
+        self._next_slot = max(now, self._last_start + 1.0 / new_rate, self._paused_until)
+
+    def _pace_is_the_cause(self, now: float) -> bool:
+        """Whether a fresh 429 should cut the pace (see the module docstring); may undo the
+        last cut when it showed no effect."""
+        sent, throttled = self._sent, self._throttled
+        if not self._judged:
+            if sent < _JUDGE_AFTER:
+                return throttled >= _CLEAR_OVERLOAD and 2 * throttled >= sent
+            self._judged = True
+            pace, before = self._offered_rate(now), self._prev_pace
+            if self._prev_sent and pace and before:
+                explained = 1.0 - (1.0 - self._prev_throttled / self._prev_sent) * before / pace
+                share = throttled / sent
+                if share > max(explained, 0.0) + _NOISE_MARGIN:
+                    self.noise = share
+                    self._forget_cuts(now)
+                    return False
+        if self.noise is not None:
+            return sent >= _JUDGE_AFTER and throttled > (self.noise + _NOISE_MARGIN) * sent
+        return True
+
+    def _forget_cuts(self, now: float) -> None:
+        """The 429s were noise: back to the pace the limiter started with."""
+        rate = self._rate = self.max_rate
+        self._measured = False
+        self._sent = self._throttled = 0
+        # Turns reserved at the cut pace are void; waiting requests re-queue when they wake.
+        self._last_decrease = now
+        self._next_slot = max(now, self._paused_until, self._last_start + (1.0 / rate if rate else 0.0))
 
     def _accepted_rate(self, now: float) -> float | None:
-        while self._successes and self._successes[0] < now - _WINDOW:
-            self._successes.popleft()
-        if len(self._successes) < 2:
+        successes = self._successes
+        while successes and successes[0] < now - _WINDOW:
+            successes.popleft()
+        if len(successes) < 3:
             return None
-        span = max(now - self._successes[0], 1e-3)
-        return len(self._successes) / span
+        # The spacing of the successes themselves: measured from the first to the last, so the
+        # idle time before the first request of a job does not count as a slow server.
+        return (len(successes) - 1) / max(successes[-1] - successes[0], 1e-3)
+
+    def _offered_rate(self, now: float) -> float | None:
+        sends = self._sends
+        while sends and sends[0] < now - _WINDOW:
+            sends.popleft()
+        if len(sends) < 2:
+            return None
+        return len(sends) / max(now - sends[0], 1e-3)
+
+
+class RetryBudget:
+    """The retries one bulk call may still make, and the time after which it makes none.
+
+    ``retries=None`` leaves each request its own limit (the client's ``max_retries``), as for a
+    single call; an integer is shared by every request of the call, and then replaces the
+    per-request limit: a request keeps retrying while the shared budget lasts. ``deadline`` is a
+    clock time (``time.monotonic`` by default) after which no retry is allowed.
+    """
+
+    def __init__(
+        self,
+        retries: int | None = None,
+        deadline: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.retries = retries
+        self.deadline = deadline
+        self._clock = clock
+        #: Retries granted so far.
+        self.spent = 0
+        #: Set once a retry was refused because the shared budget was spent.
+        self.exhausted = False
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline has passed."""
+        return self.deadline is not None and self._clock() >= self.deadline
+
+    def remaining_time(self) -> float | None:
+        """Seconds left before the deadline (``None``: no deadline; never negative)."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - self._clock())
+
+    def allow(self, attempts: int, max_retries: int, wait: float | None = None) -> bool:
+        """Whether a request that made ``attempts`` attempts may retry (after ``wait`` seconds).
+
+        Counts the retry when it is granted.
+        """
+        if self.deadline is not None and self._clock() + (wait or 0.0) >= self.deadline:
+            return False
+        if self.retries is None:
+            granted = attempts <= max_retries
+        else:
+            granted = self.spent < self.retries
+            if not granted:
+                self.exhausted = True
+        if granted:
+            self.spent += 1
+        return granted

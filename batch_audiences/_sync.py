@@ -10,29 +10,80 @@ plain scripts, from several threads at once, and from code that already runs an 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
 
+from ._bulk import UploadItem
 from ._client import AsyncAudiencesClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import ClientClosedError, InvalidSettingError
 from ._models import (
+    MAX_IDS_PER_REQUEST,
     Accepted,
     Audience,
     AudiencePage,
     AudienceType,
     IdAction,
     Member,
+    NewAudience,
 )
+from ._reports import BulkReport, ProgressEvent, UploadReport
 from ._transport import ClientStats
 
 __all__ = ["AudiencesClient", "LoopThread"]
 
 T = TypeVar("T")
+
+
+class _Call:
+    """One coroutine handed to the loop thread, and the lock its caller blocks on until it is done.
+
+    Lighter than ``asyncio.run_coroutine_threadsafe``, whose ``concurrent.futures.Future`` (a
+    condition variable, state copied across by callbacks) costs about as much as the rest of a
+    blocking call's hop between threads; the hop is most of what the facade adds to a request.
+    """
+
+    __slots__ = ("coro", "done", "error", "task")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.task: asyncio.Task[Any] | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Lock()
+        self.done.acquire()  # released by the loop thread when the task is done
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop thread: run the coroutine as a task."""
+        try:
+            self.task = loop.create_task(self.coro)
+        except BaseException as exc:
+            self.error = exc
+            self.done.release()
+            return
+        self.task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.done.release()
+
+    def cancel(self) -> None:
+        """On the loop thread: the caller gave up waiting."""
+        if self.task is not None:
+            self.task.cancel()
 
 
 class LoopThread:
@@ -61,17 +112,29 @@ class LoopThread:
                 "a blocking AudiencesClient method was called from inside its own event loop "
                 "(a progress callback, for instance); that would deadlock"
             )
+        call = _Call(coro)
         with self._lock:
             if self._closed:
                 coro.close()
                 raise ClientClosedError("this client is closed; create a new one")
-            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            self._loop.call_soon_threadsafe(call.start, self._loop)
         try:
-            return future.result()
+            call.done.acquire()
         except BaseException:
             # Interrupted while waiting (KeyboardInterrupt): do not leave the work running.
-            future.cancel()
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(call.cancel)
             raise
+        task = call.task
+        if task is None:
+            assert call.error is not None
+            raise call.error
+        if task.cancelled():
+            if self._closed:  # close() from another thread cancelled the work still running
+                raise ClientClosedError("the client was closed while this call was in progress") from None
+            raise concurrent.futures.CancelledError()
+        result: T = task.result()
+        return result
 
     def close(self, final: Coroutine[Any, Any, None] | None = None) -> None:
         """Run ``final`` on the loop, stop the loop, join the thread. Safe to call twice."""
@@ -85,9 +148,13 @@ class LoopThread:
             if final is not None:
                 asyncio.run_coroutine_threadsafe(final, self._loop).result()
         finally:
+            # Calls still running (from other threads) are cancelled, so their callers get an
+            # answer instead of waiting forever on a stopped loop. The clean-up runs on the
+            # loop's own thread: the caller's thread may be running an event loop of its own
+            # (a Jupyter cell), where run_until_complete is not allowed.
+            asyncio.run_coroutine_threadsafe(_cancel_remaining(), self._loop).result()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             self._loop.close()
 
 
@@ -221,7 +288,9 @@ class AudiencesClient:
         finally:
             aclose = getattr(source, "aclose", None)
             if aclose is not None and not self._loop.closed:
-                self._loop.run(aclose())
+                # close() may win the race from another thread; it finalizes the source itself.
+                with contextlib.suppress(ClientClosedError):
+                    self._loop.run(aclose())
 
     def wait_until_applied(
         self,
@@ -237,6 +306,70 @@ class AudiencesClient:
                 name, indexing_token, timeout=timeout, poll_interval=poll_interval
             )
         )
+
+    def upload(
+        self,
+        name: str,
+        items: Iterable[UploadItem] | AsyncIterable[UploadItem],
+        *,
+        mode: str = "add",
+        chunk_size: int = MAX_IDS_PER_REQUEST,
+        concurrency: int = 4,
+        wait: bool = False,
+        on_progress: Callable[[ProgressEvent], object] | None = None,
+        retry_budget: int | None = None,
+        deadline: float | None = None,
+        skip_chunks: Collection[int] = (),
+    ) -> UploadReport:
+        """Blocking :meth:`AsyncAudiencesClient.upload`.
+
+        ``items`` may be a plain iterable (a list, a generator, a reader of
+        :mod:`batch_audiences.sources`) or an async iterable. Either way it is read on the
+        client's own event-loop thread, a chunk at a time, so it must not rely on being read
+        from the calling thread; ``on_progress`` runs on that thread too, and must not call
+        this client (it would wait for itself).
+
+        >>> with AudiencesClient() as client:  # doctest: +SKIP
+        ...     report = client.upload("crm", (line.strip() for line in open("ids.txt")))
+        ...     print(report.summary())
+        """
+        return self._loop.run(
+            self._async.upload(
+                name, items, mode=mode, chunk_size=chunk_size, concurrency=concurrency, wait=wait,
+                on_progress=on_progress, retry_budget=retry_budget, deadline=deadline,
+                skip_chunks=skip_chunks,
+            )
+        )
+
+    def create_many(
+        self,
+        audiences: Iterable[NewAudience | Mapping[str, Any] | str]
+        | AsyncIterable[NewAudience | Mapping[str, Any] | str],
+        *,
+        concurrency: int = 8,
+        if_exists: str = "error",
+        on_progress: Callable[[ProgressEvent], object] | None = None,
+        retry_budget: int | None = None,
+        deadline: float | None = None,
+    ) -> BulkReport:
+        """Blocking :meth:`AsyncAudiencesClient.create_many` (``audiences`` and ``on_progress``
+        are used on the client's event-loop thread, as for :meth:`upload`)."""
+        return self._loop.run(
+            self._async.create_many(
+                audiences, concurrency=concurrency, if_exists=if_exists, on_progress=on_progress,
+                retry_budget=retry_budget, deadline=deadline,
+            )
+        )
+
+
+async def _cancel_remaining() -> None:
+    """Cancel every other task of the running loop, wait for them, then finalize async generators."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 async def _next(source: AsyncIterator[T]) -> T:

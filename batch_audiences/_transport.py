@@ -20,7 +20,7 @@ import aiohttp
 import attrs
 
 from ._config import ClientConfig
-from ._errors import ClientClosedError, TransportError, error_from_response
+from ._errors import ClientClosedError, TransportError, UnexpectedResponseError, error_from_response
 from ._pacing import RateLimiter, RetryBudget
 from ._version import __version__
 
@@ -36,6 +36,12 @@ _LARGE_BODY: Final = 2**20
 
 # Failures of these kinds happen before a byte of the request left: nothing can have been applied.
 _NOT_SENT: Final = (aiohttp.ClientConnectorError,)
+
+#: The most of one answer body the client reads. The API's largest answer (a page of 100
+#: audiences) is a few tens of KB; a broken proxy streaming without end must not fill memory.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+# Error messages quote the underlying exception; some span lines or embed whole headers.
+_MAX_REASON_CHARS: Final = 300
 
 
 @attrs.frozen
@@ -112,6 +118,7 @@ class Transport:
         self._config = config
         self._session = session
         self._owns_session = session is None
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the own session was made
         self._closed = False
         self.limiter = limiter or RateLimiter(config.max_rate)
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
@@ -123,6 +130,7 @@ class Transport:
         }
         self._get_headers = base
         self._post_headers = {**base, "Content-Type": "application/json"}
+        self._key_bytes = config.api_key.reveal().encode()
         self._requests = 0
         self._retries = 0
         self._throttled = 0
@@ -137,11 +145,26 @@ class Transport:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("this client is closed; create a new one")
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._loop is not None and loop is not self._loop:
+            # aiohttp would fail with a bare "Event loop is closed" or "attached to a different
+            # loop" RuntimeError, typically on a second asyncio.run() with the same client.
+            raise ClientClosedError(
+                "this client's connections belong to the event loop it was first used in"
+                f"{' (now closed)' if self._loop.is_closed() else ''}; an async client serves one "
+                "event loop: build it inside your async code, or use the blocking AudiencesClient"
+            )
         if self._session is None:
+            self._loop = loop if self._owns_session else None
             connector = aiohttp.TCPConnector(limit=self._config.max_connections)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, auto_decompress=True
             )
+            # aiohttp silently resends a GET once when a kept-alive connection breaks. Retries
+            # belong to the policy (bounded, paced, counted in stats, logged): turn that off, as
+            # aiohttp's own test client does. Harmless if a later aiohttp drops the attribute.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         return self._session
 
     async def aclose(self) -> None:
@@ -175,6 +198,14 @@ class Transport:
         debug = logger.isEnabledFor(logging.DEBUG)
         while True:
             sent_at = await limiter.acquire()
+            # aclose() (or the caller closing its own session) may have happened while this
+            # request waited for its turn or its back-off: say so, rather than aiohttp's
+            # bare RuntimeError.
+            if self._closed or session.closed:
+                raise ClientClosedError(
+                    "this client was closed while the request was in progress"
+                    if self._closed else "the aiohttp session given as session= is closed"
+                )
             trace.attempts += 1
             self._requests += 1
             try:
@@ -182,8 +213,13 @@ class Transport:
                     method, url, data=_payload(body), params=params, headers=headers,
                     allow_redirects=False, timeout=self._timeout,
                 ) as response:
-                    payload = await response.read()
+                    payload, complete = await _read_capped(response)
                     status = response.status
+                    if not complete and 200 <= status < 300:
+                        raise UnexpectedResponseError(
+                            status, None, f"the answer is larger than {MAX_RESPONSE_BYTES} bytes; "
+                            "it was not read", method=method, route=route,
+                        )
                     reason = response.reason
                     response_headers = response.headers
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -202,6 +238,9 @@ class Transport:
                 await asyncio.sleep(wait)
                 continue
 
+            if self._key_bytes in payload:
+                # A server or proxy echoing the key back must not put it into our error messages.
+                payload = payload.replace(self._key_bytes, b"<redacted>")
             if debug:
                 logger.debug("%s %s -> %d (attempt %d)", method, route, status, trace.attempts)
             if 200 <= status < 300:
@@ -209,9 +248,12 @@ class Transport:
                 return status, payload
 
             retry_after = parse_retry_after(response_headers) if status in (429, 503) else None
+            # A wait beyond max_retry_after is not honoured (the call fails at once): it must not
+            # pause the client's other requests either, or one odd header stalls them all.
+            honoured = retry_after if retry_after is None or retry_after <= policy.max_retry_after else None
             if status == 429:
                 self._throttled += 1
-                limiter.on_throttle(sent_at, retry_after)
+                limiter.on_throttle(sent_at, honoured)
             if (
                 policy.should_retry_status(status)
                 and not limiter.fail_fast
@@ -245,5 +287,23 @@ def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
-    text = str(exc) or type(exc).__name__
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > _MAX_REASON_CHARS:
+        text = text[: _MAX_REASON_CHARS - 1] + "…"
     return f"{type(exc).__name__}: {text}"
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    """The body, up to ``MAX_RESPONSE_BYTES``; the flag is False when there was more."""
+    limit = MAX_RESPONSE_BYTES
+    length = response.content_length
+    if length is not None and length <= limit and "Content-Encoding" not in response.headers:
+        return await response.read(), True  # the common case: a small body of known size
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(65536):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks)[:limit], False
+    return b"".join(chunks), True

@@ -1,0 +1,126 @@
+"""``create-many`` and ``demo``: bulk creates from a manifest, and the end-to-end demo."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .._errors import AuthenticationError
+from .._reports import BulkReport, ProgressEvent
+from ._commands import make_client
+from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
+from ._manifest import guess_format, read_manifest
+from ._output import Console, format_count, format_duration, key_values
+from ._progress import Progress
+
+if TYPE_CHECKING:
+    from ._main import Interrupter
+
+__all__ = ["cmd_create_many", "cmd_demo"]
+
+
+class StopFlag:
+    """Set by the first Ctrl-C: the input generators end at their next item."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def __call__(self) -> None:
+        self.set = True
+
+
+def _until(flag: StopFlag, items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for item in items:
+        if flag.set:
+            return
+        yield item
+
+
+async def cmd_create_many(args: argparse.Namespace, console: Console, interrupter: Interrupter) -> int:
+    fmt = guess_format(args.manifest, args.format, default="csv",
+                       known={".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson"})
+    manifest = read_manifest(args.manifest, fmt)
+    stop = StopFlag()
+    interrupter.graceful = stop
+    progress = Progress(console, "create-many", unit="audiences", total=len(manifest.entries))
+
+    def on_progress(event: ProgressEvent) -> None:
+        progress.update(done=event.items_done, failed=event.items_failed, retries=event.retries,
+                        force=event.kind == "finished")
+
+    async with make_client(args, max_rate=args.max_rate) as client:
+        try:
+            report = await client.create_many(
+                _until(stop, manifest.entries), concurrency=args.concurrency,
+                if_exists=args.if_exists, on_progress=on_progress,
+            )
+        finally:
+            progress.close()
+    _print_create_many(console, report, manifest.lines, manifest.bad_rows, interrupted=stop.set)
+    if stop.set:
+        return EXIT_INTERRUPTED
+    if any(isinstance(failure.error, AuthenticationError) for failure in report.failed):
+        return EXIT_SETUP
+    return EXIT_OK if report.ok and not manifest.bad_rows else EXIT_FAILED
+
+
+def _print_create_many(
+    console: Console, report: BulkReport, lines: list[int], bad_rows: list[Any], *, interrupted: bool
+) -> None:
+    def line_of(position: int) -> int | None:
+        return lines[position] if 0 <= position < len(lines) else None
+
+    failures = [
+        {"line": line_of(f.position), "name": _name_of(f.item), "error": str(f.error),
+         "error_type": type(f.error).__name__}
+        for f in report.failed
+    ]
+    failures += [{"line": row.line, "name": None, "error": row.error, "error_type": "BadRow"}
+                 for row in bad_rows]
+    failures.sort(key=lambda f: f["line"] or 0)
+    document = {
+        "command": "create-many",
+        "ok": report.ok and not bad_rows and not interrupted,
+        "interrupted": interrupted,
+        "read": report.items_read + len(bad_rows),
+        "created": len(report.succeeded),
+        "skipped": len(report.skipped),
+        "failed": len(failures),
+        "requests": report.requests,
+        "retries": report.retries,
+        "elapsed": round(report.elapsed, 3),
+        "stop_reason": report.stop_reason,
+        "created_names": [c.audience.name for c in report.succeeded],
+        "skipped_names": [s.audience.name for s in report.skipped],
+        "failures": failures,
+    }
+    text = key_values([
+        ("created", format_count(len(report.succeeded))),
+        ("skipped", format_count(len(report.skipped))),
+        ("failed", format_count(len(failures))),
+        ("requests", format_count(report.requests)),
+        ("retries", format_count(report.retries)),
+        ("elapsed", format_duration(report.elapsed)),
+    ])
+    if report.stop_reason:
+        text += f"\nstopped early: {report.stop_reason}"
+    if interrupted:
+        text += "\ninterrupted: the manifest was not read to its end"
+    for failure in failures[:20]:
+        where = f"line {failure['line']}" if failure["line"] else "?"
+        text += f"\n  {where}: {failure['name'] or ''}{': ' if failure['name'] else ''}{failure['error']}"
+    if len(failures) > 20:
+        text += f"\n  … and {len(failures) - 20} more (--json lists them all)"
+    console.result(document, text)
+
+
+def _name_of(item: object) -> str | None:
+    name = item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
+    return name if isinstance(name, str) else None
+
+
+async def cmd_demo(args: argparse.Namespace, console: Console, interrupter: Interrupter) -> int:
+    from .._demo import demo
+
+    return await demo(ids=args.ids, audiences=args.audiences, seed=args.seed, console=console)

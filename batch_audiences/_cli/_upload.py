@@ -1,0 +1,493 @@
+"""``batch-audiences upload``: a file streamed through ``client.upload``, with progress and resume.
+
+The file is read by :mod:`batch_audiences.sources` (bad rows collected with their line numbers)
+and handed to :meth:`AsyncAudiencesClient.upload` as a lazy iterator; chunking, pacing, order
+and retries are the bulk engine's. This module adds what a terminal needs: the progress line,
+the report, ``--dry-run``, ``--checkpoint`` and a graceful first Ctrl-C.
+
+Resume works by chunk index. The engine numbers chunks by the items it reads, so the same file
+read with the same options and chunk size always gives the same chunk ``i``: the checkpoint keeps
+the indexes of the acknowledged chunks, and a re-run passes them as ``skip_chunks``. Ctrl-C ends
+the input at the next chunk boundary (before the first chunk it cancels the upload: nothing was
+sent), so no short chunk goes out in place of a full one; and as a second guard, a short chunk is
+recorded only when the file really ended there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any, cast
+
+import attrs
+
+from .._errors import AuthenticationError, BatchAudiencesError
+from .._models import MAX_IDS_PER_REQUEST, Action, IdAction, Member
+from .._reports import ProgressEvent, UploadReport
+from ..sources import RowError, SourceReader, read_csv, read_ndjson, read_text
+from ._argtypes import positive_float, positive_int
+from ._checkpoint import Checkpoint, fingerprint
+from ._commands import make_client
+from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, CLIError
+from ._manifest import guess_format
+from ._output import Console, format_count, format_duration, key_values
+from ._progress import Progress
+
+if TYPE_CHECKING:
+    from ._main import Interrupter
+
+__all__ = ["add_upload_arguments", "cmd_upload"]
+
+FORMATS = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".txt": "txt"}
+# After the first Ctrl-C, requests in flight get this long to finish before they are cancelled.
+GRACE_SECONDS = 30.0
+# Bad rows listed in the text report (all of them are in --json).
+_SHOWN = 20
+# Bad rows kept in memory: a file that is all bad rows must not exhaust memory.
+_MAX_BAD_ROWS = 10_000
+# A dry run hands control back to the event loop (for Ctrl-C) every so many items.
+_DRY_RUN_BATCH = 10_000
+
+
+def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The upload command's own arguments."""
+    parser.add_argument("name", metavar="NAME", help="audience to upload to (it must exist)")
+    parser.add_argument("file", metavar="FILE", help="input file, or '-' for standard input")
+    parser.add_argument("--mode", choices=("add", "remove", "update", "replace"), default="add",
+                        help="what to do with the IDs (default: %(default)s)")
+    parser.add_argument("--format", choices=("csv", "ndjson", "txt"), default=None,
+                        help="input format (default: from the extension, else txt)")
+    parser.add_argument("--id-column", metavar="C", default=None,
+                        help="column (CSV) or key (NDJSON) holding the ID (default: the first "
+                        "CSV column, the NDJSON key 'id')")
+    parser.add_argument("--attr", action="append", default=[], metavar="COL[:TYPE]",
+                        help="send column COL as an attribute (repeatable); TYPE: str, int, float, "
+                        "bool, date, url")
+    parser.add_argument("--action-column", metavar="C", default=None,
+                        help="update mode: column (CSV) or key (NDJSON) holding 'add' or 'remove' "
+                        "(default: action)")
+    parser.add_argument("--delimiter", metavar="CHAR", default=",",
+                        help="CSV field delimiter (default: ',')")
+    parser.add_argument("--concurrency", type=positive_int, default=4, metavar="N",
+                        help="requests in flight at once (default: %(default)s)")
+    parser.add_argument("--max-rate", type=positive_float, default=None, metavar="R",
+                        help="at most R requests per second (default: adapt to the server)")
+    parser.add_argument("--chunk-size", type=positive_int, default=MAX_IDS_PER_REQUEST, metavar="N",
+                        help="IDs per request, 1 to 10,000 (default: %(default)s)")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait until every write is indexed before reporting")
+    parser.add_argument("--checkpoint", metavar="PATH", default=None,
+                        help="record accepted chunks in PATH, and resume from it when it exists")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="read and check the whole input, send nothing, list the bad rows")
+
+
+# -- the input -----------------------------------------------------------------------------------
+
+
+class _LineCounter:
+    """A binary file's lines, counted as the reader pulls them: the line of the item just read."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self.line = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for raw in self._file:
+            self.line += 1
+            yield raw
+
+
+@attrs.define
+class _Input:
+    """The opened input: the reader, the line counter, and what went wrong so far."""
+
+    reader: SourceReader[Any]
+    counter: _LineCounter
+    file: IO[bytes]
+    mode: str
+    chunk_size: int
+    extra_errors: list[RowError] = attrs.field(factory=list)
+    extra_count: int = 0
+    yielded: int = 0
+    exhausted: bool = False
+    interrupted: bool = False
+    stop_requested: bool = False
+
+    @property
+    def bad_rows(self) -> list[RowError]:
+        return sorted([*self.reader.errors, *self.extra_errors], key=lambda error: error.line)
+
+    @property
+    def bad_count(self) -> int:
+        return len(self.reader.errors) + self.extra_count
+
+    def items(self) -> Iterator[Any]:
+        """The valid items, until the file ends or a stop is requested (then ``interrupted``)."""
+        mode = self.mode
+        for item in self.reader:
+            # Stop only between two chunks, so that no short chunk is sent in place of a full one.
+            if self.stop_requested and self.yielded % self.chunk_size == 0:
+                self.interrupted = True
+                return
+            if type(item) is not str:
+                problem = _mode_problem(item, mode)
+                if problem is not None:
+                    self.extra_count += 1
+                    if len(self.extra_errors) < _MAX_BAD_ROWS:
+                        self.extra_errors.append(RowError(self.counter.line, problem))
+                    continue
+            self.yielded += 1
+            yield item
+            if len(self.reader.errors) > _MAX_BAD_ROWS:
+                # Keep the first ones (for the report) but count the rest.
+                self.extra_count += len(self.reader.errors) - _MAX_BAD_ROWS
+                del self.reader.errors[_MAX_BAD_ROWS:]
+        self.exhausted = True
+
+
+def _mode_problem(item: object, mode: str) -> str | None:
+    """Why an item read from the file does not fit ``mode`` (the engine would refuse it)."""
+    if isinstance(item, IdAction):
+        if mode in ("add", "replace") and item.action is Action.REMOVE:
+            return f"a remove of {item.id!r} in mode {mode!r} (use --mode update for mixed actions)"
+        if mode == "remove" and item.action is Action.ADD:
+            return f"an add of {item.id!r} in mode 'remove' (use --mode update for mixed actions)"
+    elif isinstance(item, Member) and mode == "remove" and item.attributes:
+        return f"attributes on a remove of {item.id!r} (mode 'remove' takes none)"
+    return None
+
+
+def _check_options(args: argparse.Namespace, fmt: str) -> None:
+    if args.chunk_size > MAX_IDS_PER_REQUEST:
+        raise CLIError(f"--chunk-size must be at most {MAX_IDS_PER_REQUEST:,}, got {args.chunk_size:,}")
+    if fmt == "txt" and (args.attr or args.id_column or args.action_column):
+        raise CLIError("a text file holds one ID per line: --attr, --id-column and --action-column "
+                       "need --format csv or ndjson")
+    if args.mode == "update" and fmt == "txt":
+        raise CLIError("--mode update needs an action per row: use a CSV or NDJSON file")
+    if args.mode == "remove" and args.attr:
+        raise CLIError("--mode remove takes no attributes (--attr)")
+    if args.action_column and args.mode != "update":
+        raise CLIError("--action-column is for --mode update")
+    if args.file == "-" and args.checkpoint:
+        raise CLIError("standard input cannot be checkpointed: save it to a file to use --checkpoint")
+    if args.checkpoint and args.dry_run:
+        raise CLIError("--dry-run sends nothing: --checkpoint makes no sense with it")
+
+
+def _open_input(args: argparse.Namespace, fmt: str) -> _Input:
+    file: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    counter = _LineCounter(file)
+    # The readers take any iterable of binary lines (they only iterate it): the counter is one.
+    lines = cast(IO[bytes], counter)
+    reader: SourceReader[Any]
+    try:
+        if fmt == "csv":
+            reader = read_csv(
+                lines, id_column=args.id_column, attributes=args.attr,
+                action_column=(args.action_column or "action") if args.mode == "update" else None,
+                delimiter=args.delimiter, errors="collect",
+            )
+        elif fmt == "ndjson":
+            reader = read_ndjson(
+                lines, id_key=args.id_column or "id", attributes=args.attr or None,
+                action_key=args.action_column or "action", errors="collect",
+            )
+        else:
+            reader = read_text(lines, errors="collect")
+    except BaseException:
+        if file is not sys.stdin.buffer:
+            file.close()
+        raise
+    return _Input(reader, counter, file, args.mode, args.chunk_size)
+
+
+def _estimate_total(path: str, fmt: str) -> int | None:
+    """Rows in a regular file, from a fast count of its newlines (for the progress bar only)."""
+    if path == "-":
+        return None
+    try:
+        with open(path, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return None
+            lines, last = 0, b""
+            while block := file.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block
+    except OSError:
+        return None
+    if last and not last.endswith(b"\n"):
+        lines += 1
+    return max(0, lines - (1 if fmt == "csv" else 0))
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+async def cmd_upload(args: argparse.Namespace, console: Console, interrupter: Interrupter) -> int:
+    fmt = guess_format(args.file, args.format, default="txt", known=FORMATS)
+    _check_options(args, fmt)
+    if args.dry_run:
+        return await _dry_run(args, fmt, console, interrupter)
+
+    checkpoint: Checkpoint | None = None
+    if args.checkpoint:
+        checkpoint = Checkpoint.for_job(
+            args.checkpoint,
+            source=fingerprint(args.file),
+            audience=args.name,
+            mode=args.mode,
+            chunk_size=args.chunk_size,
+            options={"format": fmt, "id_column": args.id_column, "attributes": list(args.attr),
+                     "action_column": args.action_column, "delimiter": args.delimiter},
+        )
+        # Written before anything is sent, so an unwritable path fails now, not after chunk 1.
+        checkpoint.save()
+        if checkpoint.finished:
+            console.note(f"checkpoint {args.checkpoint}: this upload already completed; nothing to send")
+        elif checkpoint.resumed:
+            console.note(f"resuming from {args.checkpoint}: {len(checkpoint.accepted)} chunk(s) "
+                         "already accepted will be skipped")
+
+    source = _open_input(args, fmt)
+    try:
+        return await _upload(args, fmt, console, interrupter, source, checkpoint)
+    finally:
+        if source.file is not sys.stdin.buffer:
+            source.file.close()
+
+
+async def _upload(
+    args: argparse.Namespace,
+    fmt: str,
+    console: Console,
+    interrupter: Interrupter,
+    source: _Input,
+    checkpoint: Checkpoint | None,
+) -> int:
+    chunk_size = args.chunk_size
+    progress = Progress(console, f"upload {args.name}", unit="IDs", total=_estimate_total(args.file, fmt))
+    last_event: list[ProgressEvent] = []
+
+    def on_progress(event: ProgressEvent) -> None:
+        last_event[:] = [event]
+        if (
+            checkpoint is not None
+            and event.kind == "acknowledged"
+            and event.chunk_index is not None
+            # A short chunk is complete only if the file really ended there (not a Ctrl-C).
+            and (event.chunk_count == chunk_size or source.exhausted)
+        ):
+            checkpoint.accepted.add(event.chunk_index)
+            if args.mode == "replace" and event.chunk_index == 0:
+                checkpoint.replace_token = event.token
+            checkpoint.save()
+        progress.update(
+            done=event.items_done + source.bad_count, failed=event.items_failed + source.bad_count,
+            retries=event.retries, force=event.kind == "finished",
+        )
+
+    loop = asyncio.get_running_loop()
+    report: UploadReport | None = None
+    async with make_client(args, max_rate=args.max_rate) as client:
+        task = asyncio.ensure_future(client.upload(
+            args.name, source.items(), mode=args.mode, chunk_size=chunk_size,
+            concurrency=args.concurrency, wait=args.wait, on_progress=on_progress,
+            skip_chunks=frozenset(checkpoint.accepted) if checkpoint is not None else (),
+        ))
+
+        def stop_gracefully() -> None:
+            source.stop_requested = True
+            if source.yielded == 0:
+                task.cancel()  # nothing read yet, so nothing sent: an empty replace must not go out
+            else:
+                loop.call_later(GRACE_SECONDS, task.cancel)
+
+        interrupter.graceful = stop_gracefully
+        try:
+            report = await task
+        except asyncio.CancelledError:
+            if not interrupter.requested:
+                raise
+        finally:
+            interrupter.graceful = None
+            progress.close()
+
+    interrupted = interrupter.requested
+    if report is not None and checkpoint is not None and report.ok and not interrupted:
+        checkpoint.finished = True
+        checkpoint.chunks = report.chunks_acknowledged + report.chunks_skipped
+        checkpoint.save()
+    document = _report_document(args, source, report, last_event[0] if last_event else None,
+                                checkpoint, interrupted=interrupted)
+    console.result(document, _report_text(document))
+    if interrupted:
+        if checkpoint is not None:
+            console.note(f"interrupted: run the same command again to resume from {args.checkpoint}")
+        return EXIT_INTERRUPTED
+    if report is not None and any(isinstance(c.error, AuthenticationError) for c in report.failed_chunks):
+        return EXIT_SETUP
+    return EXIT_OK if document["ok"] else EXIT_FAILED
+
+
+def _error_line(error: BatchAudiencesError) -> str:
+    return " ".join(str(error).split())
+
+
+def _report_document(
+    args: argparse.Namespace,
+    source: _Input,
+    report: UploadReport | None,
+    last: ProgressEvent | None,
+    checkpoint: Checkpoint | None,
+    *,
+    interrupted: bool,
+) -> dict[str, Any]:
+    bad_rows = [{"line": e.line, "error": e.message, "column": e.column} for e in source.bad_rows]
+    if report is None:  # cancelled after the grace period: only the progress events are left
+        accepted = last.items_acknowledged if last else 0
+        document: dict[str, Any] = {
+            "read": last.items_read if last else 0, "sent": None, "accepted": accepted,
+            "skipped": last.items_skipped if last else 0,
+            "failed": (last.items_failed if last else 0) + source.bad_count,
+            "requests": last.requests if last else 0, "retries": last.retries if last else 0,
+            "elapsed": round(last.elapsed, 3) if last else 0.0,
+            "applied": None, "stop_reason": "interrupted; requests in flight were cancelled",
+            "failed_chunks": [], "failed_items": [], "indexing_tokens": [],
+        }
+    else:
+        document = {
+            "read": report.items_read, "sent": report.items_sent, "accepted": report.items_accepted,
+            "skipped": report.items_skipped, "failed": report.items_failed + source.bad_count,
+            "requests": report.requests, "retries": report.retries, "elapsed": round(report.elapsed, 3),
+            "applied": report.applied,
+            "stop_reason": report.stop_reason or ("interrupted" if interrupted else None),
+            "failed_chunks": [
+                {"index": c.index, "start": c.start, "stop": c.stop, "count": c.count,
+                 "error": _error_line(c.error), "error_type": type(c.error).__name__,
+                 "uncertain": c.uncertain}
+                for c in report.failed_chunks
+            ],
+            "failed_items": [
+                {"position": i.position, "error": _error_line(i.error)} for i in report.failed_items
+            ],
+            "indexing_tokens": list(report.indexing_tokens),
+        }
+    ok = (
+        report is not None and report.ok and not interrupted and source.bad_count == 0
+    )
+    return {
+        "command": "upload",
+        "audience": args.name,
+        "mode": args.mode,
+        "file": args.file,
+        "ok": ok,
+        "interrupted": interrupted,
+        **document,
+        "bad_rows_count": source.bad_count,
+        "bad_rows": bad_rows,
+        "checkpoint": args.checkpoint,
+        "chunks_accepted_total": len(checkpoint.accepted) if checkpoint is not None else None,
+    }
+
+
+def _report_text(document: dict[str, Any]) -> str:
+    def count(value: int | None) -> str:
+        return "-" if value is None else format_count(value)
+
+    rows: list[tuple[str, object]] = [
+        ("sent", count(document["sent"])),
+        ("accepted", count(document["accepted"])),
+    ]
+    if document["skipped"]:
+        rows.append(("skipped", f"{count(document['skipped'])} (accepted by an earlier run)"))
+    rows += [
+        ("failed", count(document["failed"])),
+        ("retries", count(document["retries"])),
+        ("requests", count(document["requests"])),
+        ("elapsed", format_duration(document["elapsed"])),
+    ]
+    if document["applied"] is not None:
+        rows.append(("applied", "yes" if document["applied"] else "NOT confirmed"))
+    lines = [f"upload to {document['audience']!r} ({document['mode']}) from {document['file']}",
+             key_values(rows)]
+    if document["stop_reason"]:
+        lines.append(f"stopped early: {document['stop_reason']}")
+    for chunk in document["failed_chunks"][:_SHOWN]:
+        lines.append(f"  chunk {chunk['index']} (items {chunk['start']}-{chunk['stop'] - 1}, "
+                     f"{chunk['count']:,}): {chunk['error']}")
+    if len(document["failed_chunks"]) > _SHOWN:
+        lines.append(f"  … and {len(document['failed_chunks']) - _SHOWN} more failed chunks (--json)")
+    for item in document["failed_items"][:_SHOWN]:
+        lines.append(f"  item {item['position']}: {item['error']}")
+    lines.extend(_bad_row_lines(document["bad_rows"], document["bad_rows_count"]))
+    return "\n".join(lines)
+
+
+def _bad_row_lines(bad_rows: list[dict[str, Any]], total: int) -> list[str]:
+    if not total:
+        return []
+    lines = [f"bad rows ({format_count(total)}, not sent):"]
+    lines += [f"  line {row['line']}: {row['error']}" for row in bad_rows[:_SHOWN]]
+    if total > _SHOWN:
+        lines.append(f"  … and {format_count(total - _SHOWN)} more (--json lists the first "
+                     f"{format_count(min(total, _MAX_BAD_ROWS))})")
+    return lines
+
+
+async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interrupter: Interrupter) -> int:
+    """Read and check the whole input; send nothing. Exit 1 if any row is bad."""
+    source = _open_input(args, fmt)
+    valid = 0
+
+    def stop() -> None:
+        source.stop_requested = True
+
+    interrupter.graceful = stop
+    try:
+        for _ in source.items():
+            valid += 1
+            if valid % _DRY_RUN_BATCH == 0:
+                await asyncio.sleep(0)  # let a Ctrl-C in
+    finally:
+        interrupter.graceful = None
+        if source.file is not sys.stdin.buffer:
+            source.file.close()
+    bad = source.bad_rows
+    document = {
+        "command": "upload",
+        "dry_run": True,
+        "interrupted": source.interrupted,
+        "audience": args.name,
+        "mode": args.mode,
+        "file": args.file,
+        "format": fmt,
+        "ok": source.bad_count == 0,
+        "rows": source.reader.rows,
+        "valid": valid,
+        "bad_rows_count": source.bad_count,
+        "bad_rows": [{"line": e.line, "error": e.message, "column": e.column} for e in bad],
+        "requests": (valid + args.chunk_size - 1) // args.chunk_size if valid else 0,
+    }
+    lines = [
+        f"dry run: {args.file} ({fmt}), nothing sent",
+        key_values([
+            ("rows", format_count(document["rows"])),
+            ("valid", format_count(valid)),
+            ("bad", format_count(source.bad_count)),
+            ("requests", f"{document['requests']:,} of up to {args.chunk_size:,} IDs would be sent"),
+        ]),
+        *_bad_row_lines(document["bad_rows"], source.bad_count),
+    ]
+    if source.interrupted:
+        lines.append("interrupted: the file was not read to its end")
+    console.result(document, "\n".join(lines))
+    if source.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if source.bad_count == 0 else EXIT_FAILED
+

@@ -1,0 +1,332 @@
+"""The bulk engine behind ``create_many``: many creates, paced, each with a definite outcome.
+
+Items are read lazily (at most ``concurrency`` creates in flight), checked before anything is
+sent (an invalid item fails with its :class:`ValidationError` and no request), and created
+concurrently through the client's shared rate limiter. A create whose connection broke after it
+was sent is retried and, if the retry finds the name taken, confirmed with a view: no audience is
+created twice and none is reported failed when it was in fact created. A name that appears twice
+in the input is created once; the later occurrence gets the outcome an existing audience gets.
+
+One bad item never stops the others. What would fail every later create as well (bad
+credentials, throttling or unavailability that outlasted the retry budget, the deadline) stops
+reading the input; creates in flight finish, and the report says where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
+
+from ._bulk import (
+    ProgressCallback,
+    Source,
+    check_callback,
+    check_concurrency,
+    check_deadline,
+    check_retry_budget,
+    open_source,
+)
+from ._bulk_errors import DeadlineExceededError, NotSentError
+from ._errors import (
+    AudienceExistsError,
+    AuthenticationError,
+    BatchAudiencesError,
+    ClientClosedError,
+    RateLimitError,
+    ServiceUnavailableError,
+    ThrottledError,
+    TransportError,
+    ValidationError,
+)
+from ._models import CreateRequest, NewAudience
+from ._pacing import RetryBudget
+from ._reports import BulkReport, CreatedAudience, FailedItem, ProgressEvent, SkippedAudience
+from ._transport import RequestTrace
+
+if TYPE_CHECKING:
+    from ._client import AsyncAudiencesClient
+
+__all__ = ["IF_EXISTS", "run_create_many"]
+
+IF_EXISTS: Final = ("error", "skip")
+_KEYS: Final = frozenset({"name", "display_name", "type"})
+_STOPPING_ERRORS: Final = (
+    AuthenticationError,
+    ClientClosedError,
+    RateLimitError,
+    ServiceUnavailableError,
+    TransportError,
+    ThrottledError,
+)
+
+
+def to_new_audience(item: object, position: int) -> NewAudience:
+    """``item`` as a :class:`NewAudience`: one already, a mapping with its keys, or a bare name."""
+    try:
+        if isinstance(item, NewAudience):
+            return item
+        if isinstance(item, str):
+            return NewAudience(item)
+        if isinstance(item, Mapping):
+            unknown = [key for key in item if key not in _KEYS]
+            if unknown:
+                raise ValidationError(
+                    "audience", f"unknown keys {', '.join(map(repr, unknown))}; the keys are "
+                    "'name', 'display_name' and 'type'",
+                )
+            if "name" not in item:
+                raise ValidationError("name", "is required")
+            return NewAudience(**item)
+    except ValidationError as error:
+        raise ValidationError(f"audiences[{position}].{error.field}", error.rule) from None
+    raise ValidationError(
+        f"audiences[{position}]",
+        f"must be a NewAudience, a mapping with its keys, or a name; got {type(item).__name__}",
+    )
+
+
+class _CreateMany:
+    """One ``create_many`` call; see the module docstring."""
+
+    def __init__(
+        self,
+        client: AsyncAudiencesClient,
+        source: Source,
+        *,
+        concurrency: int,
+        if_exists: str,
+        on_progress: ProgressCallback | None,
+        retry_budget: int | None,
+        deadline: float | None,
+    ) -> None:
+        self._client = client
+        self._source = source
+        self._async_source = hasattr(source, "__anext__")
+        self._skip_existing = if_exists == "skip"
+        self._on_progress = on_progress
+        self._deadline = deadline
+        self._loop = asyncio.get_running_loop()
+        self._started = self._loop.time()
+        self._budget = RetryBudget(
+            retry_budget, None if deadline is None else self._started + deadline, clock=self._loop.time
+        )
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._seen: dict[str, int] = {}
+        self._position = 0
+        self._input_exhausted = False
+        self._stop_error: BatchAudiencesError | None = None
+        self._stop_reason: str | None = None
+        self._crash: BaseException | None = None
+        self._succeeded: list[CreatedAudience] = []
+        self._skipped: list[SkippedAudience] = []
+        self._failed: list[FailedItem] = []
+        self._in_flight = 0
+        self._requests = 0
+        self._retries = 0
+
+    async def run(self) -> BulkReport:
+        timer = None
+        if self._budget.deadline is not None:
+            timer = self._loop.call_at(self._budget.deadline, self._on_deadline)
+        input_error: BaseException | None = None
+        try:
+            try:
+                await self._read()
+            except Exception as error:  # the input itself failed: finish what was sent, re-raise
+                input_error = error
+                self._stop(NotSentError(f"reading the input failed: {error}"), "the input failed")
+            while self._tasks:
+                await asyncio.wait(list(self._tasks))
+        finally:
+            if timer is not None:
+                timer.cancel()
+            pending = [task for task in self._tasks if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        if input_error is not None:
+            raise input_error
+        if self._crash is not None:
+            raise self._crash
+        report = BulkReport(
+            succeeded=tuple(sorted(self._succeeded, key=lambda item: item.position)),
+            skipped=tuple(sorted(self._skipped, key=lambda item: item.position)),
+            failed=tuple(sorted(self._failed, key=lambda item: item.position)),
+            items_read=self._position,
+            requests=self._requests,
+            retries=self._retries,
+            input_exhausted=self._input_exhausted,
+            stop_reason=self._stop_reason,
+            elapsed=self._loop.time() - self._started,
+        )
+        self._emit("finished")
+        if self._crash is not None:
+            raise self._crash
+        return report
+
+    async def _next(self) -> tuple[bool, object]:
+        if self._async_source:
+            try:
+                return True, await self._source.__anext__()  # type: ignore[union-attr]
+            except StopAsyncIteration:
+                return False, None
+        try:
+            return True, next(self._source)  # type: ignore[arg-type]
+        except StopIteration:
+            return False, None
+
+    async def _read(self) -> None:
+        while self._stop_error is None:
+            await self._slots.acquire()
+            while self._stop_error is None:
+                more, item = await self._next()
+                if not more:
+                    self._input_exhausted = True
+                    self._slots.release()
+                    return
+                position = self._position
+                self._position += 1
+                audience = self._check(position, item)
+                if audience is not None:
+                    task = asyncio.ensure_future(self._create(position, audience))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._task_done)
+                    break  # the slot now belongs to the task
+            else:
+                self._slots.release()
+                return
+
+    def _check(self, position: int, item: object) -> NewAudience | None:
+        """The item to create, or None when its outcome is already decided (no request)."""
+        try:
+            audience = to_new_audience(item, position)
+        except ValidationError as error:
+            self._fail(position, item, error)
+            return None
+        first = self._seen.setdefault(audience.name, position)
+        if first != position:
+            duplicate = ValidationError(
+                f"audiences[{position}].name", f"{audience.name!r} already appears at position {first}"
+            )
+            if self._skip_existing:
+                self._skipped.append(SkippedAudience(position, audience, duplicate))
+                self._emit("skipped", position)
+            else:
+                self._fail(position, audience, duplicate)
+            return None
+        return audience
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._crash is None:
+            self._crash = task.exception()
+
+    async def _create(self, position: int, audience: NewAudience) -> None:
+        trace = RequestTrace(budget=self._budget)
+        self._in_flight += 1
+        try:
+            request = CreateRequest(audience.name, audience.type, audience.display_name)
+            try:
+                accepted = await self._client._create(request, trace)
+            finally:
+                self._in_flight -= 1
+                self._requests += trace.attempts
+                self._retries += trace.retries
+        except AudienceExistsError as error:
+            if self._skip_existing:
+                self._skipped.append(SkippedAudience(position, audience, error))
+                self._emit("skipped", position)
+            else:
+                self._fail(position, audience, error)
+        except BatchAudiencesError as error:
+            self._fail(position, audience, error)
+            if isinstance(error, _STOPPING_ERRORS):
+                reason = str(error)
+                if self._budget.expired and self._deadline is not None:
+                    reason = f"the deadline of {self._deadline:g}s passed; last error: {error}"
+                elif self._budget.exhausted:
+                    reason = (
+                        f"the retry budget ({self._budget.retries} retries) is spent; last error: {error}"
+                    )
+                self._stop(error, reason)
+        else:
+            self._succeeded.append(CreatedAudience(position, audience, accepted.indexing_token))
+            self._emit("created", position, token=accepted.indexing_token)
+        finally:
+            self._slots.release()
+
+    def _fail(self, position: int, item: object, error: BatchAudiencesError) -> None:
+        self._failed.append(FailedItem(position, item, error))
+        self._emit("failed", position, error=error)
+
+    def _on_deadline(self) -> None:
+        assert self._deadline is not None
+        self._stop(DeadlineExceededError(self._deadline), f"the deadline of {self._deadline:g}s passed")
+
+    def _stop(self, error: BatchAudiencesError, reason: str) -> None:
+        if self._stop_error is None:
+            self._stop_error = error
+            self._stop_reason = reason
+
+    def _emit(
+        self,
+        kind: str,
+        position: int | None = None,
+        *,
+        token: str | None = None,
+        error: BatchAudiencesError | None = None,
+    ) -> None:
+        callback = self._on_progress
+        if callback is None or self._crash is not None:
+            return
+        event = ProgressEvent(
+            kind=kind,
+            items_read=self._position,
+            items_acknowledged=len(self._succeeded),
+            items_skipped=len(self._skipped),
+            items_failed=len(self._failed),
+            chunks_acknowledged=len(self._succeeded),
+            requests_in_flight=self._in_flight,
+            requests=self._requests,
+            retries=self._retries,
+            rate=self._client.stats.rate,
+            elapsed=self._loop.time() - self._started,
+            chunk_index=position,
+            chunk_start=position,
+            chunk_count=None if position is None else 1,
+            token=token,
+            error=error,
+        )
+        try:
+            callback(event)
+        except Exception as exc:  # a broken callback stops the call; the error is raised at the end
+            self._crash = exc
+            self._stop(NotSentError(f"the progress callback raised {exc!r}"), "the progress callback raised")
+
+
+async def run_create_many(
+    client: AsyncAudiencesClient,
+    audiences: object,
+    *,
+    concurrency: int,
+    if_exists: str,
+    on_progress: ProgressCallback | None,
+    retry_budget: int | None,
+    deadline: float | None,
+) -> BulkReport:
+    """Check every argument (nothing is sent if one is wrong), then create the audiences."""
+    concurrency = check_concurrency(concurrency)
+    if if_exists not in IF_EXISTS:
+        raise ValidationError("if_exists", f"must be 'error' or 'skip', got {if_exists!r}")
+    on_progress = check_callback(on_progress)
+    retry_budget = check_retry_budget(retry_budget)
+    deadline = check_deadline(deadline)
+    source = open_source(audiences, "audiences")
+    engine = _CreateMany(
+        client, source, concurrency=concurrency, if_exists=if_exists, on_progress=on_progress,
+        retry_budget=retry_budget, deadline=deadline,
+    )
+    return await engine.run()

@@ -1,0 +1,127 @@
+"""1. Concurrent creates: 64 requests in flight, SDK async client vs bare aiohttp vs httpx.
+
+Every contender sends the same bodies and headers through a pool of 64 connections, from 64
+workers that each wait for their answer before sending the next request; the metric is requests
+per second over the whole batch. The bare-aiohttp loop posts JSON built before the timer starts
+and reads the token out of each answer with ``orjson``: the floor of what any client could cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import httpx
+import orjson
+
+from batch_audiences import AsyncAudiencesClient
+
+from ._runner import (
+    API_KEY,
+    PROJECT_KEY,
+    Context,
+    Contender,
+    Names,
+    Result,
+    Target,
+    alternate,
+    drive,
+    progress,
+    sdk_headers,
+    summarize,
+)
+
+KEY = "creates"
+TITLE = "1. Concurrent creates, 64 in flight"
+IN_FLIGHT = 64
+
+
+def _bodies(names: list[str]) -> list[bytes]:
+    return [orjson.dumps({"name": name, "type": "custom_ids"}) for name in names]
+
+
+def run(ctx: Context) -> Result:
+    server = ctx.server()
+    url = f"{server.url}/audiences/create"
+    count = 400 if ctx.quick else 3000
+    # httpx manages under 200 requests/s at this concurrency: fewer of them give the same rate.
+    httpx_count = 150 if ctx.quick else 600
+    names = Names()
+    loop = asyncio.new_event_loop()
+    headers = sdk_headers()
+    state: dict[str, object] = {}
+
+    # -- SDK ---------------------------------------------------------------------------------
+    def sdk_setup() -> None:
+        state["sdk"] = AsyncAudiencesClient(
+            API_KEY, PROJECT_KEY, base_url=server.base_url, max_connections=IN_FLIGHT
+        )
+
+    def sdk_measure() -> float:
+        client: AsyncAudiencesClient = state["sdk"]  # type: ignore[assignment]
+        batch = names.take(count)
+        return count / loop.run_until_complete(drive(IN_FLIGHT, batch, client.create))
+
+    def sdk_teardown() -> None:
+        loop.run_until_complete(state["sdk"].aclose())  # type: ignore[attr-defined]
+
+    # -- bare aiohttp ------------------------------------------------------------------------
+    async def make_session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT))
+
+    def bare_setup() -> None:
+        state["bare"] = loop.run_until_complete(make_session())
+
+    def bare_measure() -> float:
+        session: aiohttp.ClientSession = state["bare"]  # type: ignore[assignment]
+
+        async def post(body: bytes) -> None:
+            async with session.post(url, data=body, headers=headers) as response:
+                payload = await response.read()
+                if response.status != 202:
+                    raise RuntimeError(f"status {response.status}")
+                orjson.loads(payload)["indexing_token"]
+
+        bodies = _bodies(names.take(count))
+        return count / loop.run_until_complete(drive(IN_FLIGHT, bodies, post))
+
+    def bare_teardown() -> None:
+        loop.run_until_complete(state["bare"].close())  # type: ignore[attr-defined]
+
+    # -- httpx -------------------------------------------------------------------------------
+    def httpx_setup() -> None:
+        limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+        state["httpx"] = httpx.AsyncClient(limits=limits, headers=headers)
+
+    def httpx_measure() -> float:
+        client: httpx.AsyncClient = state["httpx"]  # type: ignore[assignment]
+
+        async def post(body: bytes) -> None:
+            response = await client.post(url, content=body)
+            if response.status_code != 202:
+                raise RuntimeError(f"status {response.status_code}")
+            orjson.loads(response.content)["indexing_token"]
+
+        bodies = _bodies(names.take(httpx_count))
+        return httpx_count / loop.run_until_complete(drive(IN_FLIGHT, bodies, post))
+
+    def httpx_teardown() -> None:
+        loop.run_until_complete(state["httpx"].aclose())  # type: ignore[attr-defined]
+
+    contenders = [
+        Contender("bare aiohttp", bare_measure, bare_setup, bare_teardown),
+        Contender("SDK async", sdk_measure, sdk_setup, sdk_teardown),
+        Contender("httpx.AsyncClient", httpx_measure, httpx_setup, httpx_teardown),
+    ]
+    progress(f"{TITLE}: {count:,} creates per round ({httpx_count:,} for httpx)")
+    try:
+        samples = alternate(contenders, ctx.rounds)
+    finally:
+        loop.run_until_complete(asyncio.sleep(0.05))  # let closed connections finish
+        loop.close()
+    return summarize(
+        KEY, TITLE, "req/s", samples, baseline="bare aiohttp", higher_is_better=True,
+        targets=[Target("SDK async", ">=", 0.90, "SDK async / bare aiohttp")],
+        notes=[f"{count:,} creates per round ({httpx_count:,} for httpx), against the "
+               f"{server.kind} server."],
+    )

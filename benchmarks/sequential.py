@@ -1,0 +1,165 @@
+"""2. Sequential calls: one create at a time, each waiting for its answer before the next.
+
+This is the latency of one call, as a script that creates audiences one by one sees it: the
+SDK's async client, its blocking facade (which hands each call to its event-loop thread), bare
+aiohttp, ``requests.Session`` and ``httpx.Client``. All send the same bodies and headers over one
+kept-alive connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import httpx
+import orjson
+import requests
+
+from batch_audiences import AsyncAudiencesClient, AudiencesClient
+
+from ._runner import (
+    API_KEY,
+    PROJECT_KEY,
+    Context,
+    Contender,
+    Names,
+    Result,
+    Target,
+    alternate,
+    drive,
+    progress,
+    sdk_headers,
+    summarize,
+    timed,
+)
+
+KEY = "sequential"
+TITLE = "2. Sequential calls"
+
+
+def _bodies(names: list[str]) -> list[bytes]:
+    return [orjson.dumps({"name": name, "type": "custom_ids"}) for name in names]
+
+
+def run(ctx: Context) -> Result:
+    server = ctx.server()
+    url = f"{server.url}/audiences/create"
+    count = 300 if ctx.quick else 2000
+    names = Names()
+    loop = asyncio.new_event_loop()
+    headers = sdk_headers()
+    state: dict[str, object] = {}
+
+    # -- SDK async ---------------------------------------------------------------------------
+    def sdk_setup() -> None:
+        state["sdk"] = AsyncAudiencesClient(API_KEY, PROJECT_KEY, base_url=server.base_url)
+
+    def sdk_measure() -> float:
+        client: AsyncAudiencesClient = state["sdk"]  # type: ignore[assignment]
+        return count / loop.run_until_complete(drive(1, names.take(count), client.create))
+
+    def sdk_teardown() -> None:
+        loop.run_until_complete(state["sdk"].aclose())  # type: ignore[attr-defined]
+
+    # -- SDK sync facade ---------------------------------------------------------------------
+    def sync_setup() -> None:
+        state["sync"] = AudiencesClient(API_KEY, PROJECT_KEY, base_url=server.base_url)
+
+    def sync_measure() -> float:
+        client: AudiencesClient = state["sync"]  # type: ignore[assignment]
+        batch = names.take(count)
+
+        def work() -> None:
+            for name in batch:
+                client.create(name)
+
+        return count / timed(work)
+
+    def sync_teardown() -> None:
+        state["sync"].close()  # type: ignore[attr-defined]
+
+    # -- bare aiohttp ------------------------------------------------------------------------
+    async def make_session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession()
+
+    def bare_setup() -> None:
+        state["bare"] = loop.run_until_complete(make_session())
+
+    def bare_measure() -> float:
+        session: aiohttp.ClientSession = state["bare"]  # type: ignore[assignment]
+
+        async def post(body: bytes) -> None:
+            async with session.post(url, data=body, headers=headers) as response:
+                payload = await response.read()
+                if response.status != 202:
+                    raise RuntimeError(f"status {response.status}")
+                orjson.loads(payload)["indexing_token"]
+
+        return count / loop.run_until_complete(drive(1, _bodies(names.take(count)), post))
+
+    def bare_teardown() -> None:
+        loop.run_until_complete(state["bare"].close())  # type: ignore[attr-defined]
+
+    # -- requests ----------------------------------------------------------------------------
+    def requests_setup() -> None:
+        session = requests.Session()
+        session.headers.update(headers)
+        state["requests"] = session
+
+    def requests_measure() -> float:
+        session: requests.Session = state["requests"]  # type: ignore[assignment]
+        bodies = _bodies(names.take(count))
+
+        def work() -> None:
+            for body in bodies:
+                response = session.post(url, data=body)
+                if response.status_code != 202:
+                    raise RuntimeError(f"status {response.status_code}")
+                orjson.loads(response.content)["indexing_token"]
+
+        return count / timed(work)
+
+    def requests_teardown() -> None:
+        state["requests"].close()  # type: ignore[attr-defined]
+
+    # -- httpx -------------------------------------------------------------------------------
+    def httpx_setup() -> None:
+        state["httpx"] = httpx.Client(headers=headers)
+
+    def httpx_measure() -> float:
+        client: httpx.Client = state["httpx"]  # type: ignore[assignment]
+        bodies = _bodies(names.take(count))
+
+        def work() -> None:
+            for body in bodies:
+                response = client.post(url, content=body)
+                if response.status_code != 202:
+                    raise RuntimeError(f"status {response.status_code}")
+                orjson.loads(response.content)["indexing_token"]
+
+        return count / timed(work)
+
+    def httpx_teardown() -> None:
+        state["httpx"].close()  # type: ignore[attr-defined]
+
+    contenders = [
+        Contender("bare aiohttp", bare_measure, bare_setup, bare_teardown),
+        Contender("SDK async", sdk_measure, sdk_setup, sdk_teardown),
+        Contender("SDK sync facade", sync_measure, sync_setup, sync_teardown),
+        Contender("requests.Session", requests_measure, requests_setup, requests_teardown),
+        Contender("httpx.Client", httpx_measure, httpx_setup, httpx_teardown),
+    ]
+    progress(f"{TITLE}: {count:,} calls per contender per round")
+    try:
+        samples = alternate(contenders, ctx.rounds)
+    finally:
+        loop.run_until_complete(asyncio.sleep(0.05))
+        loop.close()
+    return summarize(
+        KEY, TITLE, "calls/s", samples, baseline="bare aiohttp", higher_is_better=True,
+        targets=[
+            Target("SDK async", ">=", 0.90, "SDK async / bare aiohttp"),
+            Target("SDK sync facade", ">=", 0.85, "SDK sync facade / bare aiohttp"),
+        ],
+        notes=[f"{count:,} sequential creates per contender per round, against the {server.kind} server."],
+    )

@@ -1,0 +1,256 @@
+"""Shared fixtures: the emulator, and one awaitable client interface over both clients.
+
+Fixture names are a contract used by every test module:
+
+- ``emulator``: a started :class:`Emulator` on the running loop, ``indexing_delay=0``.
+- ``client_kind``: ``"async"`` or ``"sync"`` (parametrized).
+- ``api``: a client of ``emulator`` in that kind, with the same *awaitable* methods either way
+  (the sync client is wrapped by :class:`SyncAdapter`), fast retries; closed at teardown.
+- ``fast_api``: like ``api`` with a high ``max_rate``, for tests that meet many 429s.
+- ``make_api(**client_kwargs)``: builds more such clients (same kind), all closed at teardown.
+- ``fast_retry``: the tiny-wait :class:`RetryPolicy` the clients above use.
+- ``wait_spy``: records each back-off wait computed, with the server's ``Retry-After``.
+- ``free_port``: a TCP port on 127.0.0.1 that nothing listens on.
+- ``clean_env``: the ``BATCH_*`` environment variables removed for the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from batch_audiences import (
+    Accepted,
+    AsyncAudiencesClient,
+    Audience,
+    AudiencePage,
+    AudiencesClient,
+    BulkReport,
+    ClientStats,
+    RetryPolicy,
+    UploadReport,
+)
+from batch_audiences.testing import Emulator
+
+T = TypeVar("T")
+
+#: Retries in the shared clients: enough to see several, few enough to exhaust fast.
+MAX_RETRIES = 3
+#: The ``max_rate`` of ``fast_api``: high enough that pacing never shows in a test's duration.
+FAST_RATE = 2000.0
+
+
+def fast_retry_policy(max_retries: int = MAX_RETRIES) -> RetryPolicy:
+    """Back-off waits of a few milliseconds, so retry tests stay fast."""
+    return RetryPolicy(max_retries=max_retries, base_delay=0.002, max_delay=0.01, max_retry_after=5.0)
+
+
+class SyncAdapter:
+    """An :class:`AudiencesClient` behind the awaitable interface of :class:`AsyncAudiencesClient`.
+
+    Each blocking call runs in a worker thread (``asyncio.to_thread``), so the emulator, which
+    serves on the test's own loop, keeps answering while the call waits.
+    """
+
+    def __init__(self, client: AudiencesClient) -> None:
+        self.sync = client
+
+    def __repr__(self) -> str:
+        return repr(self.sync)
+
+    @property
+    def stats(self) -> ClientStats:
+        return self.sync.stats
+
+    @property
+    def closed(self) -> bool:
+        return self.sync.closed
+
+    @property
+    def config(self) -> Any:
+        return self.sync.config
+
+    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(function, *args, **kwargs)
+
+    async def create(self, *args: Any, **kwargs: Any) -> Accepted:
+        return await self._call(self.sync.create, *args, **kwargs)
+
+    async def update(self, *args: Any, **kwargs: Any) -> Accepted:
+        return await self._call(self.sync.update, *args, **kwargs)
+
+    async def replace(self, *args: Any, **kwargs: Any) -> Accepted:
+        return await self._call(self.sync.replace, *args, **kwargs)
+
+    async def remove(self, *args: Any, **kwargs: Any) -> Accepted:
+        return await self._call(self.sync.remove, *args, **kwargs)
+
+    async def view(self, *args: Any, **kwargs: Any) -> Audience:
+        return await self._call(self.sync.view, *args, **kwargs)
+
+    async def list(self, *args: Any, **kwargs: Any) -> AudiencePage:
+        return await self._call(self.sync.list, *args, **kwargs)
+
+    async def wait_until_applied(self, *args: Any, **kwargs: Any) -> Audience:
+        return await self._call(self.sync.wait_until_applied, *args, **kwargs)
+
+    async def upload(self, *args: Any, **kwargs: Any) -> UploadReport:
+        return await self._call(self.sync.upload, *args, **kwargs)
+
+    async def create_many(self, *args: Any, **kwargs: Any) -> BulkReport:
+        return await self._call(self.sync.create_many, *args, **kwargs)
+
+    def iter_audiences(self, **kwargs: Any) -> AsyncIterator[Audience]:
+        # Built here, in the caller's thread, so argument errors raise at the call as they do
+        # for the async client; pages are then fetched in a worker thread.
+        iterator = self.sync.iter_audiences(**kwargs)
+        return self._aiter(iterator)
+
+    async def _aiter(self, iterator: Iterator[Audience]) -> AsyncIterator[Audience]:
+        done = object()
+        while True:
+            item = await asyncio.to_thread(next, iterator, done)
+            if item is done:
+                return
+            yield item  # type: ignore[misc]
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.sync.close)
+
+    async def __aenter__(self) -> SyncAdapter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+#: What the ``api`` fixture yields: either client, awaited the same way.
+Api = AsyncAudiencesClient | SyncAdapter
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    """A running emulator on the test's loop, writes applied at once."""
+    async with Emulator(indexing_delay=0.0) as emu:
+        yield emu
+
+
+@pytest.fixture(params=["async", "sync"])
+def client_kind(request: pytest.FixtureRequest) -> str:
+    """Which client a test runs against."""
+    return str(request.param)
+
+
+@pytest.fixture
+def fast_retry() -> RetryPolicy:
+    """The retry policy of the shared clients: ``MAX_RETRIES`` retries, millisecond waits."""
+    return fast_retry_policy()
+
+
+@pytest.fixture
+async def make_api(
+    emulator: Emulator, client_kind: str
+) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
+    """A factory of clients of ``emulator`` in the current kind; every one is closed at teardown.
+
+    Keyword arguments go to the client constructor and override the defaults (the emulator's
+    credentials and URL, a fast retry policy).
+    """
+    made: list[Api] = []
+
+    async def make(**kwargs: Any) -> Api:
+        settings: dict[str, Any] = {
+            "api_key": emulator.api_key,
+            "project_key": emulator.project_key,
+            "base_url": emulator.base_url,
+            "timeout": 5.0,
+        }
+        if "retry" not in kwargs and "max_retries" not in kwargs:
+            settings["retry"] = fast_retry_policy()
+        settings.update(kwargs)
+        client: Api
+        if client_kind == "async":
+            client = AsyncAudiencesClient(**settings)
+        else:
+            # Built in a worker thread like every other call of the adapter, which also checks
+            # that the facade does not need the caller's thread to be loop-free.
+            client = SyncAdapter(await asyncio.to_thread(lambda: AudiencesClient(**settings)))
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.aclose()
+
+
+@pytest.fixture
+async def api(make_api: Callable[..., Awaitable[Api]]) -> Api:
+    """A client of ``emulator`` (async, or sync behind :class:`SyncAdapter`), fast retries."""
+    return await make_api()
+
+
+@pytest.fixture
+async def fast_api(make_api: Callable[..., Awaitable[Api]]) -> Api:
+    """Like ``api``, with ``max_rate=FAST_RATE``.
+
+    After a 429 the adaptive limiter paces the client; with no rate known it guesses about one
+    request per second, so a test that meets several 429s in a row would wait seconds. With a
+    high ceiling the cuts start from it, and the waits stay in milliseconds.
+    """
+    return await make_api(max_rate=FAST_RATE)
+
+
+class WaitSpy:
+    """Records every back-off wait the retry policy computes: ``(retry_after, wait)`` pairs.
+
+    The server's ``Retry-After`` reaches the policy as ``retry_after``; checking it here tests
+    the parsing and the minimum wait without timing anything.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float | None, float]] = []
+
+    @property
+    def retry_afters(self) -> list[float | None]:
+        return [retry_after for retry_after, _ in self.calls]
+
+    @property
+    def waits(self) -> list[float]:
+        return [wait for _, wait in self.calls]
+
+
+@pytest.fixture
+def wait_spy(monkeypatch: pytest.MonkeyPatch) -> WaitSpy:
+    """Spy on :meth:`RetryPolicy.waits` sequences for the test (clients in any thread)."""
+    from batch_audiences import _config
+
+    spy = WaitSpy()
+    original = _config._Waits.next
+
+    def next_wait(self: Any, retry_after: float | None = None) -> float:
+        wait = original(self, retry_after)
+        spy.calls.append((retry_after, wait))
+        return wait
+
+    monkeypatch.setattr(_config._Waits, "next", next_wait)
+    return spy
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A loopback port that was free a moment ago (nothing listens on it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Remove the SDK's environment variables, so a test sees only what it sets."""
+    for variable in ("BATCH_REST_API_KEY", "BATCH_PROJECT_KEY", "BATCH_API_BASE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    return monkeypatch
