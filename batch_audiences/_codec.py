@@ -11,7 +11,7 @@ optional field is ``None``) and strict where it is not (a missing name or token 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -116,7 +116,7 @@ def _unstructure_member(item: Member) -> dict[str, Any]:
 
 
 def _unstructure_update(request: UpdateRequest) -> dict[str, Any]:
-    ids = []
+    ids: list[dict[str, Any]] = []
     append = ids.append
     for item in request.ids:
         attributes = item.attributes
@@ -129,7 +129,7 @@ def _unstructure_update(request: UpdateRequest) -> dict[str, Any]:
 
 
 def _unstructure_replace(request: ReplaceRequest) -> dict[str, Any]:
-    ids = []
+    ids: list[dict[str, Any]] = []
     append = ids.append
     for item in request.ids:
         attributes = item.attributes
@@ -147,11 +147,15 @@ def _unstructure_create(request: CreateRequest) -> dict[str, Any]:
     return body
 
 
-converter.register_unstructure_hook(IdAction, _unstructure_action)
-converter.register_unstructure_hook(Member, _unstructure_member)
-converter.register_unstructure_hook(UpdateRequest, _unstructure_update)
-converter.register_unstructure_hook(ReplaceRequest, _unstructure_replace)
-converter.register_unstructure_hook(CreateRequest, _unstructure_create)
+_UNSTRUCTURE_HOOKS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
+    IdAction: _unstructure_action,
+    Member: _unstructure_member,
+    UpdateRequest: _unstructure_update,
+    ReplaceRequest: _unstructure_replace,
+    CreateRequest: _unstructure_create,
+}
+for _cls, _unhook in _UNSTRUCTURE_HOOKS.items():
+    converter.register_unstructure_hook(_cls, _unhook)
 
 
 def _structure_type(value: object, _: object) -> AudienceType | str:
@@ -223,9 +227,13 @@ def _structure_accepted(data: object, _: object) -> Accepted:
     return Accepted(token)
 
 
-converter.register_structure_hook(Audience, _structure_audience)
-converter.register_structure_hook(AudiencePage, _structure_page)
-converter.register_structure_hook(Accepted, _structure_accepted)
+_STRUCTURE_HOOKS: dict[type[Any], Callable[[object, Any], Any]] = {
+    Audience: _structure_audience,
+    AudiencePage: _structure_page,
+    Accepted: _structure_accepted,
+}
+for _cls, _hook in _STRUCTURE_HOOKS.items():
+    converter.register_structure_hook(_cls, _hook)
 
 
 def encode(request: object) -> bytes:
@@ -234,7 +242,9 @@ def encode(request: object) -> bytes:
     Raises :class:`ValidationError` for a string that JSON cannot carry (a lone surrogate,
     which Python strings allow but UTF-8 does not), naming where it is.
     """
-    data = converter.unstructure(request)
+    # The SDK's own request models go straight to their hook, without cattrs' dispatch.
+    hook = _UNSTRUCTURE_HOOKS.get(type(request))
+    data = hook(request) if hook is not None else converter.unstructure(request)
     try:
         return orjson.dumps(data)
     except orjson.JSONEncodeError as exc:
@@ -272,6 +282,9 @@ def decode(body: bytes, cls: type[T], *, status: int, method: str, route: str) -
     """
     try:
         data = orjson.loads(body) if body.strip() else None
+        hook = _STRUCTURE_HOOKS.get(cls)
+        if hook is not None:  # the SDK's own models, without cattrs' dispatch
+            return hook(data, cls)  # type: ignore[no-any-return]
         return converter.structure(data, cls)
     except (orjson.JSONDecodeError, cattrs.BaseValidationError, ValueError, TypeError,
             KeyError, AttributeError, OverflowError) as exc:

@@ -17,9 +17,10 @@ Batch publishes no rate figure for the audience routes, so :class:`RateLimiter` 
   hundred;
 - a 429 answering a request sent *before* the last cut says nothing new: it is honoured
   (``Retry-After``) but does not cut again, so a burst of in-flight 429s is one signal, not ten;
-- a cut must show an effect. If the pace were the cause, slowing from pace P1 with a share s1 of
-  429s to pace P2 would leave a share of about ``1 - (1 - s1) * P1 / P2`` (the server accepting
-  the same number per second). When 429s keep coming well above that, they are not the pace's
+- a cut must show an effect. If the pace were the cause, going from pace P1 with a share s1 of
+  429s (measured between the two cuts before) to pace P2 would leave a share of about
+  ``1 - (1 - s1) * P1 / P2`` (the server accepting the same number per second). When 429s keep
+  coming well above that, they are not the pace's
   doing (a server or proxy that throttles a share of requests whatever the rate): the cuts are
   undone (back to ``max_rate``, or unlimited), that share is remembered as noise, and from then
   on only a share of 429s clearly above it cuts the pace. Each such 429 is still honoured and
@@ -61,9 +62,10 @@ _MIN_RATE = 0.2
 _FIRST_GUESS = 1.0
 # Requests sent since a cut before its effect is judged; until then a further 429 cuts again only
 # when 429s are already this many, and at least half of those requests (a limit far below the
-# pace, typically at the start of a job).
-_JUDGE_AFTER = 10
+# pace, typically at the start of a job). A verdict of noise also needs this many 429s.
+_JUDGE_AFTER = 20
 _CLEAR_OVERLOAD = 2
+_NOISE_EVIDENCE = 3
 # A share of 429s this far above what the pace explains is noise, not a limit.
 _NOISE_MARGIN = 0.1
 # Counts since a cut are halved past this many requests, so shares follow recent behaviour.
@@ -106,9 +108,11 @@ class RateLimiter:
         self.decreases = 0
         #: Share of requests the server throttles whatever the pace, once learned (else None).
         self.noise: float | None = None
-        # Requests started, and 429s for them, since the last cut (this "epoch") and in the one
-        # before it, with its pace; whether the last cut was judged.
+        # Requests started, and 429s for them, since the last cut (this "epoch", which started
+        # at _epoch_start) and in the one before it, with its pace; whether the last cut was
+        # judged.
         self._sent = self._throttled = 0
+        self._epoch_start: float | None = None
         self._prev_sent = self._prev_throttled = 0
         self._prev_pace: float | None = None
         self._judged = True
@@ -152,9 +156,10 @@ class RateLimiter:
     def _started(self, now: float) -> float:
         self._last_start = max(self._last_start, now)
         self._sent += 1
-        if self._sent > _SHARE_MEMORY:
+        if self._sent > _SHARE_MEMORY and self._epoch_start is not None:
             self._sent //= 2
             self._throttled //= 2
+            self._epoch_start = now - (now - self._epoch_start) / 2
         sends = self._sends
         sends.append(now)
         while sends[0] < now - _WINDOW:
@@ -217,8 +222,12 @@ class RateLimiter:
             new_rate = min(new_rate, self.max_rate)
         self._rate = new_rate
         self._prev_sent, self._prev_throttled = self._sent, self._throttled
-        self._prev_pace = self._offered_rate(now)
+        # Only an epoch between two cuts has a pace set by this limiter: the first one (the
+        # start of a job) is a burst, no reference for judging.
+        start = self._epoch_start
+        self._prev_pace = None if start is None else self._sent / max(now - start, 1e-3)
         self._sent = self._throttled = 0
+        self._epoch_start = now
         self._judged = False
         self._last_decrease = now
         self._last_probe = now
@@ -234,8 +243,9 @@ class RateLimiter:
             if sent < _JUDGE_AFTER:
                 return throttled >= _CLEAR_OVERLOAD and 2 * throttled >= sent
             self._judged = True
-            pace, before = self._offered_rate(now), self._prev_pace
-            if self._prev_sent and pace and before:
+            before = self._prev_pace
+            if before is not None and self._prev_sent >= _JUDGE_AFTER and throttled >= _NOISE_EVIDENCE:
+                pace = sent / max(now - (self._epoch_start or now), 1e-3)
                 explained = 1.0 - (1.0 - self._prev_throttled / self._prev_sent) * before / pace
                 share = throttled / sent
                 if share > max(explained, 0.0) + _NOISE_MARGIN:
@@ -251,6 +261,8 @@ class RateLimiter:
         rate = self._rate = self.max_rate
         self._measured = False
         self._sent = self._throttled = 0
+        self._epoch_start = now
+        self._prev_pace = None
         # Turns reserved at the cut pace are void; waiting requests re-queue when they wake.
         self._last_decrease = now
         self._next_slot = max(now, self._paused_until, self._last_start + (1.0 / rate if rate else 0.0))

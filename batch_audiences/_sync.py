@@ -104,14 +104,20 @@ class LoopThread:
     def closed(self) -> bool:
         return self._closed
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and block until it is done; its exception is re-raised here."""
+    def _refuse_inside_loop(self, coro: Coroutine[Any, Any, Any] | None) -> None:
+        # Waiting on the loop from the loop's own thread (a progress callback calling the
+        # blocking client) could never end.
         if threading.current_thread() is self._thread:
-            coro.close()
+            if coro is not None:
+                coro.close()
             raise RuntimeError(
                 "a blocking AudiencesClient method was called from inside its own event loop "
                 "(a progress callback, for instance); that would deadlock"
             )
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and block until it is done; its exception is re-raised here."""
+        self._refuse_inside_loop(coro)
         call = _Call(coro)
         with self._lock:
             if self._closed:
@@ -138,6 +144,7 @@ class LoopThread:
 
     def close(self, final: Coroutine[Any, Any, None] | None = None) -> None:
         """Run ``final`` on the loop, stop the loop, join the thread. Safe to call twice."""
+        self._refuse_inside_loop(final)
         with self._lock:
             if self._closed:
                 if final is not None:

@@ -131,6 +131,7 @@ class Transport:
         self._get_headers = base
         self._post_headers = {**base, "Content-Type": "application/json"}
         self._key_bytes = config.api_key.reveal().encode()
+        self._root = config.root  # a property that formats a string: once, not per request
         self._requests = 0
         self._retries = 0
         self._throttled = 0
@@ -191,7 +192,7 @@ class Transport:
         session = self._get_session()
         policy = self._config.retry
         limiter = self.limiter
-        url = self._config.root + route
+        url = self._root + route
         headers = self._post_headers if body is not None else self._get_headers
         trace = trace if trace is not None else RequestTrace()
         waits = None
@@ -213,7 +214,15 @@ class Transport:
                     method, url, data=_payload(body), params=params, headers=headers,
                     allow_redirects=False, timeout=self._timeout,
                 ) as response:
-                    payload, complete = await _read_capped(response)
+                    length = response.content_length
+                    if length is not None and length <= MAX_RESPONSE_BYTES and (
+                        "Content-Encoding" not in response.headers
+                    ):
+                        # The common case, a small body of known size, without _read_capped's
+                        # extra coroutine on every request.
+                        payload, complete = await response.read(), True
+                    else:
+                        payload, complete = await _read_capped(response)
                     status = response.status
                     if not complete and 200 <= status < 300:
                         raise UnexpectedResponseError(

@@ -10,13 +10,23 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from . import creates, imports, memory, sequential, serialization, upload
+try:
+    from . import creates, imports, memory, sequential, serialization, upload
+except ImportError as error:  # httpx or requests: the contenders the SDK is compared with
+    sys.exit(f"{error}: install the benchmark extra first, e.g. pip install -e '.[bench]'")
 from ._runner import Context, Result, machine, progress, render, render_machine, render_summary, write_json
 
 COMPARISONS: dict[str, ModuleType] = {
     module.KEY: module
     for module in (creates, sequential, upload, serialization, memory, imports)
 }
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only", action="append", choices=sorted(COMPARISONS), metavar="NAME",
         help=f"run only this comparison (repeatable): {', '.join(COMPARISONS)}",
     )
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per comparison (default: 5, quick: 3)")
+    parser.add_argument(
+        "--rounds", type=_positive, default=None, help="rounds per comparison (default: 5, quick: 3)"
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results here")
     parser.add_argument(
         "--server", choices=["minimal", "emulator"], default="minimal",
@@ -37,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
-    selected = [COMPARISONS[name] for name in args.only] if args.only else list(COMPARISONS.values())
+    names = dict.fromkeys(args.only) if args.only else COMPARISONS
+    selected = [COMPARISONS[name] for name in names]
     info = machine()
     print(render_machine(info), flush=True)
     results: list[Result] = []

@@ -159,9 +159,11 @@ class Server:
             ]
         else:
             raise ValueError(f"unknown server kind {kind!r}")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        env = child_env()
+        # stdin: a pipe the minimal server watches, to stop when this process is gone.
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, bufsize=1
+            command, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, bufsize=1,
         )
         assert process.stdout is not None
         deadline = time.monotonic() + 30
@@ -182,6 +184,8 @@ class Server:
         return cls(kind, base_url, process)
 
     def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
         self.process.terminate()
         try:
             self.process.wait(10)
@@ -190,6 +194,12 @@ class Server:
             self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a subprocess of the suite: ours, with the repository importable."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def sdk_headers() -> dict[str, str]:
@@ -306,7 +316,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> 
             out.append(cell.rjust(width) if how == "r" else cell.ljust(width))
         return "| " + " | ".join(out) + " |"
 
-    rule = "|" + "|".join(("-" * (w + 1) + ":" if how == "r" else "-" * (w + 2)) for w, how in zip(widths, align, strict=True)) + "|"
+    rule = "|" + "|".join(
+        "-" * (width + 1) + ":" if how == "r" else "-" * (width + 2)
+        for width, how in zip(widths, align, strict=True)
+    ) + "|"
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
@@ -420,11 +433,13 @@ async def drive(concurrency: int, items: Sequence[T], call: Callable[[T], Awaita
 
 
 class Names:
-    """Fresh audience names for every round, so no two requests of a run name the same audience."""
+    """Fresh audience names for every batch, so that no two creates of a run (against the
+    emulator, which answers 409 to a second one) name the same audience."""
 
-    def __init__(self) -> None:
-        self._rounds = 0
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._batches = 0
 
     def take(self, count: int) -> list[str]:
-        self._rounds += 1
-        return [f"bench-{self._rounds}-{i}" for i in range(count)]
+        self._batches += 1
+        return [f"bench-{self._prefix}-{self._batches}-{i}" for i in range(count)]

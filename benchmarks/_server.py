@@ -4,7 +4,7 @@ It reads and discards request bodies chunk by chunk (never holding a whole 10,00
 does nothing else, so that the client's cost dominates what is measured. ``GET`` routes answer
 a fixed audience, for the sequential comparison's reads.
 
-Run by the suite in a subprocess (see :func:`benchmarks._runner.start_server` for why)::
+Run by the suite in a subprocess (see :meth:`benchmarks._runner.Server.start` for why)::
 
     python -m benchmarks._server --port 0      # prints "PORT <n>" once listening
 """
@@ -17,7 +17,9 @@ import contextlib
 import itertools
 import os
 import signal
+import socket
 import sys
+import threading
 
 from aiohttp import web
 
@@ -50,40 +52,44 @@ def make_app() -> web.Application:
     return app
 
 
-async def serve(host: str, port: int, ready: asyncio.Future[int] | None = None) -> None:
-    """Serve until cancelled (or SIGTERM/SIGINT when run as a program)."""
+async def serve(host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT, or until stdin closes; print ``PORT <n>`` once listening."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
     runner = web.AppRunner(make_app(), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
-    if ready is not None:
-        ready.set_result(bound)
-    else:
-        print(f"PORT {bound}", flush=True)
+    await web.SockSite(runner, sock, backlog=1024).start()
+    print(f"PORT {sock.getsockname()[1]}", flush=True)
     stop = asyncio.Event()
-    if ready is None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, stop.set)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    # The suite holds our stdin open: its end means the suite is gone (even killed), and so
+    # must this server be, rather than linger as an orphan.
+    threading.Thread(target=_watch_stdin, args=(loop, stop), daemon=True).start()
     try:
         await stop.wait()
     finally:
         await runner.cleanup()
 
 
+def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    # os.read on the descriptor, not sys.stdin: a daemon thread blocked in a buffered read
+    # would make the interpreter's shutdown abort.
+    with contextlib.suppress(OSError):
+        while os.read(0, 4096):
+            pass
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(stop.set)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks._server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--cpu", type=int, default=None, help="pin the server to this CPU")
     args = parser.parse_args(argv)
-    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, {args.cpu})
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port))
     return 0

@@ -20,8 +20,8 @@ from batch_audiences import AsyncAudiencesClient, AudiencesClient
 from ._runner import (
     API_KEY,
     PROJECT_KEY,
-    Context,
     Contender,
+    Context,
     Names,
     Result,
     Target,
@@ -45,7 +45,7 @@ def run(ctx: Context) -> Result:
     server = ctx.server()
     url = f"{server.url}/audiences/create"
     count = 300 if ctx.quick else 2000
-    names = Names()
+    names = Names(KEY)
     loop = asyncio.new_event_loop()
     headers = sdk_headers()
     state: dict[str, object] = {}

@@ -23,7 +23,7 @@ from batch_audiences import IdAction
 from batch_audiences._codec import encode
 from batch_audiences._models import UpdateRequest
 
-from ._runner import Context, Contender, Result, Target, alternate, progress, summarize
+from ._runner import Contender, Context, Result, Target, alternate, progress, summarize
 
 KEY = "serialization"
 TITLE = "4. Build and encode one 10,000-ID update body"

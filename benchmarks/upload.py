@@ -12,6 +12,7 @@ which the hand-written loop does not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import aiohttp
@@ -22,8 +23,8 @@ from batch_audiences import AsyncAudiencesClient, AudienceExistsError
 from ._runner import (
     API_KEY,
     PROJECT_KEY,
-    Context,
     Contender,
+    Context,
     Result,
     Target,
     alternate,
@@ -68,10 +69,8 @@ def run(ctx: Context) -> Result:
         state["sdk"] = client
 
         async def create() -> None:
-            try:
+            with contextlib.suppress(AudienceExistsError):
                 await client.create(AUDIENCE)
-            except AudienceExistsError:
-                pass
 
         loop.run_until_complete(create())
 

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batch_audiences import (
     Action,
@@ -576,3 +578,35 @@ async def test_ids_with_json_special_characters_are_sent_exactly(
         removed = await api.upload("crm", TRICKY_IDS, mode="remove", chunk_size=5, wait=True)
         assert removed.ok
         assert set(emulator.members("crm")) == {"old"}
+
+
+# -- the order tracker, against a brute-force model -------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.lists(st.sampled_from("abcdefghij"), max_size=6),  # register a chunk with these IDs
+    st.integers(min_value=0, max_value=30),               # release the chunk of that index
+), max_size=40))
+def test_order_tracker_matches_a_brute_force_model(operations: list[Any]) -> None:
+    from batch_audiences._chunking import OrderTracker
+
+    tracker = OrderTracker()
+    model: dict[int, list[str]] = {}
+    index = 0
+    for operation in operations:
+        if isinstance(operation, list):
+            # Expected: for each ID, the last tracked chunk holding it.
+            expected = set()
+            for key in set(operation):
+                holders = [i for i, ids in model.items() if key in ids]
+                if holders:
+                    expected.add(max(holders))
+            assert tracker.register(index, list(operation)) == expected
+            model[index] = list(operation)
+            index += 1
+        else:
+            tracker.release(operation)
+            model.pop(operation, None)
+        assert tracker.tracked == sum(len(ids) for ids in model.values())
+        assert tracker._ids == {key for ids in model.values() for key in ids}

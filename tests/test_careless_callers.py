@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from batch_audiences import (
@@ -40,7 +41,8 @@ def no_asyncio_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.WARNING, logger="asyncio")
     yield
     gc.collect()
-    errors = [r.getMessage() for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
+    records = [r for phase in ("setup", "call", "teardown") for r in caplog.get_records(phase)]
+    errors = [r.getMessage() for r in records if r.name == "asyncio" and r.levelno >= logging.ERROR]
     assert not errors, errors
 
 
@@ -310,7 +312,28 @@ def test_a_blocking_call_from_the_facades_own_loop_is_refused(threaded_emulator:
         assert client.create("vip").indexing_token
 
 
+def test_close_from_the_facades_own_loop_is_refused(threaded_emulator: Emulator) -> None:
+    # close() waits for the loop to finish its work: from the loop's own thread it never could.
+    with sync_client(threaded_emulator) as client:
+
+        async def close_inside() -> None:
+            client.close()
+
+        with pytest.raises(RuntimeError, match="deadlock"):
+            client._loop.run(close_inside())
+        assert not client.closed
+        assert client.create("vip").indexing_token
+
+
 # -- cancelling a bulk call ------------------------------------------------------------------
+
+
+def client_tasks(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+    """Tasks started since ``before`` that are not this test's or the emulator server's."""
+    return {
+        task for task in asyncio.all_tasks() - before - {asyncio.current_task()}
+        if not task.get_coro().__qualname__.startswith("RequestHandler")  # type: ignore[union-attr]
+    }
 
 
 def churn_stream(chunks: int, chunk_size: int) -> list[IdAction]:
@@ -339,11 +362,12 @@ def applied(stream: list[IdAction]) -> dict[str, dict[str, object]]:
 async def test_cancelling_an_upload_leaves_the_client_usable_and_says_what_was_accepted(
     own_session: bool,
 ) -> None:
-    import aiohttp
-
     chunk_size = 50
     stream = churn_stream(40, chunk_size)
-    async with Emulator(indexing_delay=0.002, latency=(0.002, 0.01)) as emu, aiohttp.ClientSession() as session:
+    async with (
+        Emulator(indexing_delay=0.002, latency=(0.002, 0.01)) as emu,
+        aiohttp.ClientSession() as session,
+    ):
         emu.add_audience("crm")
         client = async_client(emu, session=session if own_session else None)
         acknowledged: set[int] = set()
@@ -364,8 +388,8 @@ async def test_cancelling_an_upload_leaves_the_client_usable_and_says_what_was_a
             await upload
         total_chunks = -(-len(stream) // chunk_size)
         assert 8 <= len(acknowledged) < total_chunks
-        # Nothing of the upload keeps running (the emulator's own handlers may take a moment).
-        await until(lambda: not (asyncio.all_tasks() - before - {asyncio.current_task()}), "tasks to end")
+        # Nothing of the upload keeps running (the emulator's connection handlers are the server's).
+        await until(lambda: not client_tasks(before), "the upload's tasks to end")
         # The client, and the caller's session, are still open and work.
         assert not client.closed
         assert not session.closed
@@ -383,15 +407,45 @@ async def test_cancelling_an_upload_leaves_the_client_usable_and_says_what_was_a
         assert not session.closed  # a caller's session is never closed by the client
 
 
-def test_interrupting_a_blocking_upload_leaves_the_client_usable(threaded_emulator: Emulator) -> None:
-    # The blocking facade: the caller's thread is interrupted (KeyboardInterrupt, simulated by
-    # a progress callback raising in the loop thread would be different: here the *caller*
-    # gives up) by closing a second client sharing nothing; the first must be unaffected.
+def test_closing_a_blocking_client_during_an_upload_ends_it_cleanly(threaded_emulator: Emulator) -> None:
+    # The blocking analogue of cancelling: another thread closes the client while an upload
+    # runs. The uploading thread gets ClientClosedError (not a hang), progress has said which
+    # chunks were accepted, and no thread is left behind.
+    before = len(sdk_threads())
     threaded_emulator.add_audience("crm")
-    stream = churn_stream(10, 50)
-    with sync_client(threaded_emulator) as first, sync_client(threaded_emulator) as second:
-        second.close()
-        report = first.upload("crm", stream, mode="update", chunk_size=50, wait=True)
-        assert report.ok, report.summary()
+    threaded_emulator.latency = (0.002, 0.01)
+    stream = churn_stream(40, 50)
+    client = sync_client(threaded_emulator)
+    acknowledged: set[int] = set()
+    enough = threading.Event()
+    outcome: list[object] = []
+
+    def progress(event: Any) -> None:
+        if event.kind == "acknowledged":
+            acknowledged.add(event.chunk_index)
+            if len(acknowledged) >= 5:
+                enough.set()
+
+    def uploader() -> None:
+        try:
+            outcome.append(client.upload("crm", stream, mode="update", chunk_size=50, on_progress=progress))
+        except BaseException as error:  # reported below
+            outcome.append(error)
+
+    thread = threading.Thread(target=uploader)
+    thread.start()
+    assert enough.wait(HANG), "the upload never got going"
+    client.close()
+    thread.join(HANG)
+    assert not thread.is_alive(), "the upload hung after close()"
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], ClientClosedError), repr(outcome[0])
+    assert 5 <= len(acknowledged) < 50
+    assert len(sdk_threads()) == before
+    # Resuming with a new client from what progress reported finishes the job exactly.
+    with sync_client(threaded_emulator) as again:
+        report = again.upload("crm", stream, mode="update", chunk_size=50, wait=True,
+                              skip_chunks=acknowledged)
+    assert report.ok, report.summary()
     threaded_emulator.settle()
     assert threaded_emulator.members("crm") == applied(stream)

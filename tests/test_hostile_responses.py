@@ -45,6 +45,8 @@ from batch_audiences._errors import error_from_response
 from batch_audiences._transport import parse_retry_after
 from batch_audiences.testing import Emulator, ScriptedResponse
 
+from .test_careless_callers import no_asyncio_errors  # noqa: F401  (autouse: asyncio logged no error)
+
 T = TypeVar("T")
 API_KEY = "hostile-test-key-0123456789"
 PROPERTY = settings(max_examples=150, deadline=None)
