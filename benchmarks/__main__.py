@@ -40,15 +40,16 @@ def main(argv: list[str] | None = None) -> int:
         help=f"run only this comparison (repeatable): {', '.join(COMPARISONS)}",
     )
     parser.add_argument(
-        "--rounds", type=_positive, default=None, help="rounds per comparison (default: 5, quick: 3)"
+        "--rounds", type=_positive, default=None,
+        help="rounds for every comparison (default: each comparison's own, see the README)",
     )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results here")
     parser.add_argument(
         "--server", choices=["minimal", "emulator"], default="minimal",
-        help="what comparisons 1-3 talk to: the minimal server (default) or the emulator",
+        help="what the comparisons that send requests (1, 2, 3, 5) talk to: the minimal server "
+        "(default) or the emulator",
     )
     args = parser.parse_args(argv)
-    rounds = args.rounds or (3 if args.quick else 5)
     names = dict.fromkeys(args.only) if args.only else COMPARISONS
     selected = [COMPARISONS[name] for name in names]
     info = machine()
@@ -56,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="batch-audiences-bench-") as tmp:
-        ctx = Context(quick=args.quick, rounds=rounds, workdir=Path(tmp), server_kind=args.server)
+        ctx = Context(
+            quick=args.quick, workdir=Path(tmp), server_kind=args.server, rounds_override=args.rounds
+        )
         try:
             for module in selected:
                 run: Callable[[Context], Result] = module.run

@@ -4,7 +4,9 @@ A comparison builds :class:`Contender` objects, hands them to :func:`alternate`,
 samples into a :class:`Result` with :func:`summarize`. Each round runs every contender once, in
 an order rotated from round to round, so that a slow phase of the machine (another process, a
 frequency change, the garbage collector) is spread over all contenders instead of landing on one.
-One warm-up round is run first and thrown away (connection pools, caches, code paths).
+One warm-up round is run first and thrown away (connection pools, caches, code paths). Ratios are
+paired: a contender's sample is divided by the baseline's sample of the same round, and the
+median of those is reported (see ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -111,10 +113,16 @@ class Context:
     """What every comparison gets: the mode, and the server when it needs one."""
 
     quick: bool
-    rounds: int
     workdir: Path
     server_kind: str = "minimal"
+    rounds_override: int | None = None
     _server: Server | None = None
+
+    def rounds(self, quick: int, full: int) -> int:
+        """The comparison's number of rounds (its own defaults, unless ``--rounds`` was given)."""
+        if self.rounds_override is not None:
+            return self.rounds_override
+        return quick if self.quick else full
 
     def server(self) -> Server:
         """The benchmark server, started on first use."""
@@ -216,7 +224,7 @@ def sdk_headers() -> dict[str, str]:
 
 
 @contextmanager
-def quiet_gc() -> Iterator[None]:
+def frozen_heap() -> Iterator[None]:
     """Collect, then freeze what is alive, before a timed run.
 
     A contender then pays for collecting what it allocates itself, not for another contender's
@@ -245,7 +253,7 @@ def alternate(contenders: Sequence[Contender], rounds: int, *, warmup: int = 1) 
             shift = index % len(contenders)
             order = list(contenders[shift:]) + list(contenders[:shift])
             for contender in order:
-                with quiet_gc():
+                with frozen_heap():
                     value = contender.measure()
                 if index >= warmup:
                     samples[contender.name].append(value)
@@ -346,9 +354,9 @@ def render(result: Result) -> str:
             f"\n{check.label}: {check.measured:,.2f} (target {check.relation} {check.target:g}) "
             f"{'met' if check.met else 'MISSED'}"
         )
-    for row in result.rows:
-        if row.note:
-            lines.append(f"\n- {row.name}: {row.note}")
+    notes = [f"- {row.name}: {row.note}" for row in result.rows if row.note]
+    if notes:
+        lines += ["", *notes]
     for note in result.notes:
         lines.append(f"\n{note}")
     return "\n".join(lines)

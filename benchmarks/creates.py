@@ -43,9 +43,9 @@ def _bodies(names: list[str]) -> list[bytes]:
 def run(ctx: Context) -> Result:
     server = ctx.server()
     url = f"{server.url}/audiences/create"
-    count = 500 if ctx.quick else 10_000
+    count = 500 if ctx.quick else 3000
     # httpx manages under 200 requests/s at this concurrency: fewer of them give the same rate.
-    httpx_count = 150 if ctx.quick else 600
+    httpx_count = 100 if ctx.quick else 300
     names = Names(KEY)
     loop = asyncio.new_event_loop()
     headers = sdk_headers()
@@ -113,9 +113,10 @@ def run(ctx: Context) -> Result:
         Contender("SDK async", sdk_measure, sdk_setup, sdk_teardown),
         Contender("httpx.AsyncClient", httpx_measure, httpx_setup, httpx_teardown),
     ]
-    progress(f"{TITLE}: {count:,} creates per round ({httpx_count:,} for httpx)")
+    rounds = ctx.rounds(3, 15)
+    progress(f"{TITLE}: {rounds} rounds of {count:,} creates ({httpx_count:,} for httpx)")
     try:
-        samples = alternate(contenders, ctx.rounds)
+        samples = alternate(contenders, rounds)
     finally:
         loop.run_until_complete(asyncio.sleep(0.05))  # let closed connections finish
         loop.close()

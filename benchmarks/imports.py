@@ -45,8 +45,9 @@ def run(ctx: Context) -> Result:
         contender("dependencies alone", DEPENDENCIES),
         contender("batch_audiences", "batch_audiences"),
     ]
-    progress(f"{TITLE}: {launches} interpreters per contender per round")
-    samples = alternate(contenders, ctx.rounds)
+    rounds = ctx.rounds(3, 5)
+    progress(f"{TITLE}: {rounds} rounds of {launches} interpreters per contender")
+    samples = alternate(contenders, rounds)
     return summarize(
         KEY, TITLE, "s", samples, baseline="dependencies alone", higher_is_better=False,
         targets=[Target("batch_audiences", "<=", 1.3, "import batch_audiences / its dependencies")],

@@ -44,7 +44,7 @@ def _bodies(names: list[str]) -> list[bytes]:
 def run(ctx: Context) -> Result:
     server = ctx.server()
     url = f"{server.url}/audiences/create"
-    count = 300 if ctx.quick else 2000
+    count = 200 if ctx.quick else 600
     names = Names(KEY)
     loop = asyncio.new_event_loop()
     headers = sdk_headers()
@@ -149,9 +149,10 @@ def run(ctx: Context) -> Result:
         Contender("requests.Session", requests_measure, requests_setup, requests_teardown),
         Contender("httpx.Client", httpx_measure, httpx_setup, httpx_teardown),
     ]
-    progress(f"{TITLE}: {count:,} calls per contender per round")
+    rounds = ctx.rounds(3, 15)
+    progress(f"{TITLE}: {rounds} rounds of {count:,} calls per contender")
     try:
-        samples = alternate(contenders, ctx.rounds)
+        samples = alternate(contenders, rounds)
     finally:
         loop.run_until_complete(asyncio.sleep(0.05))
         loop.close()

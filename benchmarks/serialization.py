@@ -60,7 +60,7 @@ def run(ctx: Context) -> Result:
     for build in (by_hand_json, through_sdk):
         if orjson.loads(build(rows)) != reference:
             raise RuntimeError(f"{build.__name__} does not build the same body")
-    repeat = 5 if ctx.quick else 20
+    repeat = 5 if ctx.quick else 10
     actions = [IdAction.add(i, {"plan": p, "score": s}) for i, p, s in rows]
 
     def per_body(build: Callable[[], object]) -> Callable[[], float]:
@@ -86,8 +86,9 @@ def run(ctx: Context) -> Result:
             note="the request model and its JSON, from IdActions built beforehand",
         ),
     ]
-    progress(f"{TITLE}: {repeat} bodies per contender per round")
-    samples = alternate(contenders, ctx.rounds)
+    rounds = ctx.rounds(3, 15)
+    progress(f"{TITLE}: {rounds} rounds of {repeat} bodies per contender")
+    samples = alternate(contenders, rounds)
     return summarize(
         KEY, TITLE, "s", samples, baseline="hand-built dict + orjson.dumps", higher_is_better=False,
         targets=[Target("SDK models + encode", "<=", 3.0, "SDK models + encode / hand-built + orjson")],

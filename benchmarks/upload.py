@@ -132,9 +132,10 @@ def run(ctx: Context) -> Result:
             note="the network and server alone: what is left when no body is built in the loop",
         ),
     ]
-    progress(f"{TITLE}: {count:,} IDs per contender per round")
+    rounds = ctx.rounds(3, 15)
+    progress(f"{TITLE}: {rounds} rounds of {count:,} IDs per contender")
     try:
-        samples = alternate(contenders, ctx.rounds)
+        samples = alternate(contenders, rounds)
     finally:
         loop.run_until_complete(asyncio.sleep(0.05))
         loop.close()
