@@ -8,15 +8,19 @@ How an upload runs:
 - Items are checked as they are read. An invalid item is reported (its position and the
   :class:`ValidationError`) and not sent; the rest goes on. Chunk boundaries depend only on the
   input and ``chunk_size``, so chunk ``i`` is the same on every run: ``skip_chunks`` relies on it.
-- Order (see :mod:`batch_audiences._chunking`): a chunk sharing an ID with an earlier chunk not
-  yet known to be applied waits until that one is acknowledged and applied; other chunks go
-  concurrently. A replace sends its first chunk to ``/replace``, waits until it is applied, then
-  sends the rest to ``/update`` as adds.
+- Order (see :mod:`batch_audiences._chunking`): a chunk whose actions on a shared ID do not
+  commute with those of an earlier chunk not yet known to be applied waits until that one is
+  acknowledged and applied; other chunks go concurrently. Chunks of plain adds (no attributes)
+  commute with each other, and so do chunks of removes: an upload of only one of those never
+  waits, and costs no per-ID bookkeeping. A replace sends its first chunk to ``/replace``,
+  waits until it is applied, then sends the rest to ``/update`` as adds.
 - A chunk that fails for good (a 400, or retries refused by the budget or the deadline) is
-  reported with its position; later chunks that share an ID with it are not sent (reported as
-  depending on it). Failures that would fail every other chunk too (authentication, a missing
-  audience, throttling or unavailability that outlasted the retries, the deadline) stop the
-  upload: nothing more is read, and chunks read but not sent are reported as not sent.
+  reported with its position; later chunks that would have waited for it are not sent (reported
+  as depending on it): those sharing an ID with it and, since chunks of plain adds or of removes
+  are not recorded by ID, every later chunk of another kind than such a failed chunk. Failures
+  that would fail every other chunk too (authentication, a missing audience, throttling or
+  unavailability that outlasted the retries, the deadline) stop the upload: nothing more is
+  read, and chunks read but not sent are reported as not sent.
 - Every request goes through the client's shared rate limiter; retries are counted against the
   call's :class:`RetryBudget`.
 """
@@ -35,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from ._bulk_errors import DeadlineExceededError, DependencyFailedError, NotSentError
-from ._chunking import OrderTracker
+from ._chunking import MIXED, PLAIN_ADDS, REMOVES, OrderTracker
 from ._codec import decode, encode_attributes
 from ._errors import (
     AuthenticationError,
@@ -95,6 +99,9 @@ _VIEW: Final = "/audiences/view"
 # applied. Past this many, the oldest is confirmed (one view) before more input is read, so
 # memory stays bounded on endless streams while short uploads never pay for a view.
 _MIN_TRACKED_IDS = 200_000
+# Chunks of plain adds or of removes hold no IDs, only their own small record until confirmed
+# applied: past this many, the oldest is confirmed likewise.
+_MAX_UNCONFIRMED_CHUNKS = 1_000
 # How long to wait for one write to be applied before giving up (bounded by the deadline too).
 _APPLY_TIMEOUT = 300.0
 # Polling a write's indexing state: first look at once, then at growing intervals.
@@ -256,7 +263,7 @@ class _Chunk:
     """One request's worth of the input, from reading to its outcome."""
 
     __slots__ = (
-        "acked", "confirm", "confirmed", "count", "done", "error", "ids", "index", "parts",
+        "acked", "confirm", "confirmed", "count", "done", "error", "ids", "index", "kind", "parts",
         "route", "start", "stop", "token", "uncertain", "waiting",
     )
 
@@ -267,6 +274,8 @@ class _Chunk:
         self.route = route
         self.count = 0
         self.ids: list[str] = []
+        # PLAIN_ADDS, REMOVES or MIXED (see _chunking) once an item is in; -1 while empty.
+        self.kind = -1
         # The body's items, already JSON-encoded: pieces of the "ids" array, without brackets.
         self.parts: list[bytes] | None = []
         self.token: str | None = None
@@ -418,7 +427,7 @@ class _Upload:
         while self._stop_error is None:
             self._confirm_ahead()
             await self._slots.acquire()
-            if self._stop_error is None and self._tracker.tracked > self._max_tracked:
+            if self._stop_error is None and self._too_many_unconfirmed():
                 await self._make_room()
             if self._stop_error is not None:
                 self._slots.release()
@@ -441,8 +450,9 @@ class _Upload:
             if index in self._skip:
                 self._skip_chunk(chunk)
             else:
-                depends = self._tracker.register(index, chunk.ids)
-                chunk.ids = []  # the tracker holds them now
+                # A first replace is not registered: every later chunk waits for it anyway (below).
+                depends = set() if first_replace else self._tracker.register(index, chunk.ids, chunk.kind)
+                chunk.ids = []  # the tracker holds them now, if it needs them
                 if replace and index > 0 and 0 not in self._skip:
                     depends.add(0)  # everything after the replace waits until it is applied
                 depends.discard(index)
@@ -513,8 +523,11 @@ class _Upload:
                 chunk.parts.append(head + encoded[1:-1].replace(b'","', separator) + b"}")
                 chunk.ids.extend(batch)
                 chunk.count += len(batch)
+                kind = REMOVES if self._mode == "remove" else PLAIN_ADDS
+                chunk.kind = kind if chunk.kind in (-1, kind) else MIXED
                 return
         pieces: list[bytes] = []
+        kind = chunk.kind
         for offset, item in enumerate(batch):
             try:
                 custom_id, entry = _convert(item, self._mode, member)
@@ -529,6 +542,13 @@ class _Upload:
             pieces.append(piece)
             chunk.ids.append(custom_id)
             chunk.count += 1
+            if kind != MIXED:
+                if "attributes" in entry:
+                    kind = MIXED
+                else:
+                    this = REMOVES if entry.get("action") == "remove" else PLAIN_ADDS
+                    kind = this if kind in (-1, this) else MIXED
+        chunk.kind = kind
         if pieces:
             chunk.parts.append(b",".join(pieces))
 
@@ -546,15 +566,23 @@ class _Upload:
         self._slots.release()
         self._emit("skipped", chunk)
 
+    def _too_many_unconfirmed(self, share: int = 1) -> bool:
+        """Whether the chunks not yet confirmed applied hold more than ``1/share`` of the window:
+        IDs of tracked chunks, or chunks at all."""
+        return (
+            self._tracker.tracked > self._max_tracked // share
+            or len(self._unconfirmed) > _MAX_UNCONFIRMED_CHUNKS // share
+        )
+
     def _confirm_ahead(self) -> None:
         """Past half the tracking window, confirm the oldest chunk in the background, so that
         the reader seldom has to wait for a view when the window is full."""
-        if self._tracker.tracked > self._max_tracked // 2 and self._unconfirmed:
+        if self._unconfirmed and self._too_many_unconfirmed(2):
             self._start_confirm(self._unconfirmed[0])
 
     async def _make_room(self) -> None:
         """Confirm the oldest acknowledged chunks applied until the tracker is small enough."""
-        while self._tracker.tracked > self._max_tracked and self._unconfirmed:
+        while self._too_many_unconfirmed() and self._unconfirmed:
             try:
                 await self._applied(self._unconfirmed[0])
             except BatchAudiencesError as error:

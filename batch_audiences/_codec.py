@@ -112,32 +112,36 @@ def _unstructure_member(item: Member) -> dict[str, Any]:
     return {"id": item.id}
 
 
-# The two bulk bodies: the per-item hooks above, inlined into one loop (no call per item).
+# The two bulk bodies. Each item built its entry when it was checked (``_wire``, see
+# ``_models._WireEntry``): ``None`` when its attributes need reshaping, missing on a copy or an
+# unpickled item. Those few are built here by the per-item hooks above.
 
 
 def _unstructure_update(request: UpdateRequest) -> dict[str, Any]:
-    ids: list[dict[str, Any]] = []
-    append = ids.append
-    for item in request.ids:
-        attributes = item.attributes
-        if attributes:
-            append({"action": item.action._value_, "id": item.id,
-                    "attributes": encode_attributes(attributes)})
-        else:
-            append({"action": item.action._value_, "id": item.id})
+    try:
+        ids = [item._wire or _unstructure_action(item) for item in request.ids]
+    except AttributeError:
+        ids = [_unstructure_action(item) for item in request.ids]
     return {"name": request.name, "ids": ids}
 
 
 def _unstructure_replace(request: ReplaceRequest) -> dict[str, Any]:
-    ids: list[dict[str, Any]] = []
-    append = ids.append
-    for item in request.ids:
-        attributes = item.attributes
-        if attributes:
-            append({"id": item.id, "attributes": encode_attributes(attributes)})
-        else:
-            append({"id": item.id})
+    try:
+        ids = [item._wire or _unstructure_member(item) for item in request.ids]
+    except AttributeError:
+        ids = [_unstructure_member(item) for item in request.ids]
     return {"name": request.name, "ids": ids}
+
+
+# What cattrs hands out is the caller's to change, so it never holds an item's own entry.
+
+
+def _copy_update(request: UpdateRequest) -> dict[str, Any]:
+    return {"name": request.name, "ids": [_unstructure_action(item) for item in request.ids]}
+
+
+def _copy_replace(request: ReplaceRequest) -> dict[str, Any]:
+    return {"name": request.name, "ids": [_unstructure_member(item) for item in request.ids]}
 
 
 def _unstructure_create(request: CreateRequest) -> dict[str, Any]:
@@ -154,7 +158,10 @@ _UNSTRUCTURE_HOOKS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
     ReplaceRequest: _unstructure_replace,
     CreateRequest: _unstructure_create,
 }
-for _cls, _unhook in _UNSTRUCTURE_HOOKS.items():
+_CONVERTER_HOOKS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
+    **_UNSTRUCTURE_HOOKS, UpdateRequest: _copy_update, ReplaceRequest: _copy_replace,
+}
+for _cls, _unhook in _CONVERTER_HOOKS.items():
     converter.register_unstructure_hook(_cls, _unhook)
 
 

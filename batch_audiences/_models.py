@@ -230,6 +230,53 @@ def check_attributes(value: object, field: str = "attributes") -> dict[str, Any]
     return dict(value)
 
 
+# The value types that go out on the wire as they are; any other (Url, datetime, list, enum
+# member...) needs reshaping by the codec first.
+_WIRE_AS_IS: Final = frozenset({str, int, bool, float})
+_isfinite: Final = math.isfinite
+
+
+def _checked_for_wire(value: object, field: str = "attributes") -> tuple[dict[str, Any] | None, bool]:
+    """:func:`check_attributes`, and whether the map can go out on the wire as it is.
+
+    The first loop is the common case of a bulk body (a plain dict, plain keys, values that
+    pass their checks on the spot): it proves the map valid *and* wire-ready in one pass, and
+    raises nothing. Anything else goes through :func:`check_attributes` in full, so every
+    error is the one it raises.
+    """
+    if type(value) is dict and len(value) <= MAX_ATTRIBUTES:
+        for key, item in value.items():
+            kind = type(item)
+            if not (
+                type(key) is str and key and key[-1] != ")" and (
+                    kind is str or kind is bool or (kind is int and _MIN_INT <= item < _MAX_INT)
+                    or (kind is float and _isfinite(item))
+                )
+            ):
+                break
+        else:
+            return value.copy(), True
+    checked = check_attributes(value, field)
+    if checked is None:
+        return None, True
+    for item in checked.values():
+        if type(item) not in _WIRE_AS_IS:
+            return checked, False
+    return checked, True
+
+
+class _WireEntry:
+    """A hidden slot for an item's entry in a request body, built when the item is checked.
+
+    Not an ``attrs`` field: it is derived from the fields, so it stays out of ``repr``, ``==``,
+    ``attrs.fields`` and ``attrs.asdict``. ``None`` when the attributes need reshaping (the codec
+    does it); missing on a copy or an unpickled item, which the codec then encodes from its fields.
+    """
+
+    __slots__ = ("_wire",)
+    _wire: dict[str, Any] | None
+
+
 def _to_action(value: object) -> Action:
     if type(value) is Action:  # calling the enum costs more than all the other checks of an ID
         return value
@@ -240,7 +287,7 @@ def _to_action(value: object) -> Action:
 
 
 @attrs.frozen(eq=True, hash=False, init=False)
-class IdAction:
+class IdAction(_WireEntry):
     """One line of an update: add an ID (with attributes) or remove it.
 
     >>> from batch_audiences import IdAction
@@ -262,12 +309,19 @@ class IdAction:
     ) -> None:
         if type(action) is not Action:
             action = _to_action(action)
+        as_is = True
         if attributes is not None:
-            attributes = check_attributes(attributes)
+            attributes, as_is = _checked_for_wire(attributes)
         if type(id) is not str or not id or id.isspace():
             check_id(id)
-        if attributes and action is _REMOVE:
-            raise ValidationError("attributes", "are allowed only with action 'add', not on a remove")
+        if attributes:
+            if action is _REMOVE:
+                raise ValidationError("attributes", "are allowed only with action 'add', not on a remove")
+            _set_action_wire(
+                self, {"action": action._value_, "id": id, "attributes": attributes} if as_is else None
+            )
+        else:
+            _set_action_wire(self, {"action": action._value_, "id": id})
         _set_action_id(self, id)
         _set_action(self, action)
         _set_action_attributes(self, attributes)
@@ -275,7 +329,40 @@ class IdAction:
     @classmethod
     def add(cls, id: str, attributes: Attributes | None = None) -> IdAction:
         """Add ``id`` to the audience, with optional attributes."""
-        return cls(id, _ADD, attributes)
+        if cls is not IdAction:
+            return cls(id, _ADD, attributes)
+        # ``__init__`` for an add, inline: this is the call a bulk body makes 10,000 times, and
+        # calling the class, then the attribute check, costs a fifth of it. Same checks, same
+        # order (attributes, then the ID), same errors: anything off the common case below goes
+        # through ``_checked_for_wire``, whose first loop this one is.
+        self = _new(IdAction)
+        as_is = True
+        if attributes is None:
+            pass
+        elif type(attributes) is dict and len(attributes) <= MAX_ATTRIBUTES:
+            for key, item in attributes.items():
+                kind = type(item)
+                if (
+                    kind is str or kind is bool or (kind is int and _MIN_INT <= item < _MAX_INT)
+                    or (kind is float and _isfinite(item))
+                ) and type(key) is str and key and key[-1] != ")":
+                    continue
+                attributes, as_is = _checked_for_wire(attributes)
+                break
+            else:
+                attributes = attributes.copy()
+        else:
+            attributes, as_is = _checked_for_wire(attributes)
+        if type(id) is not str or not id or id.isspace():
+            check_id(id)
+        if attributes:
+            _set_action_wire(self, {"action": "add", "id": id, "attributes": attributes} if as_is else None)
+        else:
+            _set_action_wire(self, {"action": "add", "id": id})
+        _set_action_id(self, id)
+        _set_action(self, _ADD)
+        _set_action_attributes(self, attributes)
+        return self
 
     @classmethod
     def remove(cls, id: str) -> IdAction:
@@ -284,7 +371,7 @@ class IdAction:
 
 
 @attrs.frozen(eq=True, hash=False, init=False)
-class Member:
+class Member(_WireEntry):
     """One member of a replace: an ID and its optional attributes.
 
     >>> from batch_audiences import Member
@@ -297,22 +384,29 @@ class Member:
 
     # By hand for the same reason as IdAction's.
     def __init__(self, id: str, attributes: Attributes | None = None) -> None:
+        as_is = True
         if attributes is not None:
-            attributes = check_attributes(attributes)
+            attributes, as_is = _checked_for_wire(attributes)
         if type(id) is not str or not id or id.isspace():
             check_id(id)
+        if attributes:
+            _set_member_wire(self, {"id": id, "attributes": attributes} if as_is else None)
+        else:
+            _set_member_wire(self, {"id": id})
         _set_member_id(self, id)
         _set_member_attributes(self, attributes)
 
 
 # The frozen classes' slots, set directly (as attrs' own __init__ does, through object.__setattr__).
 _ADD: Final = Action.ADD
+_new: Final = object.__new__
 _REMOVE: Final = Action.REMOVE
 _set_action_id = IdAction.__dict__["id"].__set__
 _set_action = IdAction.__dict__["action"].__set__
 _set_action_attributes = IdAction.__dict__["attributes"].__set__
 _set_member_id = Member.__dict__["id"].__set__
 _set_member_attributes = Member.__dict__["attributes"].__set__
+_set_action_wire = _set_member_wire = _WireEntry.__dict__["_wire"].__set__
 
 
 def _check_count(items: Sequence[object], field: str, minimum: int) -> None:

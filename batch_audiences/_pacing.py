@@ -26,6 +26,11 @@ Batch publishes no rate figure for the audience routes, so :class:`RateLimiter` 
   on only a share of 429s clearly above it cuts the pace. Each such 429 is still honoured and
   retried; the pace is just not driven down to a crawl, one cut at a time.
 
+The rates a cut is based on (requests offered, and accepted, over the last two seconds) are
+counted in buckets of a tenth of a second (:class:`_Window`), so that the bookkeeping of a
+request is a few additions, whatever the rate: the common case, a client never throttled, pays
+next to nothing for being able to react to its first 429.
+
 Requests reserve a start time rather than queueing on a lock: :meth:`RateLimiter.acquire`
 computes the slot and sleeps with ``asyncio.sleep``, so the event loop is never blocked. A
 limiter in fail-fast mode raises :class:`ThrottledError` instead of waiting.
@@ -40,15 +45,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 from ._errors import ThrottledError
 
 __all__ = ["RateLimiter", "RetryBudget"]
 
-# How far back sends and successes are counted to estimate rates.
+# How far back sends and successes are counted to estimate rates, in how many buckets.
 _WINDOW = 2.0
+_BUCKETS = 20
+_BUCKETS_PER_SECOND = _BUCKETS / _WINDOW
 # Relative rate increase per accepted request, once the limit has been measured (counted in
 # requests, not seconds, so the share of 429s does not depend on how low the limit is)…
 _PROBE_PER_SUCCESS = 0.001
@@ -70,6 +76,58 @@ _NOISE_EVIDENCE = 3
 _NOISE_MARGIN = 0.1
 # Counts since a cut are halved past this many requests, so shares follow recent behaviour.
 _SHARE_MEMORY = 400
+
+
+class _Window:
+    """Events (sends, successes) of about the last ``_WINDOW`` seconds, counted per bucket of
+    ``_WINDOW / _BUCKETS`` seconds: O(1) per event, with no object per event.
+
+    A bucket remembers its slot number (``int(t * _BUCKETS_PER_SECOND)``), its count and the time
+    of its first event; the window, seen from ``now``, is the buckets of the last ``_BUCKETS``
+    slots, so it reaches back between ``_WINDOW - 1/_BUCKETS_PER_SECOND`` and ``_WINDOW``
+    seconds. A clock going backwards (a test's) counts into the current bucket.
+    """
+
+    __slots__ = ("_current", "_firsts", "_slots", "counts", "edge", "index", "last")
+
+    def __init__(self) -> None:
+        #: Events per bucket; ``counts[index]`` is the current bucket's.
+        self.counts = [0] * _BUCKETS
+        self.index = 0
+        #: When the current bucket ends: an event at or past it opens the next one.
+        self.edge = -math.inf
+        #: Time of the latest event.
+        self.last = -math.inf
+        self._firsts = [0.0] * _BUCKETS
+        self._slots = [-1 - _BUCKETS] * _BUCKETS  # far enough back to be outside any window
+        self._current = -1 - _BUCKETS
+
+    def add(self, now: float) -> None:
+        """Count one event at ``now`` (inlined by the limiter's hot paths)."""
+        if now >= self.edge:
+            self.open(now)
+        self.counts[self.index] += 1
+        self.last = now
+
+    def open(self, now: float) -> None:
+        """Start the bucket that ``now`` falls in."""
+        # Past the edge always means a new slot, whatever the rounding of the product below.
+        slot = max(int(now * _BUCKETS_PER_SECOND), self._current + 1)
+        index = self.index = slot % _BUCKETS
+        self._current = self._slots[index] = slot
+        self.counts[index] = 0
+        self._firsts[index] = now
+        self.edge = (slot + 1) / _BUCKETS_PER_SECOND
+
+    def span(self, now: float) -> tuple[int, float]:
+        """How many events are in the window seen from ``now``, and the time of the first one."""
+        oldest = int(now * _BUCKETS_PER_SECOND) - _BUCKETS
+        count, first = 0, math.inf
+        for index, slot in enumerate(self._slots):
+            if slot > oldest and self.counts[index]:
+                count += self.counts[index]
+                first = min(first, self._firsts[index])
+        return count, first
 
 
 class RateLimiter:
@@ -99,8 +157,8 @@ class RateLimiter:
         self._last_decrease = -math.inf
         self._last_start = -math.inf
         self._last_probe = clock()
-        self._sends: deque[float] = deque()
-        self._successes: deque[float] = deque()
+        self._sends = _Window()
+        self._successes = _Window()
         self._measured = False
         #: Number of 429 answers reported to this limiter.
         self.throttles = 0
@@ -141,43 +199,51 @@ class RateLimiter:
         """
         while True:
             now = self._clock()
-            start = max(now, self._next_slot, self._paused_until)
-            if start > now and self.fail_fast:
+            start = self._next_slot
+            if self._paused_until > start:
+                start = self._paused_until
+            if start <= now:  # its turn has come: the path of every request of an unpaced client
+                if self._rate is not None:
+                    self._next_slot = now + 1.0 / self._rate
+                return self._started(now)
+            if self.fail_fast:
                 raise ThrottledError(start - now)
             if self._rate is not None:
                 self._next_slot = start + 1.0 / self._rate
-            if start <= now:
-                return self._started(now)
             await self._sleep(start - now)
             # Re-checked after the sleep: the conditions may have changed while we waited.
             if start >= self._paused_until and now >= self._last_decrease:
                 return self._started(self._clock())
 
     def _started(self, now: float) -> float:
-        self._last_start = max(self._last_start, now)
-        self._sent += 1
-        if self._sent > _SHARE_MEMORY and self._epoch_start is not None:
+        if now > self._last_start:
+            self._last_start = now
+        sent = self._sent = self._sent + 1
+        if sent > _SHARE_MEMORY and self._epoch_start is not None:
             self._sent //= 2
             self._throttled //= 2
             self._epoch_start = now - (now - self._epoch_start) / 2
-        sends = self._sends
-        sends.append(now)
-        while sends[0] < now - _WINDOW:
-            sends.popleft()
+        sends = self._sends  # _Window.add, inlined: this runs for every request
+        if now >= sends.edge:
+            sends.open(now)
+        sends.counts[sends.index] += 1
+        sends.last = now
         return now
 
     def on_success(self) -> None:
         """Count an accepted request, and probe upward when the rate is capped by throttling."""
         now = self._clock()
-        successes = self._successes
-        successes.append(now)
-        while successes[0] < now - _WINDOW:
-            successes.popleft()
+        successes = self._successes  # _Window.add, inlined: this runs for every request
+        if now >= successes.edge:
+            successes.open(now)
+        successes.counts[successes.index] += 1
+        successes.last = now
         rate = self._rate
+        if rate is None:  # unlimited: nothing to probe
+            self._last_probe = now
+            return
         elapsed = min(max(now - self._last_probe, 0.0), 1.0)
         self._last_probe = now
-        if rate is None:
-            return
         ceiling = self.max_rate
         if ceiling is not None and rate >= ceiling:
             return
@@ -268,22 +334,18 @@ class RateLimiter:
         self._next_slot = max(now, self._paused_until, self._last_start + (1.0 / rate if rate else 0.0))
 
     def _accepted_rate(self, now: float) -> float | None:
-        successes = self._successes
-        while successes and successes[0] < now - _WINDOW:
-            successes.popleft()
-        if len(successes) < 3:
+        count, first = self._successes.span(now)
+        if count < 3:
             return None
         # The spacing of the successes themselves: measured from the first to the last, so the
         # idle time before the first request of a job does not count as a slow server.
-        return (len(successes) - 1) / max(successes[-1] - successes[0], 1e-3)
+        return (count - 1) / max(self._successes.last - first, 1e-3)
 
     def _offered_rate(self, now: float) -> float | None:
-        sends = self._sends
-        while sends and sends[0] < now - _WINDOW:
-            sends.popleft()
-        if len(sends) < 2:
+        count, first = self._sends.span(now)
+        if count < 2:
             return None
-        return len(sends) / max(now - sends[0], 1e-3)
+        return count / max(now - first, 1e-3)
 
 
 class RetryBudget:

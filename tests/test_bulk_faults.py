@@ -188,8 +188,9 @@ async def test_the_deadline_stops_an_upload_and_reports_what_was_not_sent(
 ) -> None:
     emulator.latency = 0.5
     emulator.add_audience("crm")
-    # chunk 0 = a b, chunk 1 = c d, chunk 2 = a e: chunk 2 waits for chunk 0, which is slow.
-    items = ["a", "b", "c", "d", "a", "e", "f", "g"]
+    # chunk 0 = a b, chunk 1 = c d, chunk 2 = a e: chunk 2 waits for chunk 0, which is slow (the
+    # attributes make their order matter: two plain adds of "a" would not wait for each other).
+    items = [Member("a", {"v": 1}), "b", "c", "d", Member("a", {"v": 2}), "e", "f", "g"]
     report = await api.upload("crm", items, chunk_size=2, concurrency=3, deadline=0.1)
     assert not report.ok
     assert not report.input_exhausted

@@ -158,7 +158,10 @@ async def test_a_conflicting_chunk_is_sent_only_once_the_earlier_write_is_applie
 ) -> None:
     emulator.indexing_delay = 0.15
     emulator.add_audience("crm")
-    stream = ["a", "b", "c", "d", "e", "f", "a"]  # chunk 0 = a b, chunk 3 = a again
+    # chunk 0 = a (with attributes) b, chunk 3 = a again with other attributes: the order of those
+    # two matters (the last add sets the attributes). Two plain adds of "a" would commute and go
+    # concurrently (see test_plain_adds_or_removes_sharing_ids_never_wait).
+    stream: list[Item] = [Member("a", {"v": 1}), "b", "c", "d", "e", "f", Member("a", {"v": 2})]
     report = await api.upload("crm", stream, chunk_size=2, concurrency=4)
     assert report.ok
     updates = [r for r in emulator.requests if r.route == "update" and r.status == 202]
@@ -170,6 +173,106 @@ async def test_a_conflicting_chunk_is_sent_only_once_the_earlier_write_is_applie
     assert last.received_at >= first.received_at + 0.15
     views = [r for r in emulator.requests if r.route == "view" and "indexing_token" in r.query]
     assert views, "the engine must have checked the first write's indexing state"
+    emulator.settle()
+    assert emulator.members("crm") == apply_stream(stream, "add")
+
+
+async def test_plain_adds_or_removes_sharing_ids_never_wait(api: Any, emulator: Emulator) -> None:
+    """Plain adds commute with each other, and removes too: chunks of only one of those kinds go
+    concurrently even when they share IDs, and the engine never has to view a write."""
+    slow_indexing(emulator)
+    emulator.add_audience("crm", {"keep": {"k": 1}, "u3": {"was": "here"}})
+    adds = [f"u{n % 37}" for n in range(600)]  # every ID in many chunks
+    report = await api.upload("crm", adds, chunk_size=25, concurrency=4)
+    assert report.ok, report.summary()
+    emulator.settle()  # two uploads are not ordered with each other: only the chunks of one are
+    removes = [f"u{n % 23}" for n in range(400)]
+    report = await api.upload("crm", removes, mode="remove", chunk_size=25, concurrency=4)
+    assert report.ok, report.summary()
+    assert report.chunks_acknowledged == 16
+    assert emulator.count(route="view") == 0
+    emulator.settle()
+    expected = apply_stream(adds, "add", {"keep": {"k": 1}, "u3": {"was": "here"}})
+    assert emulator.members("crm") == apply_stream(removes, "remove", expected)
+
+
+async def test_chunks_of_removes_after_chunks_of_plain_adds_wait_for_them(
+    api: Any, emulator: Emulator
+) -> None:
+    """Chunk-aligned runs: plain adds, removes of the same IDs, plain adds again. The chunks of
+    each run commute with each other, not with those of the run before: each run waits for the
+    previous one to be applied (a barrier), whatever the latency jitter."""
+    slow_indexing(emulator)
+    emulator.latency = (0.0, 0.03)
+    emulator.add_audience("crm", {"u1": {"was": "here"}})
+    ids = [f"u{n}" for n in range(40)]
+    stream: list[Item] = [*ids, *(IdAction.remove(i) for i in reversed(ids)), *ids[::2],
+                          *(IdAction.remove(i) for i in ids[::4])]
+    report = await api.upload("crm", stream, mode="update", chunk_size=10, concurrency=8)
+    assert report.ok, report.summary()
+    emulator.settle()
+    members = emulator.members("crm")
+    assert members == {i: {} for i in ids[2::4]}
+    assert members == apply_stream(stream, "update", {"u1": {"was": "here"}})
+
+
+def runs_of_kinds(seed: int, runs: int, distinct: int) -> list[Item]:
+    """A stream made of runs of one kind each (plain adds, removes, adds with attributes, or a
+    mix), of random lengths, over few IDs: chunk boundaries fall inside and between runs, so
+    chunks of every kind follow each other, sharing IDs."""
+    rng = random.Random(seed)
+    items: list[Item] = []
+    for run in range(runs):
+        kind = rng.choice(["plain", "plain", "remove", "remove", "attributes", "mixed"])
+        for _ in range(rng.randrange(1, 60)):
+            custom_id = f"id-{rng.randrange(distinct)}"
+            kind_here = rng.choice(["plain", "remove", "attributes"]) if kind == "mixed" else kind
+            if kind_here == "plain":
+                items.append(rng.choice([custom_id, IdAction.add(custom_id), Member(custom_id)]))
+            elif kind_here == "remove":
+                items.append(IdAction.remove(custom_id))
+            else:
+                items.append(IdAction.add(custom_id, {"run": run, "n": len(items)}))
+    return items
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_runs_of_plain_adds_removes_and_attributes_keep_the_order(
+    api: Any, emulator: Emulator, seed: int
+) -> None:
+    slow_indexing(emulator)
+    initial: dict[str, dict[str, Any]] = {"id-0": {"was": "here"}, "id-1": {}, "other": {"k": 2}}
+    emulator.add_audience("crm", initial)
+    stream = runs_of_kinds(seed, runs=14, distinct=25)
+    report = await api.upload("crm", stream, mode="update", chunk_size=15, concurrency=4)
+    assert report.ok, report.summary()
+    check_accounting(report)
+    emulator.settle()
+    expected = apply_stream(stream, "update", initial)
+    members = emulator.members("crm")
+    for custom_id in sorted(set(expected) | set(members)):
+        assert members.get(custom_id) == expected.get(custom_id), (custom_id, seed)
+
+
+async def test_plain_adds_then_attributes_of_the_same_ids_in_add_mode(api: Any, emulator: Emulator) -> None:
+    """Chunks of plain adds are not recorded by ID, so a later chunk with attributes waits for all
+    of them (the barrier); plain adds after it must wait for it in turn."""
+    slow_indexing(emulator)
+    emulator.add_audience("crm")
+    ids = [f"u{n}" for n in range(40)]
+    stream: list[Item] = [*ids, *(Member(i, {"round": 2}) for i in ids[::2]), *ids[::4],
+                          *(Member(i, {"round": 4}) for i in ids[::8]), *ids[:5]]
+    report = await api.upload("crm", stream, chunk_size=7, concurrency=5)
+    assert report.ok, report.summary()
+    emulator.settle()
+    expected = apply_stream(stream, "add")
+    members = emulator.members("crm")
+    assert members["u8"] == {"round": 4}  # attributed last at round 4 (u8 is not among the first 5)
+    assert members["u4"] == {}  # round 2, then plain adds again
+    assert members["u0"] == {}
+    for custom_id in ids:
+        assert members[custom_id] == expected[custom_id], custom_id
+    assert set(members) == set(expected)
 
 
 # -- replace -------------------------------------------------------------------------------------
@@ -610,3 +713,68 @@ def test_order_tracker_matches_a_brute_force_model(operations: list[Any]) -> Non
             model.pop(operation, None)
         assert tracker.tracked == sum(len(ids) for ids in model.values())
         assert tracker._ids == {key for ids in model.values() for key in ids}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_order_tracker_kinds_keep_the_final_content_under_any_schedule(data: st.DataObject) -> None:
+    """The tracker with chunk kinds, against an adversarial scheduler: chunks are registered in
+    stream order, and any registered chunk whose dependencies are applied may be applied at any
+    time (released then, or later). The final content must be that of the stream in order."""
+    from batch_audiences._chunking import MIXED, PLAIN_ADDS, REMOVES, OrderTracker
+
+    action = st.one_of(
+        st.tuples(st.just("plain"), st.sampled_from("abcde")),
+        st.tuples(st.just("remove"), st.sampled_from("abcde")),
+        st.tuples(st.just("attrs"), st.sampled_from("abcde")),
+    )
+    chunks: list[list[tuple[str, str]]] = data.draw(st.lists(st.one_of(
+        st.lists(st.tuples(st.just("plain"), st.sampled_from("abcde")), min_size=1, max_size=4),
+        st.lists(st.tuples(st.just("remove"), st.sampled_from("abcde")), min_size=1, max_size=4),
+        st.lists(action, min_size=1, max_size=4),
+    ), max_size=12))
+
+    def kind_of(chunk: list[tuple[str, str]]) -> int:
+        kinds = {what for what, _ in chunk}
+        if kinds == {"plain"}:
+            return PLAIN_ADDS
+        if kinds == {"remove"}:
+            return REMOVES
+        return MIXED
+
+    def apply(content: dict[str, object], index: int) -> None:
+        for what, key in chunks[index]:
+            if what == "remove":
+                content.pop(key, None)
+            else:
+                content[key] = {} if what == "plain" else {"chunk": index}
+
+    tracker = OrderTracker()
+    depends: dict[int, set[int]] = {}
+    applied: list[int] = []
+    unreleased: list[int] = []
+    content: dict[str, object] = {}
+    registered = 0
+    while len(applied) < len(chunks):
+        ready = [i for i in range(registered) if i not in applied and depends[i] <= set(applied)]
+        choices = ["register"] if registered < len(chunks) else []
+        choices += [f"apply {i}" for i in ready] + [f"release {i}" for i in unreleased]
+        choice = data.draw(st.sampled_from(choices))
+        if choice == "register":
+            ids = [key for _, key in chunks[registered]]
+            depends[registered] = tracker.register(registered, ids, kind_of(chunks[registered]))
+            assert all(earlier < registered for earlier in depends[registered])
+            registered += 1
+        elif choice.startswith("apply"):
+            index = int(choice.split()[1])
+            apply(content, index)
+            applied.append(index)
+            unreleased.append(index)
+        else:
+            index = int(choice.split()[1])
+            tracker.release(index)
+            unreleased.remove(index)
+    expected: dict[str, object] = {}
+    for index in range(len(chunks)):
+        apply(expected, index)
+    assert content == expected, (applied, depends)
