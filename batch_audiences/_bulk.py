@@ -73,10 +73,12 @@ if TYPE_CHECKING:
     from ._transport import Transport
 
 __all__ = [
+    "BulkCall",
     "MODES",
     "ProgressCallback",
     "Source",
     "UploadItem",
+    "check_call_limits",
     "check_callback",
     "check_concurrency",
     "check_deadline",
@@ -194,6 +196,71 @@ def open_source(items: object, field: str) -> Source:
         ) from None
 
 
+def check_call_limits(
+    on_progress: object, retry_budget: object, deadline: object
+) -> tuple[ProgressCallback | None, int | None, float | None]:
+    """``on_progress``, ``retry_budget`` and ``deadline``, checked in that order."""
+    return check_callback(on_progress), check_retry_budget(retry_budget), check_deadline(deadline)
+
+
+class BulkCall:
+    """What every bulk call holds: its input, clock, retry budget, slots, counters and stop state.
+
+    Subclasses read ``_source`` (an async one if ``_async_source``), hold one of ``_slots`` per
+    request in flight, and end early through :meth:`_stop` (first error and reason win).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        concurrency: int,
+        on_progress: ProgressCallback | None,
+        retry_budget: int | None,
+        deadline: float | None,
+    ) -> None:
+        self._source = source
+        self._async_source = hasattr(source, "__anext__")
+        self._on_progress = on_progress
+        self._deadline = deadline
+        self._loop = asyncio.get_running_loop()
+        self._started = self._loop.time()
+        self._budget = RetryBudget(
+            retry_budget, None if deadline is None else self._started + deadline, clock=self._loop.time
+        )
+        self._slots = asyncio.Semaphore(concurrency)
+        self._position = 0
+        self._input_exhausted = False
+        self._stop_error: BatchAudiencesError | None = None
+        self._stop_reason: str | None = None
+        self._in_flight = 0
+        self._requests = 0
+        self._retries = 0
+
+    def _start_deadline_timer(self) -> asyncio.TimerHandle | None:
+        """Arm :meth:`_on_deadline` for the call's deadline, if it has one (cancel it when done)."""
+        if self._budget.deadline is None:
+            return None
+        return self._loop.call_at(self._budget.deadline, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        assert self._deadline is not None
+        self._stop(DeadlineExceededError(self._deadline), f"the deadline of {self._deadline:g}s passed")
+
+    def _stop(self, error: BatchAudiencesError, reason: str) -> None:
+        if self._stop_error is None:
+            self._stop_error = error
+            self._stop_reason = reason
+
+    def _stopping_reason(self, error: BatchAudiencesError) -> str:
+        """Why ``error`` stops the call: the deadline or the spent retry budget, if either caused it."""
+        if self._budget.expired and self._deadline is not None:
+            return f"the deadline of {self._deadline:g}s passed; last error: {error}"
+        if self._budget.exhausted:
+            return f"the retry budget ({self._budget.retries} retries) is spent; last error: {error}"
+        return str(error)
+
+
 def _check_chunk_size(value: object) -> int:
     if not _is_int(value) or not 1 <= value <= MAX_IDS_PER_REQUEST:  # type: ignore[operator]
         raise ValidationError(
@@ -288,7 +355,7 @@ class _Chunk:
         self.confirm: asyncio.Task[None] | None = None
 
 
-class _Upload:
+class _Upload(BulkCall):
     """One ``upload`` call; see the module docstring."""
 
     def __init__(
@@ -306,33 +373,23 @@ class _Upload:
         deadline: float | None,
         skip_chunks: frozenset[int],
     ) -> None:
+        super().__init__(
+            source, concurrency=concurrency, on_progress=on_progress, retry_budget=retry_budget,
+            deadline=deadline,
+        )
         self._transport = transport
         self._name = name
-        self._source = source
-        self._async_source = hasattr(source, "__anext__")
         self._body_head = b'{"name":' + orjson.dumps(name) + b',"ids":['
         self._mode = mode
         self._chunk_size = chunk_size
         self._concurrency = concurrency
         self._wait = wait
-        self._on_progress = on_progress
-        self._deadline = deadline
         self._skip = skip_chunks
-        self._loop = asyncio.get_running_loop()
-        self._started = self._loop.time()
-        self._budget = RetryBudget(
-            retry_budget, None if deadline is None else self._started + deadline, clock=self._loop.time
-        )
-        self._slots = asyncio.Semaphore(concurrency)
         self._tracker = OrderTracker()
         self._max_tracked = max(2 * concurrency * chunk_size, _MIN_TRACKED_IDS)
         self._chunks: dict[int, _Chunk] = {}  # chunks not yet confirmed applied (failed ones stay)
         self._unconfirmed: deque[_Chunk] = deque()  # acknowledged, not yet confirmed applied
         self._tasks: dict[asyncio.Task[None], _Chunk] = {}
-        self._position = 0
-        self._input_exhausted = False
-        self._stop_error: BatchAudiencesError | None = None
-        self._stop_reason: str | None = None
         self._callback_error: BaseException | None = None
         # counters for the report and the progress events
         self._items_sent = 0
@@ -342,9 +399,6 @@ class _Upload:
         self._items_failed = 0
         self._chunks_acknowledged = 0
         self._chunks_skipped = 0
-        self._in_flight = 0
-        self._requests = 0
-        self._retries = 0
         self._tokens: dict[int, str] = {}
         self._failed_chunks: list[FailedChunk] = []
         self._failed_items: list[FailedItem] = []
@@ -352,9 +406,7 @@ class _Upload:
     # -- the call ------------------------------------------------------------------------
 
     async def run(self) -> UploadReport:
-        timer = None
-        if self._deadline is not None:
-            timer = self._loop.call_at(self._budget.deadline, self._on_deadline)  # type: ignore[arg-type]
+        timer = self._start_deadline_timer()
         applied: bool | None = None
         try:
             if self._skip:
@@ -683,24 +735,14 @@ class _Upload:
         if chunk.route == _REPLACE:
             self._stop(error, f"the replace (chunk 0) failed: {error}")
         elif isinstance(error, _STOPPING_ERRORS) and not isinstance(error, DependencyFailedError):
-            reason = str(error)
-            if self._budget.expired and self._deadline is not None:
-                reason = f"the deadline of {self._deadline:g}s passed; last error: {error}"
-            elif self._budget.exhausted:
-                reason = f"the retry budget ({self._budget.retries} retries) is spent; last error: {error}"
-            self._stop(error, reason)
+            self._stop(error, self._stopping_reason(error))
 
     # -- stopping early ----------------------------------------------------------------------
-
-    def _on_deadline(self) -> None:
-        assert self._deadline is not None
-        self._stop(DeadlineExceededError(self._deadline), f"the deadline of {self._deadline:g}s passed")
 
     def _stop(self, error: BatchAudiencesError, reason: str) -> None:
         if self._stop_error is not None:
             return
-        self._stop_error = error
-        self._stop_reason = reason
+        super()._stop(error, reason)
         # Chunks still waiting for an earlier one are abandoned (reported as not sent); chunks
         # in flight finish, without further retries past the deadline.
         for task, chunk in list(self._tasks.items()):
@@ -847,9 +889,7 @@ async def run_upload(
     concurrency = check_concurrency(concurrency)
     if not isinstance(wait, bool):
         raise ValidationError("wait", f"must be True or False, got {wait!r}")
-    on_progress = check_callback(on_progress)
-    retry_budget = check_retry_budget(retry_budget)
-    deadline = check_deadline(deadline)
+    on_progress, retry_budget, deadline = check_call_limits(on_progress, retry_budget, deadline)
     skip = _check_skip_chunks(skip_chunks, mode)
     source = open_source(items, "items")
     upload = _Upload(

@@ -18,16 +18,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
-from ._bulk import (
-    ProgressCallback,
-    Source,
-    check_callback,
-    check_concurrency,
-    check_deadline,
-    check_retry_budget,
-    open_source,
-)
-from ._bulk_errors import DeadlineExceededError, NotSentError
+from ._bulk import BulkCall, ProgressCallback, Source, check_call_limits, check_concurrency, open_source
+from ._bulk_errors import NotSentError
 from ._errors import (
     AudienceExistsError,
     AuthenticationError,
@@ -40,7 +32,6 @@ from ._errors import (
     ValidationError,
 )
 from ._models import CreateRequest, NewAudience
-from ._pacing import RetryBudget
 from ._reports import BulkReport, CreatedAudience, FailedItem, ProgressEvent, SkippedAudience
 from ._transport import RequestTrace
 
@@ -86,7 +77,7 @@ def to_new_audience(item: object, position: int) -> NewAudience:
     )
 
 
-class _CreateMany:
+class _CreateMany(BulkCall):
     """One ``create_many`` call; see the module docstring."""
 
     def __init__(
@@ -100,36 +91,21 @@ class _CreateMany:
         retry_budget: int | None,
         deadline: float | None,
     ) -> None:
-        self._client = client
-        self._source = source
-        self._async_source = hasattr(source, "__anext__")
-        self._skip_existing = if_exists == "skip"
-        self._on_progress = on_progress
-        self._deadline = deadline
-        self._loop = asyncio.get_running_loop()
-        self._started = self._loop.time()
-        self._budget = RetryBudget(
-            retry_budget, None if deadline is None else self._started + deadline, clock=self._loop.time
+        super().__init__(
+            source, concurrency=concurrency, on_progress=on_progress, retry_budget=retry_budget,
+            deadline=deadline,
         )
-        self._slots = asyncio.Semaphore(concurrency)
+        self._client = client
+        self._skip_existing = if_exists == "skip"
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: dict[str, int] = {}
-        self._position = 0
-        self._input_exhausted = False
-        self._stop_error: BatchAudiencesError | None = None
-        self._stop_reason: str | None = None
         self._crash: BaseException | None = None
         self._succeeded: list[CreatedAudience] = []
         self._skipped: list[SkippedAudience] = []
         self._failed: list[FailedItem] = []
-        self._in_flight = 0
-        self._requests = 0
-        self._retries = 0
 
     async def run(self) -> BulkReport:
-        timer = None
-        if self._budget.deadline is not None:
-            timer = self._loop.call_at(self._budget.deadline, self._on_deadline)
+        timer = self._start_deadline_timer()
         input_error: BaseException | None = None
         try:
             try:
@@ -244,14 +220,7 @@ class _CreateMany:
         except BatchAudiencesError as error:
             self._fail(position, audience, error)
             if isinstance(error, _STOPPING_ERRORS):
-                reason = str(error)
-                if self._budget.expired and self._deadline is not None:
-                    reason = f"the deadline of {self._deadline:g}s passed; last error: {error}"
-                elif self._budget.exhausted:
-                    reason = (
-                        f"the retry budget ({self._budget.retries} retries) is spent; last error: {error}"
-                    )
-                self._stop(error, reason)
+                self._stop(error, self._stopping_reason(error))
         else:
             self._succeeded.append(CreatedAudience(position, audience, accepted.indexing_token))
             self._emit("created", position, token=accepted.indexing_token)
@@ -261,15 +230,6 @@ class _CreateMany:
     def _fail(self, position: int, item: object, error: BatchAudiencesError) -> None:
         self._failed.append(FailedItem(position, item, error))
         self._emit("failed", position, error=error)
-
-    def _on_deadline(self) -> None:
-        assert self._deadline is not None
-        self._stop(DeadlineExceededError(self._deadline), f"the deadline of {self._deadline:g}s passed")
-
-    def _stop(self, error: BatchAudiencesError, reason: str) -> None:
-        if self._stop_error is None:
-            self._stop_error = error
-            self._stop_reason = reason
 
     def _emit(
         self,
@@ -321,9 +281,7 @@ async def run_create_many(
     concurrency = check_concurrency(concurrency)
     if if_exists not in IF_EXISTS:
         raise ValidationError("if_exists", f"must be 'error' or 'skip', got {if_exists!r}")
-    on_progress = check_callback(on_progress)
-    retry_budget = check_retry_budget(retry_budget)
-    deadline = check_deadline(deadline)
+    on_progress, retry_budget, deadline = check_call_limits(on_progress, retry_budget, deadline)
     source = open_source(audiences, "audiences")
     engine = _CreateMany(
         client, source, concurrency=concurrency, if_exists=if_exists, on_progress=on_progress,

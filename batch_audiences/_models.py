@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -416,6 +416,20 @@ def _check_count(items: Sequence[object], field: str, minimum: int) -> None:
         )
 
 
+_SequenceValidator = Callable[[object, "attrs.Attribute[Sequence[object]]", Sequence[object]], None]
+
+
+def _count_of_ids(minimum: int) -> _SequenceValidator:
+    """A field validator: ``minimum`` to ``MAX_IDS_PER_REQUEST`` items (a request body's ``ids``)."""
+
+    def validate(
+        instance: object, attribute: attrs.Attribute[Sequence[object]], value: Sequence[object]
+    ) -> None:
+        _check_count(value, attribute.name, minimum)
+
+    return validate
+
+
 def _name_field(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
     check_name(value, attribute.name)
 
@@ -492,11 +506,7 @@ class UpdateRequest:
     """Body of ``POST /audiences/update``: 1 to 10,000 actions."""
 
     name: str = attrs.field(validator=_name_field)
-    ids: tuple[IdAction, ...] = attrs.field(converter=_to_actions)
-
-    @ids.validator
-    def _count(self, attribute: attrs.Attribute[tuple[IdAction, ...]], value: tuple[IdAction, ...]) -> None:
-        _check_count(value, "ids", 1)
+    ids: tuple[IdAction, ...] = attrs.field(converter=_to_actions, validator=_count_of_ids(1))
 
 
 @attrs.frozen
@@ -504,11 +514,7 @@ class ReplaceRequest:
     """Body of ``POST /audiences/replace``: 0 to 10,000 members."""
 
     name: str = attrs.field(validator=_name_field)
-    ids: tuple[Member, ...] = attrs.field(converter=_to_members)
-
-    @ids.validator
-    def _count(self, attribute: attrs.Attribute[tuple[Member, ...]], value: tuple[Member, ...]) -> None:
-        _check_count(value, "ids", 0)
+    ids: tuple[Member, ...] = attrs.field(converter=_to_members, validator=_count_of_ids(0))
 
 
 # Responses. They are parsed tolerantly (see the codec): an enum value this SDK does not know

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import httpx
 import orjson
 
-from batch_audiences import AsyncAudiencesClient
-
+from ._contenders import BareAiohttp, SdkClient, close_loop, create_bodies
 from ._runner import (
-    API_KEY,
-    PROJECT_KEY,
     Contender,
     Context,
     Names,
@@ -36,10 +32,6 @@ TITLE = "1. Concurrent creates, 64 in flight"
 IN_FLIGHT = 64
 
 
-def _bodies(names: list[str]) -> list[bytes]:
-    return [orjson.dumps({"name": name, "type": "custom_ids"}) for name in names]
-
-
 def run(ctx: Context) -> Result:
     server = ctx.server()
     url = f"{server.url}/audiences/create"
@@ -52,41 +44,19 @@ def run(ctx: Context) -> Result:
     state: dict[str, object] = {}
 
     # -- SDK ---------------------------------------------------------------------------------
-    def sdk_setup() -> None:
-        state["sdk"] = AsyncAudiencesClient(
-            API_KEY, PROJECT_KEY, base_url=server.base_url, max_connections=IN_FLIGHT
-        )
+    sdk = SdkClient(loop, server.base_url, max_connections=IN_FLIGHT)
 
     def sdk_measure() -> float:
-        client: AsyncAudiencesClient = state["sdk"]  # type: ignore[assignment]
+        assert sdk.client is not None
         batch = names.take(count)
-        return count / loop.run_until_complete(drive(IN_FLIGHT, batch, client.create))
-
-    def sdk_teardown() -> None:
-        loop.run_until_complete(state["sdk"].aclose())  # type: ignore[attr-defined]
+        return count / loop.run_until_complete(drive(IN_FLIGHT, batch, sdk.client.create))
 
     # -- bare aiohttp ------------------------------------------------------------------------
-    async def make_session() -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT))
-
-    def bare_setup() -> None:
-        state["bare"] = loop.run_until_complete(make_session())
+    bare = BareAiohttp(loop, url, headers, limit=IN_FLIGHT)
 
     def bare_measure() -> float:
-        session: aiohttp.ClientSession = state["bare"]  # type: ignore[assignment]
-
-        async def post(body: bytes) -> None:
-            async with session.post(url, data=body, headers=headers) as response:
-                payload = await response.read()
-                if response.status != 202:
-                    raise RuntimeError(f"status {response.status}")
-                orjson.loads(payload)["indexing_token"]
-
-        bodies = _bodies(names.take(count))
-        return count / loop.run_until_complete(drive(IN_FLIGHT, bodies, post))
-
-    def bare_teardown() -> None:
-        loop.run_until_complete(state["bare"].close())  # type: ignore[attr-defined]
+        bodies = create_bodies(names.take(count))
+        return count / loop.run_until_complete(drive(IN_FLIGHT, bodies, bare.post))
 
     # -- httpx -------------------------------------------------------------------------------
     def httpx_setup() -> None:
@@ -102,15 +72,15 @@ def run(ctx: Context) -> Result:
                 raise RuntimeError(f"status {response.status_code}")
             orjson.loads(response.content)["indexing_token"]
 
-        bodies = _bodies(names.take(httpx_count))
+        bodies = create_bodies(names.take(httpx_count))
         return httpx_count / loop.run_until_complete(drive(IN_FLIGHT, bodies, post))
 
     def httpx_teardown() -> None:
         loop.run_until_complete(state["httpx"].aclose())  # type: ignore[attr-defined]
 
     contenders = [
-        Contender("bare aiohttp", bare_measure, bare_setup, bare_teardown),
-        Contender("SDK async", sdk_measure, sdk_setup, sdk_teardown),
+        Contender("bare aiohttp", bare_measure, bare.setup, bare.teardown),
+        Contender("SDK async", sdk_measure, sdk.setup, sdk.teardown),
         Contender("httpx.AsyncClient", httpx_measure, httpx_setup, httpx_teardown),
     ]
     rounds = ctx.rounds(3, 15)
@@ -118,8 +88,7 @@ def run(ctx: Context) -> Result:
     try:
         samples = alternate(contenders, rounds)
     finally:
-        loop.run_until_complete(asyncio.sleep(0.05))  # let closed connections finish
-        loop.close()
+        close_loop(loop)
     return summarize(
         KEY, TITLE, "req/s", samples, baseline="bare aiohttp", higher_is_better=True,
         targets=[Target("SDK async", ">=", 0.90, "SDK async / bare aiohttp")],

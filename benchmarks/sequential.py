@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import httpx
 import orjson
 import requests
 
-from batch_audiences import AsyncAudiencesClient, AudiencesClient
+from batch_audiences import AudiencesClient
 
+from ._contenders import BareAiohttp, SdkClient, close_loop, create_bodies
 from ._runner import (
     API_KEY,
     PROJECT_KEY,
@@ -37,10 +37,6 @@ KEY = "sequential"
 TITLE = "2. Sequential calls"
 
 
-def _bodies(names: list[str]) -> list[bytes]:
-    return [orjson.dumps({"name": name, "type": "custom_ids"}) for name in names]
-
-
 def run(ctx: Context) -> Result:
     server = ctx.server()
     url = f"{server.url}/audiences/create"
@@ -51,15 +47,11 @@ def run(ctx: Context) -> Result:
     state: dict[str, object] = {}
 
     # -- SDK async ---------------------------------------------------------------------------
-    def sdk_setup() -> None:
-        state["sdk"] = AsyncAudiencesClient(API_KEY, PROJECT_KEY, base_url=server.base_url)
+    sdk = SdkClient(loop, server.base_url)
 
     def sdk_measure() -> float:
-        client: AsyncAudiencesClient = state["sdk"]  # type: ignore[assignment]
-        return count / loop.run_until_complete(drive(1, names.take(count), client.create))
-
-    def sdk_teardown() -> None:
-        loop.run_until_complete(state["sdk"].aclose())  # type: ignore[attr-defined]
+        assert sdk.client is not None
+        return count / loop.run_until_complete(drive(1, names.take(count), sdk.client.create))
 
     # -- SDK sync facade ---------------------------------------------------------------------
     def sync_setup() -> None:
@@ -79,26 +71,10 @@ def run(ctx: Context) -> Result:
         state["sync"].close()  # type: ignore[attr-defined]
 
     # -- bare aiohttp ------------------------------------------------------------------------
-    async def make_session() -> aiohttp.ClientSession:
-        return aiohttp.ClientSession()
-
-    def bare_setup() -> None:
-        state["bare"] = loop.run_until_complete(make_session())
+    bare = BareAiohttp(loop, url, headers)
 
     def bare_measure() -> float:
-        session: aiohttp.ClientSession = state["bare"]  # type: ignore[assignment]
-
-        async def post(body: bytes) -> None:
-            async with session.post(url, data=body, headers=headers) as response:
-                payload = await response.read()
-                if response.status != 202:
-                    raise RuntimeError(f"status {response.status}")
-                orjson.loads(payload)["indexing_token"]
-
-        return count / loop.run_until_complete(drive(1, _bodies(names.take(count)), post))
-
-    def bare_teardown() -> None:
-        loop.run_until_complete(state["bare"].close())  # type: ignore[attr-defined]
+        return count / loop.run_until_complete(drive(1, create_bodies(names.take(count)), bare.post))
 
     # -- requests ----------------------------------------------------------------------------
     def requests_setup() -> None:
@@ -108,7 +84,7 @@ def run(ctx: Context) -> Result:
 
     def requests_measure() -> float:
         session: requests.Session = state["requests"]  # type: ignore[assignment]
-        bodies = _bodies(names.take(count))
+        bodies = create_bodies(names.take(count))
 
         def work() -> None:
             for body in bodies:
@@ -128,7 +104,7 @@ def run(ctx: Context) -> Result:
 
     def httpx_measure() -> float:
         client: httpx.Client = state["httpx"]  # type: ignore[assignment]
-        bodies = _bodies(names.take(count))
+        bodies = create_bodies(names.take(count))
 
         def work() -> None:
             for body in bodies:
@@ -143,8 +119,8 @@ def run(ctx: Context) -> Result:
         state["httpx"].close()  # type: ignore[attr-defined]
 
     contenders = [
-        Contender("bare aiohttp", bare_measure, bare_setup, bare_teardown),
-        Contender("SDK async", sdk_measure, sdk_setup, sdk_teardown),
+        Contender("bare aiohttp", bare_measure, bare.setup, bare.teardown),
+        Contender("SDK async", sdk_measure, sdk.setup, sdk.teardown),
         Contender("SDK sync facade", sync_measure, sync_setup, sync_teardown),
         Contender("requests.Session", requests_measure, requests_setup, requests_teardown),
         Contender("httpx.Client", httpx_measure, httpx_setup, httpx_teardown),
@@ -154,8 +130,7 @@ def run(ctx: Context) -> Result:
     try:
         samples = alternate(contenders, rounds)
     finally:
-        loop.run_until_complete(asyncio.sleep(0.05))
-        loop.close()
+        close_loop(loop)
     return summarize(
         KEY, TITLE, "calls/s", samples, baseline="bare aiohttp", higher_is_better=True,
         targets=[

@@ -15,14 +15,12 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-import aiohttp
 import orjson
 
-from batch_audiences import AsyncAudiencesClient, AudienceExistsError
+from batch_audiences import AudienceExistsError
 
+from ._contenders import BareAiohttp, SdkClient, close_loop
 from ._runner import (
-    API_KEY,
-    PROJECT_KEY,
     Contender,
     Context,
     Result,
@@ -61,12 +59,14 @@ def run(ctx: Context) -> Result:
     ids = make_ids(count)
     loop = asyncio.new_event_loop()
     headers = sdk_headers()
-    state: dict[str, object] = {}
 
     # -- SDK ---------------------------------------------------------------------------------
+    sdk = SdkClient(loop, server.base_url)
+
     def sdk_setup() -> None:
-        client = AsyncAudiencesClient(API_KEY, PROJECT_KEY, base_url=server.base_url)
-        state["sdk"] = client
+        sdk.setup()
+        client = sdk.client
+        assert client is not None
 
         async def create() -> None:
             with contextlib.suppress(AudienceExistsError):
@@ -75,7 +75,8 @@ def run(ctx: Context) -> Result:
         loop.run_until_complete(create())
 
     def sdk_measure() -> float:
-        client: AsyncAudiencesClient = state["sdk"]  # type: ignore[assignment]
+        client = sdk.client
+        assert client is not None
 
         async def upload() -> float:
             start = loop.time()
@@ -87,27 +88,12 @@ def run(ctx: Context) -> Result:
 
         return count / loop.run_until_complete(upload())
 
-    def sdk_teardown() -> None:
-        loop.run_until_complete(state["sdk"].aclose())  # type: ignore[attr-defined]
-
     # -- bare aiohttp ------------------------------------------------------------------------
-    async def make_session() -> aiohttp.ClientSession:
-        return aiohttp.ClientSession()
-
-    def bare_setup() -> None:
-        state["bare"] = loop.run_until_complete(make_session())
-
-    async def post(body: bytes) -> None:
-        session: aiohttp.ClientSession = state["bare"]  # type: ignore[assignment]
-        async with session.post(url, data=body, headers=headers) as response:
-            payload = await response.read()
-            if response.status != 202:
-                raise RuntimeError(f"status {response.status}")
-            orjson.loads(payload)["indexing_token"]
+    bare = BareAiohttp(loop, url, headers)
 
     def bare_measure() -> float:
         async def post_chunk(chunk: Sequence[str]) -> None:
-            await post(_body(chunk))
+            await bare.post(_body(chunk))
 
         async def upload() -> float:
             # Slicing is part of the work: the timer starts from the same list the SDK gets.
@@ -119,14 +105,11 @@ def run(ctx: Context) -> Result:
 
     def prebuilt_measure() -> float:
         bodies = [_body(chunk) for chunk in _chunks(ids)]
-        return count / loop.run_until_complete(drive(IN_FLIGHT, bodies, post))
-
-    def bare_teardown() -> None:
-        loop.run_until_complete(state["bare"].close())  # type: ignore[attr-defined]
+        return count / loop.run_until_complete(drive(IN_FLIGHT, bodies, bare.post))
 
     contenders = [
-        Contender("bare aiohttp, hand-built bodies", bare_measure, bare_setup, bare_teardown),
-        Contender("SDK upload()", sdk_measure, sdk_setup, sdk_teardown),
+        Contender("bare aiohttp, hand-built bodies", bare_measure, bare.setup, bare.teardown),
+        Contender("SDK upload()", sdk_measure, sdk_setup, sdk.teardown),
         Contender(
             "bare aiohttp, bodies built beforehand", prebuilt_measure,
             note="the network and server alone: what is left when no body is built in the loop",
@@ -137,8 +120,7 @@ def run(ctx: Context) -> Result:
     try:
         samples = alternate(contenders, rounds)
     finally:
-        loop.run_until_complete(asyncio.sleep(0.05))
-        loop.close()
+        close_loop(loop)
     return summarize(
         KEY, TITLE, "IDs/s", samples, baseline="bare aiohttp, hand-built bodies", higher_is_better=True,
         targets=[Target("SDK upload()", ">=", 0.85, "SDK upload() / bare aiohttp, hand-built bodies")],
