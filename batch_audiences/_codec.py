@@ -20,6 +20,7 @@ import orjson
 from cattrs.preconf.orjson import make_converter
 
 from ._errors import UnexpectedResponseError, ValidationError
+from ._isodates import fromisoformat
 from ._models import (
     Accepted,
     Audience,
@@ -64,7 +65,7 @@ def _parse_datetime(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+        parsed = fromisoformat(value)
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

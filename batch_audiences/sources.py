@@ -51,6 +51,7 @@ import attrs
 import orjson
 
 from ._errors import ValidationError
+from ._isodates import fromisoformat
 from ._models import MAX_ATTRIBUTES, Action, IdAction, Member, Url
 
 __all__ = [
@@ -144,7 +145,7 @@ def _to_date(text: str) -> datetime:
     if value[-1:] in ("Z", "z"):
         value = value[:-1] + "+00:00"
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = fromisoformat(value)
     except ValueError:
         raise ValueError(f"not an ISO 8601 date: {text!r}") from None
     # A date alone, or a time without offset, is read as UTC (what the API stores anyway).

@@ -30,6 +30,8 @@ from batch_audiences import (
 )
 from batch_audiences.testing import Emulator, ScriptedResponse
 
+from ._compat import async_timeout
+
 FAST = RetryPolicy(max_retries=2, base_delay=0.002, max_delay=0.01, max_retry_after=1.0)
 # Upper bounds that only a hang reaches; no test asserts how fast anything is.
 HANG = 20.0
@@ -235,7 +237,7 @@ async def test_aclose_while_requests_run_gives_them_sdk_errors() -> None:
         calls = [asyncio.create_task(client.view("vip")) for _ in range(3)]
         await until(lambda: sum(r.outcome == "in_flight" for r in emu.requests) == 3, "3 views in flight")
         await client.aclose()
-        async with asyncio.timeout(HANG):
+        async with async_timeout(HANG):
             results = await asyncio.gather(*calls, return_exceptions=True)
     assert all(isinstance(r, BatchAudiencesError) for r in results), results
 
@@ -251,7 +253,7 @@ async def test_a_cancelled_call_leaves_the_client_usable() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await call
             assert not client.closed
-            async with asyncio.timeout(HANG):
+            async with async_timeout(HANG):
                 audience = await client.view("vip")
                 await client.update("vip", [IdAction.add("u2")])
             assert audience.nb_ids == 1
@@ -265,9 +267,9 @@ async def test_a_timeout_around_a_call_leaves_the_client_usable() -> None:
         emu.script(ScriptedResponse(action="slow", delay=60.0, route="view"))
         async with async_client(emu) as client:
             with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.2):
+                async with async_timeout(0.2):
                     await client.view("vip")
-            async with asyncio.timeout(HANG):
+            async with async_timeout(HANG):
                 assert (await client.view("vip")).name == "vip"
 
 
@@ -393,7 +395,7 @@ async def test_cancelling_an_upload_leaves_the_client_usable_and_says_what_was_a
         # The client, and the caller's session, are still open and work.
         assert not client.closed
         assert not session.closed
-        async with asyncio.timeout(HANG):
+        async with async_timeout(HANG):
             assert (await client.view("crm")).name == "crm"
             # What progress said was accepted is enough to finish the job exactly: resume.
             report = await client.upload("crm", stream, mode="update", chunk_size=chunk_size,

@@ -45,6 +45,7 @@ from batch_audiences._errors import error_from_response
 from batch_audiences._transport import parse_retry_after
 from batch_audiences.testing import Emulator, ScriptedResponse
 
+from ._compat import async_timeout
 from .test_careless_callers import no_asyncio_errors  # noqa: F401  (autouse: asyncio logged no error)
 
 T = TypeVar("T")
@@ -331,9 +332,8 @@ async def test_any_answer_over_http_gives_a_model_or_an_sdk_error(
     if retry_after is not None:
         headers["Retry-After"] = retry_after.strip() or "0"
     hostile.answer = Answer(status, body, headers)
-    async with client_for(hostile.url) as client:
-        async with asyncio.timeout(10):
-            result = await async_outcome(call(client, operation))
+    async with client_for(hostile.url) as client, async_timeout(10):
+        result = await async_outcome(call(client, operation))
     if isinstance(result, BatchAudiencesError):
         check_error(result)
         assert isinstance(result, APIError), f"an HTTP answer came back, not {type(result).__name__}"
@@ -352,13 +352,13 @@ async def test_a_huge_retry_after_fails_that_call_and_does_not_stall_the_client(
     async with client_for(hostile.url, retry=RetryPolicy(max_retries=3, max_retry_after=2.0)) as client:
         for huge in ("1e10", "inf", "1e999", "Wed, 21 Oct 2999 07:28:00 GMT"):
             hostile.answer = Answer(429, b'{"error_code": "TOO_MANY"}', {"Retry-After": huge})
-            async with asyncio.timeout(5):
+            async with async_timeout(5):
                 with pytest.raises(RateLimitError) as raised:
                     await client.view("vip")
             assert raised.value.retry_after is not None
             assert raised.value.retry_after > 2.0
             hostile.answer = Answer(200, orjson.dumps({"name": "vip", "nb_ids": 1}))
-            async with asyncio.timeout(5):
+            async with async_timeout(5):
                 audience = await client.view("vip")
             assert audience.nb_ids == 1
 
@@ -389,10 +389,12 @@ async def test_an_endless_body_is_cut_off_with_an_sdk_error(monkeypatch: pytest.
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        async with client_for(f"http://127.0.0.1:{runner.addresses[0][1]}", timeout=30.0) as client:
-            async with asyncio.timeout(20):
-                with pytest.raises(UnexpectedResponseError, match="bytes") as raised:
-                    await client.view("vip")
+        async with (
+            client_for(f"http://127.0.0.1:{runner.addresses[0][1]}", timeout=30.0) as client,
+            async_timeout(20),
+        ):
+            with pytest.raises(UnexpectedResponseError, match="bytes") as raised:
+                await client.view("vip")
         check_error(raised.value)
         assert sent < 32 << 20, f"the client read {sent} bytes of an endless answer"
     finally:
@@ -463,10 +465,12 @@ async def test_broken_http_gives_an_sdk_error(
     raw_server: Callable[[bytes], Awaitable[str]], answer: str, operation: str
 ) -> None:
     url = await raw_server(RAW_ANSWERS[answer])
-    async with client_for(url, retry=RetryPolicy(max_retries=1, base_delay=0.001, max_delay=0.01)) as client:
-        async with asyncio.timeout(10):
-            with pytest.raises(BatchAudiencesError) as raised:
-                await call(client, operation)
+    async with (
+        client_for(url, retry=RetryPolicy(max_retries=1, base_delay=0.001, max_delay=0.01)) as client,
+        async_timeout(10),
+    ):
+        with pytest.raises(BatchAudiencesError) as raised:
+            await call(client, operation)
     check_error(raised.value)
     assert isinstance(raised.value, (TransportError, APIError))
 

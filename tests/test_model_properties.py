@@ -45,6 +45,8 @@ from batch_audiences._models import CreateRequest, ReplaceRequest, UpdateRequest
 from batch_audiences.testing._errors import ApiError
 from batch_audiences.testing._validation import parse_create, parse_replace, parse_update
 
+from ._compat import fromisoformat
+
 T = TypeVar("T")
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -200,7 +202,7 @@ def check_wire_value(sent: object, value: object) -> None:
         assert isinstance(sent, str)
         assert sent.endswith("Z"), f"dates are sent in UTC with a Z: {sent!r}"
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z", sent), sent
-        assert datetime.fromisoformat(sent[:-1] + "+00:00") == value
+        assert fromisoformat(sent[:-1] + "+00:00") == value
     elif isinstance(value, Url):
         assert sent == value.value
     elif isinstance(value, (list, tuple)):

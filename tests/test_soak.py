@@ -11,7 +11,7 @@ stream in order to a dict: every audience exists, none was created twice, every 
 with its last attributes or absent if its last action was a remove, and every item of both
 reports has a definite outcome.
 
-Bounded: the work runs under an ``asyncio.timeout``; sizes and waits are chosen to finish in
+Bounded: the work runs under a timeout (``asyncio.timeout``, or its 3.10 stand-in); sizes and waits are chosen to finish in
 well under a minute on two cores.
 """
 
@@ -27,6 +27,7 @@ from batch_audiences import AsyncAudiencesClient, BulkReport, IdAction, RetryPol
 from batch_audiences._pacing import RateLimiter
 from batch_audiences.testing import Emulator, FaultPlan
 
+from ._compat import async_timeout
 from .test_careless_callers import no_asyncio_errors  # noqa: F401  (autouse: asyncio logged no error)
 
 SEED = 20_240_611
@@ -93,7 +94,7 @@ async def test_bulk_calls_under_every_fault_lose_and_double_nothing() -> None:
         emu.faults = FAULTS
         async with AsyncAudiencesClient(
             emu.api_key, emu.project_key, base_url=emu.base_url, timeout=CLIENT_TIMEOUT, retry=RETRY
-        ) as client, asyncio.timeout(HARD_LIMIT):
+        ) as client, async_timeout(HARD_LIMIT):
             created, uploaded = await asyncio.gather(
                 client.create_many(
                     [{"name": name, "display_name": f"Soak {name}"} for name in names],
@@ -115,7 +116,7 @@ async def test_bulk_calls_under_every_fault_lose_and_double_nothing() -> None:
         emu.faults = FaultPlan()
         # Slow answers the client gave up on are still being held by the server: let them end,
         # so that every request is in the log with its outcome.
-        async with asyncio.timeout(FAULTS.slow_seconds * 3):
+        async with async_timeout(FAULTS.slow_seconds * 3):
             while True:
                 if not any(r.outcome == "in_flight" for r in emu.requests):
                     break
