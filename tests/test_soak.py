@@ -11,8 +11,8 @@ stream in order to a dict: every audience exists, none was created twice, every 
 with its last attributes or absent if its last action was a remove, and every item of both
 reports has a definite outcome.
 
-Bounded: the work runs under a timeout (``asyncio.timeout``, or its 3.10 stand-in); sizes and waits are chosen to finish in
-well under a minute on two cores.
+Bounded: the work runs under a timeout (``asyncio.timeout``, or its 3.10 stand-in); sizes and
+waits are chosen to finish in well under a minute on two cores.
 """
 
 from __future__ import annotations
