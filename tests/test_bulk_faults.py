@@ -146,8 +146,19 @@ async def test_create_many_with_existing_names_under_drops(make_api: Any, emulat
     emulator.add_audience("taken-2")
     emulator.faults = FaultPlan(seed=9, drop_before=0.3, routes={"create"})
     report = await api.create_many(["a", "taken-1", "b", "taken-2", "c"], if_exists="skip", retry_budget=100)
-    assert [item.audience.name for item in report.succeeded] == ["a", "b", "c"]
-    assert [item.audience.name for item in report.skipped] == ["taken-1", "taken-2"]
+    assert emulator.count(route="create", status=0) > 0  # some connections were really dropped
+    created = {item.audience.name: item.indexing_token for item in report.succeeded}
+    skipped = [item.audience.name for item in report.skipped]
+    assert {"a", "b", "c"} <= set(created)
+    assert not report.failed
+    # A taken name is skipped, unless its first try broke after sending: the client cannot tell a
+    # drop before the write from one after it, so a view confirms the audience and the create is
+    # reported done, with no token. Either way, each name has one outcome and one audience.
+    for name in ("taken-1", "taken-2"):
+        assert (name in skipped) != (name in created)
+        if name in created:
+            assert created[name] is None
+    assert emulator.audience_names() == ["a", "b", "c", "taken-1", "taken-2"]
     check_outcomes(report)
 
 
