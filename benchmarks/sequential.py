@@ -9,6 +9,7 @@ kept-alive connection.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httpx
 import orjson
@@ -82,18 +83,27 @@ def run(ctx: Context) -> Result:
         session.headers.update(headers)
         state["requests"] = session
 
-    def requests_measure() -> float:
-        session: requests.Session = state["requests"]  # type: ignore[assignment]
+    def blocking_posts(post: Callable[[bytes], tuple[int, bytes]]) -> float:
+        """Creates per second through a blocking ``post(body) -> (status, content)``."""
         bodies = create_bodies(names.take(count))
 
         def work() -> None:
             for body in bodies:
-                response = session.post(url, data=body)
-                if response.status_code != 202:
-                    raise RuntimeError(f"status {response.status_code}")
-                orjson.loads(response.content)["indexing_token"]
+                status, content = post(body)
+                if status != 202:
+                    raise RuntimeError(f"status {status}")
+                orjson.loads(content)["indexing_token"]
 
         return count / timed(work)
+
+    def requests_measure() -> float:
+        session: requests.Session = state["requests"]  # type: ignore[assignment]
+
+        def post(body: bytes) -> tuple[int, bytes]:
+            response = session.post(url, data=body)
+            return response.status_code, response.content
+
+        return blocking_posts(post)
 
     def requests_teardown() -> None:
         state["requests"].close()  # type: ignore[attr-defined]
@@ -104,16 +114,12 @@ def run(ctx: Context) -> Result:
 
     def httpx_measure() -> float:
         client: httpx.Client = state["httpx"]  # type: ignore[assignment]
-        bodies = create_bodies(names.take(count))
 
-        def work() -> None:
-            for body in bodies:
-                response = client.post(url, content=body)
-                if response.status_code != 202:
-                    raise RuntimeError(f"status {response.status_code}")
-                orjson.loads(response.content)["indexing_token"]
+        def post(body: bytes) -> tuple[int, bytes]:
+            response = client.post(url, content=body)
+            return response.status_code, response.content
 
-        return count / timed(work)
+        return blocking_posts(post)
 
     def httpx_teardown() -> None:
         state["httpx"].close()  # type: ignore[attr-defined]
