@@ -57,7 +57,7 @@ from ._reports import (
     SkippedAudience,
     UploadReport,
 )
-from ._sync import AudiencesClient
+from ._blocking import AudiencesClient
 from ._transport import ClientStats
 from ._version import __version__
 

@@ -36,6 +36,8 @@ from batch_audiences import (
 )
 from batch_audiences.testing import Emulator
 
+from ._postgres import postgresql_url as postgresql_url
+
 T = TypeVar("T")
 
 #: Retries in the shared clients: enough to see several, few enough to exhaust fast.
