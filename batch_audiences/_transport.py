@@ -21,6 +21,7 @@ import attrs
 
 from ._config import ClientConfig
 from ._errors import ClientClosedError, TransportError, UnexpectedResponseError, error_from_response
+from ._loops import run_on_owner
 from ._pacing import RateLimiter, RetryBudget
 from ._version import __version__
 
@@ -169,11 +170,14 @@ class Transport:
         return self._session
 
     async def aclose(self) -> None:
-        """Close the session if this transport made it; a caller's session stays open."""
+        """Close the session if this transport made it; a caller's session stays open.
+
+        The session is closed on the loop it was made on, whichever loop calls this.
+        """
         self._closed = True
         session, self._session = self._session, None
         if session is not None and self._owns_session:
-            await session.close()
+            await run_on_owner(session.close, self._loop)
 
     async def request(
         self,

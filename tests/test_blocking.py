@@ -235,8 +235,9 @@ def test_errors_cross_the_thread_with_their_type(threaded_emulator: Emulator) ->
         assert info.value.status == 404
 
 
-def test_no_finalizer() -> None:
-    # Nothing may be scheduled from __del__: close() is the one way to stop the thread.
+def test_no_del_method() -> None:
+    # A __del__ would run on whichever thread drops the client, possibly with the interpreter
+    # half torn down; a dropped client is closed by a weakref.finalize instead (test_lifecycle).
     assert "__del__" not in vars(AudiencesClient)
 
 
