@@ -246,9 +246,13 @@ def _blocking_iter(
 
     call.__doc__ = _twin_doc(method)
     # What help() and inspect show: Iterator[X] where the async method says AsyncIterator[X].
-    hints = typing.get_type_hints(method)
-    (item,) = typing.get_args(hints["return"])
-    returns: object = Iterator[item]  # type: ignore[valid-type]
+    returns: object
+    try:
+        hints = typing.get_type_hints(method)
+        returns = Iterator[typing.get_args(hints["return"])[0]]  # type: ignore[misc]
+    except Exception:  # an annotation naming what only a type checker imports: keep the text
+        hints = dict(method.__annotations__)
+        returns = str(hints.get("return", "")).replace("AsyncIterator", "Iterator", 1)
     call.__annotations__ = {**hints, "return": returns}
     call.__signature__ = inspect.signature(method).replace(  # type: ignore[attr-defined]
         return_annotation=returns
