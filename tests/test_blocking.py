@@ -250,3 +250,27 @@ def test_sync_state_after_wait(threaded_emulator: Emulator) -> None:
         threaded_emulator.settle()
         audience = client.wait_until_applied("vip", token, poll_interval=0.01)
         assert audience.indexing_state is IndexingState.APPLIED
+
+
+def test_a_loop_thread_stopped_from_its_own_thread_winds_down_without_waiting_for_itself() -> None:
+    # What a finalizer does when the collector happens to run on the loop's own thread: it
+    # cannot wait there for the loop to finish, so it only asks, and the loop ends by itself.
+    from batch_audiences._blocking import LoopThread
+
+    before = set(threading.enumerate())
+    loop = LoopThread("batch-audiences-loop")
+    finished: list[str] = []
+
+    async def final() -> None:
+        finished.append("final")
+
+    async def stop_from_inside() -> None:
+        assert loop.stop(final)
+        await asyncio.sleep(3600)  # cancelled by the wind-down
+
+    with pytest.raises(ClientClosedError):
+        loop.run(stop_from_inside())
+    loop.join(20)
+    assert finished == ["final"]
+    assert set(threading.enumerate()) <= before
+    assert not loop.stop(final)  # already stopped: nothing scheduled on a closed loop
