@@ -13,7 +13,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import functools
 import inspect
 import threading
 import typing
@@ -223,11 +222,10 @@ def _blocking(
     added to :class:`AsyncAudiencesClient` reaches both clients at once.
     """
 
-    @functools.wraps(method)
     def call(self: AudiencesClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._loop.run(method(self._async, *args, **kwargs))
 
-    call.__doc__ = _twin_doc(method)
+    _adopt(call, method)
     return call
 
 
@@ -240,31 +238,48 @@ def _blocking_iter(
     loop thread as the iterator is advanced.
     """
 
-    @functools.wraps(method)
     def call(self: AudiencesClient, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
         return self._iterate(method(self._async, *args, **kwargs))
 
-    call.__doc__ = _twin_doc(method)
-    # What help() and inspect show: Iterator[X] where the async method says AsyncIterator[X].
-    returns: object
-    try:
-        hints = typing.get_type_hints(method)
-        returns = Iterator[typing.get_args(hints["return"])[0]]  # type: ignore[misc]
-    except Exception:  # an annotation naming what only a type checker imports: keep the text
-        hints = dict(method.__annotations__)
-        returns = str(hints.get("return", "")).replace("AsyncIterator", "Iterator", 1)
-    call.__annotations__ = {**hints, "return": returns}
-    call.__signature__ = inspect.signature(method).replace(  # type: ignore[attr-defined]
-        return_annotation=returns
-    )
+    _adopt(call, method, returns=lambda item: Iterator[item])  # type: ignore[valid-type]
     return call
 
 
-def _twin_doc(method: Callable[..., object]) -> str:
-    return (
-        f"Blocking :meth:`AsyncAudiencesClient.{method.__name__}`: the same arguments, "
-        "called without ``await``.\n\n" + inspect.cleandoc(method.__doc__ or "")
+def _adopt(
+    twin: Callable[..., object],
+    method: Callable[..., object],
+    returns: Callable[[Any], object] | None = None,
+) -> None:
+    """Give ``twin`` the name, signature, annotations and documentation of ``method``, for
+    ``help()``, ``inspect`` and the API reference (``returns`` maps the element type of an
+    ``AsyncIterator[X]`` result).
+
+    Not ``functools.wraps``: its ``__wrapped__`` makes introspection tools (the API reference's
+    among them) present the twin as the async method itself, and its docstring.
+    """
+    name = method.__name__
+    twin.__name__ = name
+    twin.__module__ = __name__
+    twin.__qualname__ = f"AudiencesClient.{name}"
+    twin.__doc__ = (
+        f"Blocking :meth:`AsyncAudiencesClient.{name}`: the same arguments, called without "
+        "``await``.\n\n" + inspect.cleandoc(method.__doc__ or "")
     )
+    signature = inspect.signature(method)
+    try:
+        annotations = typing.get_type_hints(method)
+    except Exception:  # an annotation naming what only a type checker imports: keep the text
+        annotations = dict(method.__annotations__)
+    if returns is not None and "return" in annotations:
+        result = annotations["return"]
+        if isinstance(result, str):
+            result = result.replace("AsyncIterator", "Iterator", 1)
+        else:
+            result = returns(typing.get_args(result)[0])
+        annotations["return"] = result
+        signature = signature.replace(return_annotation=result)
+    twin.__annotations__ = annotations
+    twin.__dict__["__signature__"] = signature
 
 
 class AudiencesClient:
