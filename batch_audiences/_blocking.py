@@ -1,10 +1,14 @@
 """``AudiencesClient``: the blocking facade over :class:`AsyncAudiencesClient`.
 
 One background thread runs one event loop that owns the async client; each method hands its
-coroutine to that loop and waits for the result. The facade adds no behaviour of its own, so
-the two clients cannot drift apart. Because the loop is private to the facade, it works from
-plain scripts, from several threads at once, and from code that already runs an event loop
-(a Jupyter cell, an async framework calling blocking code).
+coroutine to that loop and waits for the result. The methods are derived from the async
+client's by one typed wrapper (:func:`_blocking`), so they have its parameters, types and
+documentation and cannot drift apart; the facade adds no behaviour of its own. Because the loop
+is private to the facade, it works from plain scripts, from several threads at once, and from
+code that already runs an event loop (a Jupyter cell, an async framework calling blocking code).
+
+A client nobody closes is closed all the same: a ``weakref.finalize`` winds its loop down when
+the client is garbage-collected, and at interpreter exit for one still alive then.
 """
 
 from __future__ import annotations
