@@ -17,25 +17,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, cast
 
 import attrs
 
-from .._errors import AuthenticationError, BatchAudiencesError
-from .._models import MAX_IDS_PER_REQUEST, Action, IdAction, Member
+# The engine's rule for which items fit which mode: asked, not re-stated, so the two cannot drift.
+from .._bulk import _convert as convert_item
+from .._client import AsyncAudiencesClient
+from .._errors import (
+    AudienceExistsError,
+    AuthenticationError,
+    BatchAudiencesError,
+    NotFoundError,
+    ValidationError,
+)
+from .._models import MAX_IDS_PER_REQUEST
 from .._reports import ProgressEvent, UploadReport
 from ..sources import RowError, SourceReader, read_csv, read_ndjson, read_text
-from ._argtypes import positive_float, positive_int
+from ._argtypes import attribute_spec, positive_float, positive_int, text_encoding
 from ._checkpoint import Checkpoint, fingerprint
 from ._commands import make_client
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, CLIError
 from ._manifest import guess_format
 from ._output import Console, format_count, format_duration, key_values
 from ._progress import Progress
+from ._rejects import Rejects
 
 if TYPE_CHECKING:
     from ._main import Interrupter
@@ -49,13 +60,16 @@ GRACE_SECONDS = 30.0
 _SHOWN = 20
 # Bad rows kept in memory: a file that is all bad rows must not exhaust memory.
 _MAX_BAD_ROWS = 10_000
+# Lines remembered for the rejects file: the longest CSV record it can copy whole.
+_REJECT_WINDOW = 1_000
 # A dry run hands control back to the event loop (for Ctrl-C) every so many items.
 _DRY_RUN_BATCH = 10_000
 
 
 def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
     """The upload command's own arguments."""
-    parser.add_argument("name", metavar="NAME", help="audience to upload to (it must exist)")
+    parser.add_argument("name", metavar="NAME",
+                        help="audience to upload to (it must exist, unless --create)")
     parser.add_argument("file", metavar="FILE", help="input file, or '-' for standard input")
     parser.add_argument("--mode", choices=("add", "remove", "update", "replace"), default="add",
                         help="what to do with the IDs (default: %(default)s)")
@@ -64,7 +78,7 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-column", metavar="C", default=None,
                         help="column (CSV) or key (NDJSON) holding the ID (default: the first "
                         "CSV column, the NDJSON key 'id')")
-    parser.add_argument("--attr", action="append", default=[], metavar="COL[:TYPE]",
+    parser.add_argument("--attr", action="append", default=[], metavar="COL[:TYPE]", type=attribute_spec,
                         help="send column COL as an attribute (repeatable); TYPE: str, int, float, "
                         "bool, date, url")
     parser.add_argument("--action-column", metavar="C", default=None,
@@ -84,81 +98,156 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
                         help="record accepted chunks in PATH, and resume from it when it exists")
     parser.add_argument("--dry-run", action="store_true",
                         help="read and check the whole input, send nothing, list the bad rows")
+    parser.add_argument("--create", action="store_true",
+                        help="create the audience first if it does not exist")
+    parser.add_argument("--encoding", type=text_encoding, default="utf-8", metavar="NAME",
+                        help="text encoding of a CSV, NDJSON or text input (default: utf-8; a "
+                        "UTF-8 byte order mark is skipped)")
+    parser.add_argument("--rejects", metavar="PATH", default=None,
+                        help="write every bad row to PATH, with its line number and reason, in the "
+                        "input's format")
+    parser.add_argument("--max-bad-rows", type=positive_int, default=None, metavar="N",
+                        help="stop (exit 1, checkpoint kept) once N bad rows are seen")
 
 
 # -- the input -----------------------------------------------------------------------------------
 
 
-class _LineCounter:
-    """A binary file's lines, counted as the reader pulls them: the line of the item just read."""
+class _StopReading(Exception):
+    """Raised from the line feed to end the reader at once (a stop was asked between chunks)."""
 
-    def __init__(self, file: IO[bytes]) -> None:
+
+class _LineCounter:
+    """A binary file's lines, counted as the reader pulls them: the line of the item just read.
+
+    Before each new line it lets :class:`_Input` take the bad rows recorded so far (all of them
+    about lines already read), so a rejects file and ``--max-bad-rows`` see each bad row as soon
+    as it is found, and a requested stop can end the reading even where no good row follows.
+    With ``keep`` it remembers the last lines, for the rejects file.
+    """
+
+    def __init__(self, file: IO[bytes], keep: int = 0) -> None:
         self._file = file
         self.line = 0
+        self.recent: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=keep or 1)
+        self._keep = keep > 0
+        self.source: _Input | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         for raw in self._file:
+            source = self.source
+            if source is not None:
+                if source.reader.errors:
+                    source.take_errors()
+                if source.stop_requested and source.yielded % source.chunk_size == 0:
+                    raise _StopReading
             self.line += 1
+            if self._keep:
+                self.recent.append((self.line, raw))
             yield raw
+
+    def lines(self, first: int, last: int) -> list[bytes]:
+        """The remembered raw lines ``first`` to ``last`` (fewer if they were forgotten)."""
+        return [raw for number, raw in self.recent if first <= number <= last]
 
 
 @attrs.define
 class _Input:
-    """The opened input: the reader, the line counter, and what went wrong so far."""
+    """The opened input: the reader, the line counter, and what went wrong so far.
+
+    Bad rows (the reader's, and rows that do not fit the mode) are counted, the first
+    ``_MAX_BAD_ROWS`` kept for the report, and each written to the rejects file if there is one.
+    """
 
     reader: SourceReader[Any]
     counter: _LineCounter
     file: IO[bytes]
     mode: str
     chunk_size: int
-    extra_errors: list[RowError] = attrs.field(factory=list)
-    extra_count: int = 0
+    encoding: str = "utf-8"
+    rejects: Rejects | None = None
+    max_bad_rows: int | None = None
+    kept: list[RowError] = attrs.field(factory=list)
+    bad_count: int = 0
     yielded: int = 0
     exhausted: bool = False
     interrupted: bool = False
     stop_requested: bool = False
+    too_many_bad_rows: bool = False
+    #: Called once when --max-bad-rows is reached (the upload then stops as on a first Ctrl-C).
+    on_too_many: Callable[[], None] | None = None
+    _record_start: int = 1
+    _header_seen: bool = False
 
     @property
     def bad_rows(self) -> list[RowError]:
-        return sorted([*self.reader.errors, *self.extra_errors], key=lambda error: error.line)
+        return sorted(self.kept, key=lambda error: error.line)
 
-    @property
-    def bad_count(self) -> int:
-        return len(self.reader.errors) + self.extra_count
+    def take_errors(self) -> None:
+        """Move the reader's newly recorded bad rows into the tally (and the rejects file)."""
+        errors = self.reader.errors
+        taken = list(errors)
+        del errors[:]
+        for error in taken:
+            self._bad(error, error.line)
+
+    def _bad(self, error: RowError, first_line: int) -> None:
+        self.bad_count += 1
+        if len(self.kept) < _MAX_BAD_ROWS:
+            self.kept.append(error)
+        if self.rejects is not None:
+            self._reject(error, first_line)
+        if self.max_bad_rows is not None and self.bad_count >= self.max_bad_rows and not self.stop_requested:
+            self.too_many_bad_rows = True
+            self.stop_requested = True
+            if self.on_too_many is not None:
+                self.on_too_many()
+
+    def _reject(self, error: RowError, first_line: int) -> None:
+        assert self.rejects is not None
+        if self.rejects.format == "csv" and not self._header_seen:
+            self._header_seen = True
+            header = next((raw for _, raw in self.counter.recent if raw.strip()), b"")
+            self.rejects.set_header(header.decode(self.encoding, "replace").lstrip("\ufeff"))
+        raws = self.counter.lines(first_line, self.counter.line)
+        if self.rejects.format != "csv":
+            raws = raws[:1]
+        self.rejects.write(error, [raw.decode(self.encoding, "replace") for raw in raws])
 
     def items(self) -> Iterator[Any]:
         """The valid items, until the file ends or a stop is requested (then ``interrupted``)."""
+        self.counter.source = self
         mode = self.mode
-        for item in self.reader:
-            # Stop only between two chunks, so that no short chunk is sent in place of a full one.
-            if self.stop_requested and self.yielded % self.chunk_size == 0:
-                self.interrupted = True
-                return
-            if type(item) is not str:
-                problem = _mode_problem(item, mode)
-                if problem is not None:
-                    self.extra_count += 1
-                    if len(self.extra_errors) < _MAX_BAD_ROWS:
-                        self.extra_errors.append(RowError(self.counter.line, problem))
-                    continue
-            self.yielded += 1
-            yield item
-            if len(self.reader.errors) > _MAX_BAD_ROWS:
-                # Keep the first ones (for the report) but count the rest.
-                self.extra_count += len(self.reader.errors) - _MAX_BAD_ROWS
-                del self.reader.errors[_MAX_BAD_ROWS:]
+        member = mode == "replace"
+        try:
+            for item in self.reader:
+                # Stop only between two chunks, so that no short chunk is sent in place of a full one.
+                if self.stop_requested and self.yielded % self.chunk_size == 0:
+                    self.interrupted = True
+                    return
+                start, self._record_start = self._record_start, self.counter.line + 1
+                if type(item) is not str:
+                    problem = _mode_problem(item, mode, member)
+                    if problem is not None:
+                        self._bad(RowError(self.counter.line, problem), start)
+                        continue
+                self.yielded += 1
+                yield item
+        except _StopReading:
+            self.interrupted = True
+            return
+        finally:
+            self.take_errors()
         self.exhausted = True
 
 
-def _mode_problem(item: object, mode: str) -> str | None:
-    """Why an item read from the file does not fit ``mode`` (the engine would refuse it)."""
-    if isinstance(item, IdAction):
-        if mode in ("add", "replace") and item.action is Action.REMOVE:
-            return f"a remove of {item.id!r} in mode {mode!r} (use --mode update for mixed actions)"
-        if mode == "remove" and item.action is Action.ADD:
-            return f"an add of {item.id!r} in mode 'remove' (use --mode update for mixed actions)"
-    elif isinstance(item, Member) and mode == "remove" and item.attributes:
-        return f"attributes on a remove of {item.id!r} (mode 'remove' takes none)"
+def _mode_problem(item: object, mode: str, member: bool) -> str | None:
+    """Why an item read from the file does not fit ``mode``: the engine's own verdict on it."""
+    try:
+        convert_item(item, mode, member)
+    except ValidationError as error:
+        hint = " (use --mode update for mixed actions)" if error.field == "action" else ""
+        return f"{error.rule}{hint}"
     return None
 
 
@@ -181,30 +270,43 @@ def _check_options(args: argparse.Namespace, fmt: str) -> None:
 
 
 def _open_input(args: argparse.Namespace, fmt: str) -> _Input:
+    """The input the options describe: the one place the upload command opens its file."""
     file: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-    counter = _LineCounter(file)
+    # A CSV record may span lines: keep enough of them to write a bad one to the rejects file.
+    counter = _LineCounter(file, keep=_REJECT_WINDOW if args.rejects else 0)
     # The readers take any iterable of binary lines (they only iterate it): the counter is one.
     lines = cast(IO[bytes], counter)
     reader: SourceReader[Any]
+    rejects: Rejects | None = None
     try:
         if fmt == "csv":
             reader = read_csv(
                 lines, id_column=args.id_column, attributes=args.attr,
                 action_column=(args.action_column or "action") if args.mode == "update" else None,
-                delimiter=args.delimiter, errors="collect",
+                delimiter=args.delimiter, encoding=args.encoding, errors="collect",
             )
         elif fmt == "ndjson":
             reader = read_ndjson(
                 lines, id_key=args.id_column or "id", attributes=args.attr or None,
-                action_key=args.action_column or "action", errors="collect",
+                action_key=args.action_column or "action", encoding=args.encoding, errors="collect",
             )
         else:
-            reader = read_text(lines, errors="collect")
+            reader = read_text(lines, encoding=args.encoding, errors="collect")
+        if args.rejects:
+            rejects = Rejects(args.rejects, fmt, encoding=args.encoding, delimiter=args.delimiter)
     except BaseException:
         if file is not sys.stdin.buffer:
             file.close()
         raise
-    return _Input(reader, counter, file, args.mode, args.chunk_size)
+    return _Input(reader, counter, file, args.mode, args.chunk_size, encoding=args.encoding,
+                  rejects=rejects, max_bad_rows=args.max_bad_rows)
+
+
+def _close_input(source: _Input) -> None:
+    if source.file is not sys.stdin.buffer:
+        source.file.close()
+    if source.rejects is not None:
+        source.rejects.close()
 
 
 def _estimate_total(path: str, fmt: str) -> int | None:
@@ -237,20 +339,24 @@ async def cmd_upload(args: argparse.Namespace, console: Console, interrupter: In
 
     checkpoint: Checkpoint | None = None
     if args.checkpoint:
+        options = {"format": fmt, "id_column": args.id_column, "attributes": list(args.attr),
+                   "action_column": args.action_column, "delimiter": args.delimiter}
+        if args.encoding != "utf-8":  # absent when default, so checkpoints of 0.1 still match
+            options["encoding"] = args.encoding
         checkpoint = Checkpoint.for_job(
             args.checkpoint,
             source=fingerprint(args.file),
             audience=args.name,
             mode=args.mode,
             chunk_size=args.chunk_size,
-            options={"format": fmt, "id_column": args.id_column, "attributes": list(args.attr),
-                     "action_column": args.action_column, "delimiter": args.delimiter},
+            options=options,
         )
+        if checkpoint.finished:
+            # Every chunk was accepted by an earlier run: no need to read the file again.
+            return _already_done(args, console, checkpoint)
         # Written before anything is sent, so an unwritable path fails now, not after chunk 1.
         checkpoint.save()
-        if checkpoint.finished:
-            console.note(f"checkpoint {args.checkpoint}: this upload already completed; nothing to send")
-        elif checkpoint.resumed:
+        if checkpoint.resumed:
             console.note(f"resuming from {args.checkpoint}: {len(checkpoint.accepted)} chunk(s) "
                          "already accepted will be skipped")
 
@@ -258,8 +364,21 @@ async def cmd_upload(args: argparse.Namespace, console: Console, interrupter: In
     try:
         return await _upload(args, fmt, console, interrupter, source, checkpoint)
     finally:
-        if source.file is not sys.stdin.buffer:
-            source.file.close()
+        _close_input(source)
+
+
+def _already_done(args: argparse.Namespace, console: Console, checkpoint: Checkpoint) -> int:
+    document = {
+        "command": "upload", "audience": args.name, "mode": args.mode, "file": args.file,
+        "ok": True, "already_done": True, "checkpoint": args.checkpoint,
+        "chunks_accepted_total": len(checkpoint.accepted),
+    }
+    console.result(document, (
+        f"already done: {args.file} was uploaded to {args.name!r} ({args.mode}) by an earlier run, "
+        f"{format_count(len(checkpoint.accepted))} chunk(s) accepted; nothing sent (delete "
+        f"{args.checkpoint} to upload it again)"
+    ))
+    return EXIT_OK
 
 
 async def _upload(
@@ -295,31 +414,37 @@ async def _upload(
     loop = asyncio.get_running_loop()
     report: UploadReport | None = None
     async with make_client(args, max_rate=args.max_rate) as client:
+        if args.create:
+            await _create_if_missing(client, args.name, console)
         task = asyncio.ensure_future(client.upload(
             args.name, source.items(), mode=args.mode, chunk_size=chunk_size,
             concurrency=args.concurrency, wait=args.wait, on_progress=on_progress,
             skip_chunks=frozenset(checkpoint.accepted) if checkpoint is not None else (),
         ))
 
-        def stop_gracefully() -> None:
+        def stop_reading() -> None:
             source.stop_requested = True
             if source.yielded == 0:
                 task.cancel()  # nothing read yet, so nothing sent: an empty replace must not go out
-            else:
+
+        def stop_gracefully() -> None:
+            stop_reading()
+            if source.yielded:
                 loop.call_later(GRACE_SECONDS, task.cancel)
 
         interrupter.graceful = stop_gracefully
+        source.on_too_many = stop_reading
         try:
             report = await task
         except asyncio.CancelledError:
-            if not interrupter.requested:
+            if not (interrupter.requested or source.too_many_bad_rows):
                 raise
         finally:
             interrupter.graceful = None
             progress.close()
 
     interrupted = interrupter.requested
-    if report is not None and checkpoint is not None and report.ok and not interrupted:
+    if report is not None and checkpoint is not None and report.ok and source.exhausted and not interrupted:
         checkpoint.finished = True
         checkpoint.chunks = report.chunks_acknowledged + report.chunks_skipped
         checkpoint.save()
@@ -330,9 +455,56 @@ async def _upload(
         if checkpoint is not None:
             console.note(f"interrupted: run the same command again to resume from {args.checkpoint}")
         return EXIT_INTERRUPTED
+    failure = _failure_line(args, source, report, document)
+    if failure is not None:
+        console.error(failure)
     if report is not None and any(isinstance(c.error, AuthenticationError) for c in report.failed_chunks):
         return EXIT_SETUP
     return EXIT_OK if document["ok"] else EXIT_FAILED
+
+
+async def _create_if_missing(client: AsyncAudiencesClient, name: str, console: Console) -> None:
+    """``--create``: one create; an audience that exists already is what was wanted."""
+    try:
+        await client.create(name)
+    except AudienceExistsError:
+        return
+    console.note(f"created audience {name!r}")
+
+
+def _failure_line(
+    args: argparse.Namespace, source: _Input, report: UploadReport | None, document: dict[str, Any]
+) -> str | None:
+    """The one error line of an upload that did not fully succeed (None if it did)."""
+    if document["ok"]:
+        return None
+    where = f"upload to {args.name!r}"
+    if source.too_many_bad_rows:
+        kept = f"; {args.checkpoint} keeps the chunks accepted" if args.checkpoint else ""
+        return (f"{where} stopped after {format_count(source.bad_count)} bad rows (--max-bad-rows "
+                f"{args.max_bad_rows}){kept}")
+    if report is not None and report.stop_reason:
+        hint = ""
+        if any(isinstance(c.error, NotFoundError) for c in report.failed_chunks) and not args.create:
+            hint = " (--create creates a missing audience)"
+        return f"{where} stopped: {_error_line_text(report.stop_reason)}{hint}"
+    if report is not None and report.failed_chunks:
+        first = report.failed_chunks[0]
+        return (f"{where}: {len(report.failed_chunks)} chunk(s) failed "
+                f"({format_count(sum(c.count for c in report.failed_chunks))} IDs); the first: "
+                f"{_error_line(first.error)}")
+    if report is not None and report.failed_items:
+        return f"{where}: {format_count(len(report.failed_items))} item(s) refused (listed above)"
+    if source.bad_count:
+        where_listed = f"all in {args.rejects}" if args.rejects else "listed above"
+        return f"{where}: {format_count(source.bad_count)} bad row(s) not sent ({where_listed})"
+    if report is not None and report.applied is False:
+        return f"{where}: the writes were accepted but their indexing was not confirmed"
+    return f"{where} did not complete (see the report)"
+
+
+def _error_line_text(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _error_line(error: BatchAudiencesError) -> str:
@@ -378,6 +550,8 @@ def _report_document(
             ],
             "indexing_tokens": list(report.indexing_tokens),
         }
+    if source.too_many_bad_rows and not document["stop_reason"]:
+        document["stop_reason"] = f"{format_count(source.bad_count)} bad rows (--max-bad-rows)"
     ok = (
         report is not None and report.ok and not interrupted and source.bad_count == 0
     )
@@ -391,6 +565,8 @@ def _report_document(
         **document,
         "bad_rows_count": source.bad_count,
         "bad_rows": bad_rows,
+        "max_bad_rows_reached": source.too_many_bad_rows,
+        "rejects": args.rejects,
         "checkpoint": args.checkpoint,
         "chunks_accepted_total": len(checkpoint.accepted) if checkpoint is not None else None,
     }
@@ -418,9 +594,12 @@ def _report_text(document: dict[str, Any]) -> str:
              key_values(rows)]
     if document["stop_reason"]:
         lines.append(f"stopped early: {document['stop_reason']}")
+    stop_reason = _error_line_text(document["stop_reason"] or "")
     for chunk in document["failed_chunks"][:_SHOWN]:
+        # The error that stopped the upload is printed once, on the "stopped early" line.
+        error = "the error above" if chunk["error"] == stop_reason else chunk["error"]
         lines.append(f"  chunk {chunk['index']} (items {chunk['start']}-{chunk['stop'] - 1}, "
-                     f"{chunk['count']:,}): {chunk['error']}")
+                     f"{chunk['count']:,}): {error}")
     if len(document["failed_chunks"]) > _SHOWN:
         lines.append(f"  … and {len(document['failed_chunks']) - _SHOWN} more failed chunks (--json)")
     for item in document["failed_items"][:_SHOWN]:
@@ -456,13 +635,14 @@ async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interru
                 await asyncio.sleep(0)  # let a Ctrl-C in
     finally:
         interrupter.graceful = None
-        if source.file is not sys.stdin.buffer:
-            source.file.close()
+        _close_input(source)
     bad = source.bad_rows
     document = {
         "command": "upload",
         "dry_run": True,
-        "interrupted": source.interrupted,
+        "interrupted": source.interrupted and not source.too_many_bad_rows,
+        "max_bad_rows_reached": source.too_many_bad_rows,
+        "rejects": args.rejects,
         "audience": args.name,
         "mode": args.mode,
         "file": args.file,
@@ -485,9 +665,17 @@ async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interru
         *_bad_row_lines(document["bad_rows"], source.bad_count),
     ]
     if source.interrupted:
-        lines.append("interrupted: the file was not read to its end")
+        lines.append("stopped: the file was not read to its end")
     console.result(document, "\n".join(lines))
+    if source.too_many_bad_rows:
+        console.error(f"dry run stopped after {format_count(source.bad_count)} bad rows (--max-bad-rows "
+                      f"{args.max_bad_rows})")
+        return EXIT_FAILED
     if source.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if source.bad_count == 0 else EXIT_FAILED
+    if source.bad_count:
+        listed = f"all in {args.rejects}" if args.rejects else "listed above"
+        console.error(f"{format_count(source.bad_count)} bad row(s) in {args.file} ({listed})")
+        return EXIT_FAILED
+    return EXIT_OK
 
