@@ -121,6 +121,6 @@ def _name_of(item: object) -> str | None:
 
 
 async def cmd_demo(args: argparse.Namespace, console: Console, interrupter: Interrupter) -> int:
-    from .._demo import demo
+    from ._demo import demo
 
     return await demo(ids=args.ids, audiences=args.audiences, seed=args.seed, console=console)
