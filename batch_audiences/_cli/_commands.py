@@ -211,4 +211,5 @@ COMMANDS: dict[str, CommandFunc] = {
     "upload": _lazy("._upload", "cmd_upload"),
     "create-many": _lazy("._bulk_commands", "cmd_create_many"),
     "demo": _lazy("._bulk_commands", "cmd_demo"),
+    "emulator-dump": _lazy("._emulator_commands", "cmd_emulator_dump"),
 }

@@ -224,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     emulator_cli.add_arguments(p)
 
     p = command(
+        "emulator-dump", "show what a running emulator holds",
+        "Show the audiences a running emulator holds, or with NAME every ID of one audience and its "
+        "attributes (applied writes only). Reads the emulator's own inspection routes, GET "
+        "/_emulator/audiences and GET /_emulator/audiences/NAME/members, which Batch's API does not "
+        "have. The base URL (default: $BATCH_API_BASE_URL, else http://127.0.0.1:8080) must be a "
+        "loopback address; the keys default to the environment, then to the emulator's defaults.",
+        api,
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", default=None, help="audience whose IDs to show")
+
+    p = command(
         "demo", "run the end-to-end demo on a local emulator",
         "Start an emulator in this process (rate-limited, with injected 429 and 503 answers), "
         "then create audiences concurrently, fill, replace, wait, list, remove, and upload "
