@@ -423,3 +423,32 @@ def test_quiet_silences_progress() -> None:
     progress.update(done=5, force=True)
     progress.close()
     assert err.getvalue() == ""
+
+
+def test_a_server_gone_after_the_start_is_retried_then_named(clean_env: pytest.MonkeyPatch) -> None:
+    import socket
+    import threading
+
+    # Something listens for the start-up check only, then goes away: the request itself is refused.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def accept_once() -> None:
+        connection, _ = listener.accept()
+        listener.close()
+        connection.close()
+
+    thread = threading.Thread(target=accept_once)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        run = cli("--base-url", url, "--api-key", SECRET_KEY, "--project-key", "p", "--max-retries", "1",
+                  "list")
+    finally:
+        thread.join(timeout=30)
+    assert run.code == 1
+    assert run.err.count("\n") == 1
+    assert "failed after 2 attempt(s)" in run.err
+    assert run.err.rstrip().endswith(f"(nothing is listening at {url}: connection refused)")

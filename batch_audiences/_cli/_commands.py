@@ -24,7 +24,14 @@ from ._output import Console, audience_to_dict, format_count, key_values, table
 if TYPE_CHECKING:
     from ._main import CommandFunc, Interrupter
 
-__all__ = ["COMMANDS", "check_listening", "make_client", "resolved_base_url"]
+__all__ = ["COMMANDS", "check_listening", "make_client", "refused", "resolved_base_url"]
+
+
+def refused(error: BaseException) -> bool:
+    """Whether ``error`` (a :class:`TransportError`) came from a refused TCP connection."""
+    cause = error.__cause__
+    os_error = getattr(cause, "os_error", cause)  # aiohttp's ClientConnectorError wraps it
+    return isinstance(os_error, ConnectionRefusedError)
 
 
 def resolved_base_url(args: argparse.Namespace) -> str:

@@ -358,12 +358,6 @@ def _exit_code(error: BaseException) -> int:
     return EXIT_FAILED
 
 
-def _refused(error: BaseException) -> bool:
-    cause = error.__cause__
-    os_error = getattr(cause, "os_error", cause)  # aiohttp's ClientConnectorError wraps it
-    return isinstance(os_error, ConnectionRefusedError)
-
-
 def _describe(error: BaseException, base_url: str) -> str:
     if isinstance(error, AuthenticationError):
         return f"{error} (check the REST API key and the project key)"
@@ -371,7 +365,9 @@ def _describe(error: BaseException, base_url: str) -> str:
         # The SDK's message names the Python arguments; here they are options.
         return str(error).replace("pass api_key=", "pass --api-key").replace(
             "pass project_key=", "pass --project-key")
-    if isinstance(error, TransportError) and _refused(error):
+    from ._commands import refused  # imported with the commands, not for --help
+
+    if isinstance(error, TransportError) and refused(error):
         # The server went away during the command (the start-up check found it listening).
         return f"{error} (nothing is listening at {base_url}: connection refused)"
     if isinstance(error, OSError) and getattr(error, "filename", None) is not None and error.strerror:

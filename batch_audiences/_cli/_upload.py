@@ -41,7 +41,7 @@ from .._reports import ProgressEvent, UploadReport
 from ..sources import RowError, SourceReader, read_csv, read_ndjson, read_text
 from ._argtypes import attribute_spec, positive_float, positive_int, text_encoding
 from ._checkpoint import Checkpoint, fingerprint
-from ._commands import make_client
+from ._commands import make_client, refused, resolved_base_url
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, CLIError
 from ._manifest import guess_format
 from ._output import Console, format_count, format_duration, key_values
@@ -487,6 +487,8 @@ def _failure_line(
         hint = ""
         if any(isinstance(c.error, NotFoundError) for c in report.failed_chunks) and not args.create:
             hint = " (--create creates a missing audience)"
+        elif any(refused(c.error) for c in report.failed_chunks):
+            hint = f" (nothing is listening at {resolved_base_url(args)} any more)"
         return f"{where} stopped: {_error_line_text(report.stop_reason)}{hint}"
     if report is not None and report.failed_chunks:
         first = report.failed_chunks[0]
