@@ -285,3 +285,12 @@ def test_console_script_reports_errors_on_stderr_only(emu: Emulator, tmp_path: P
     assert json.loads(done.stdout)["ok"] is False
     assert len(error_lines(done.stderr)) == 1
     assert "ghost" in error_lines(done.stderr)[0]
+
+
+def test_rejects_never_overwrites_the_input(emu: Emulator, tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"a\n\xff\n")
+    run = cli_at(emu, "upload", "aud", str(source), "--dry-run", "--rejects", str(source))
+    assert run.code == 2
+    assert "would be overwritten" in run.err
+    assert source.read_bytes() == b"a\n\xff\n"

@@ -267,6 +267,10 @@ def _check_options(args: argparse.Namespace, fmt: str) -> None:
         raise CLIError("standard input cannot be checkpointed: save it to a file to use --checkpoint")
     if args.checkpoint and args.dry_run:
         raise CLIError("--dry-run sends nothing: --checkpoint makes no sense with it")
+    if args.rejects:
+        for other, what in ((args.file, "the input"), (args.checkpoint, "the checkpoint")):
+            if other and other != "-" and os.path.abspath(args.rejects) == os.path.abspath(other):
+                raise CLIError(f"--rejects {args.rejects} is {what}: it would be overwritten")
 
 
 def _open_input(args: argparse.Namespace, fmt: str) -> _Input:
