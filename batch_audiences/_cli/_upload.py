@@ -1,9 +1,11 @@
 """``batch-audiences upload``: a file streamed through ``client.upload``, with progress and resume.
 
-The file is read by :mod:`batch_audiences.sources` (bad rows collected with their line numbers)
-and handed to :meth:`AsyncAudiencesClient.upload` as a lazy iterator; chunking, pacing, order
-and retries are the bulk engine's. This module adds what a terminal needs: the progress line,
-the report, ``--dry-run``, ``--checkpoint`` and a graceful first Ctrl-C.
+The file is opened by :mod:`._input` (a :mod:`batch_audiences.sources` reader, bad rows tallied
+with their line numbers, ``--rejects``, ``--max-bad-rows``) and handed to
+:meth:`AsyncAudiencesClient.upload` as a lazy iterator; chunking, pacing, order and retries are the
+bulk engine's. This module adds what a terminal needs: the progress line, the report and its one
+error line, ``--dry-run``, ``--checkpoint`` (and ``already done`` for a finished one),
+``--create`` and a graceful first Ctrl-C.
 
 Resume works by chunk index. The engine numbers chunks by the items it reads, so the same file
 read with the same options and chunk size always gives the same chunk ``i``: the checkpoint keeps
@@ -17,36 +19,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import os
-import stat
-import sys
-from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-import attrs
-
-# The engine's rule for which items fit which mode: asked, not re-stated, so the two cannot drift.
-from .._bulk import _convert as convert_item
 from .._client import AsyncAudiencesClient
-from .._errors import (
-    AudienceExistsError,
-    AuthenticationError,
-    BatchAudiencesError,
-    NotFoundError,
-    ValidationError,
-)
+from .._errors import AudienceExistsError, AuthenticationError, BatchAudiencesError, NotFoundError
 from .._models import MAX_IDS_PER_REQUEST
 from .._reports import ProgressEvent, UploadReport
-from ..sources import RowError, SourceReader, read_csv, read_ndjson, read_text
 from ._argtypes import attribute_spec, positive_float, positive_int, text_encoding
 from ._checkpoint import Checkpoint, fingerprint
 from ._commands import make_client, refused, resolved_base_url
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, CLIError
+from ._input import MAX_BAD_ROWS, Input, close_input, estimate_total, open_input
 from ._manifest import guess_format
 from ._output import Console, format_count, format_duration, key_values
 from ._progress import Progress
-from ._rejects import Rejects
 
 if TYPE_CHECKING:
     from ._main import Interrupter
@@ -58,10 +45,6 @@ FORMATS = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".txt": "txt"
 GRACE_SECONDS = 30.0
 # Bad rows listed in the text report (all of them are in --json).
 _SHOWN = 20
-# Bad rows kept in memory: a file that is all bad rows must not exhaust memory.
-_MAX_BAD_ROWS = 10_000
-# Lines remembered for the rejects file: the longest CSV record it can copy whole.
-_REJECT_WINDOW = 1_000
 # A dry run hands control back to the event loop (for Ctrl-C) every so many items.
 _DRY_RUN_BATCH = 10_000
 
@@ -110,147 +93,6 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop (exit 1, checkpoint kept) once N bad rows are seen")
 
 
-# -- the input -----------------------------------------------------------------------------------
-
-
-class _StopReading(Exception):
-    """Raised from the line feed to end the reader at once (a stop was asked between chunks)."""
-
-
-class _LineCounter:
-    """A binary file's lines, counted as the reader pulls them: the line of the item just read.
-
-    Before each new line it lets :class:`_Input` take the bad rows recorded so far (all of them
-    about lines already read), so a rejects file and ``--max-bad-rows`` see each bad row as soon
-    as it is found, and a requested stop can end the reading even where no good row follows.
-    With ``keep`` it remembers the last lines, for the rejects file.
-    """
-
-    def __init__(self, file: IO[bytes], keep: int = 0) -> None:
-        self._file = file
-        self.line = 0
-        self.recent: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=keep or 1)
-        self._keep = keep > 0
-        self.source: _Input | None = None
-
-    def __iter__(self) -> Iterator[bytes]:
-        for raw in self._file:
-            source = self.source
-            if source is not None:
-                if source.reader.errors:
-                    source.take_errors()
-                if source.stop_requested and source.yielded % source.chunk_size == 0:
-                    raise _StopReading
-            self.line += 1
-            if self._keep:
-                self.recent.append((self.line, raw))
-            yield raw
-
-    def lines(self, first: int, last: int) -> list[bytes]:
-        """The remembered raw lines ``first`` to ``last`` (fewer if they were forgotten)."""
-        return [raw for number, raw in self.recent if first <= number <= last]
-
-
-@attrs.define
-class _Input:
-    """The opened input: the reader, the line counter, and what went wrong so far.
-
-    Bad rows (the reader's, and rows that do not fit the mode) are counted, the first
-    ``_MAX_BAD_ROWS`` kept for the report, and each written to the rejects file if there is one.
-    """
-
-    reader: SourceReader[Any]
-    counter: _LineCounter
-    file: IO[bytes]
-    mode: str
-    chunk_size: int
-    encoding: str = "utf-8"
-    rejects: Rejects | None = None
-    max_bad_rows: int | None = None
-    kept: list[RowError] = attrs.field(factory=list)
-    bad_count: int = 0
-    yielded: int = 0
-    exhausted: bool = False
-    interrupted: bool = False
-    stop_requested: bool = False
-    too_many_bad_rows: bool = False
-    #: Called once when --max-bad-rows is reached (the upload then stops as on a first Ctrl-C).
-    on_too_many: Callable[[], None] | None = None
-    _record_start: int = 1
-    _header_seen: bool = False
-
-    @property
-    def bad_rows(self) -> list[RowError]:
-        return sorted(self.kept, key=lambda error: error.line)
-
-    def take_errors(self) -> None:
-        """Move the reader's newly recorded bad rows into the tally (and the rejects file)."""
-        errors = self.reader.errors
-        taken = list(errors)
-        del errors[:]
-        for error in taken:
-            self._bad(error, error.line)
-
-    def _bad(self, error: RowError, first_line: int) -> None:
-        self.bad_count += 1
-        if len(self.kept) < _MAX_BAD_ROWS:
-            self.kept.append(error)
-        if self.rejects is not None:
-            self._reject(error, first_line)
-        if self.max_bad_rows is not None and self.bad_count >= self.max_bad_rows and not self.stop_requested:
-            self.too_many_bad_rows = True
-            self.stop_requested = True
-            if self.on_too_many is not None:
-                self.on_too_many()
-
-    def _reject(self, error: RowError, first_line: int) -> None:
-        assert self.rejects is not None
-        if self.rejects.format == "csv" and not self._header_seen:
-            self._header_seen = True
-            header = next((raw for _, raw in self.counter.recent if raw.strip()), b"")
-            self.rejects.set_header(header.decode(self.encoding, "replace").lstrip("\ufeff"))
-        raws = self.counter.lines(first_line, self.counter.line)
-        if self.rejects.format != "csv":
-            raws = raws[:1]
-        self.rejects.write(error, [raw.decode(self.encoding, "replace") for raw in raws])
-
-    def items(self) -> Iterator[Any]:
-        """The valid items, until the file ends or a stop is requested (then ``interrupted``)."""
-        self.counter.source = self
-        mode = self.mode
-        member = mode == "replace"
-        try:
-            for item in self.reader:
-                # Stop only between two chunks, so that no short chunk is sent in place of a full one.
-                if self.stop_requested and self.yielded % self.chunk_size == 0:
-                    self.interrupted = True
-                    return
-                start, self._record_start = self._record_start, self.counter.line + 1
-                if type(item) is not str:
-                    problem = _mode_problem(item, mode, member)
-                    if problem is not None:
-                        self._bad(RowError(self.counter.line, problem), start)
-                        continue
-                self.yielded += 1
-                yield item
-        except _StopReading:
-            self.interrupted = True
-            return
-        finally:
-            self.take_errors()
-        self.exhausted = True
-
-
-def _mode_problem(item: object, mode: str, member: bool) -> str | None:
-    """Why an item read from the file does not fit ``mode``: the engine's own verdict on it."""
-    try:
-        convert_item(item, mode, member)
-    except ValidationError as error:
-        hint = " (use --mode update for mixed actions)" if error.field == "action" else ""
-        return f"{error.rule}{hint}"
-    return None
-
-
 def _check_options(args: argparse.Namespace, fmt: str) -> None:
     if args.chunk_size > MAX_IDS_PER_REQUEST:
         raise CLIError(f"--chunk-size must be at most {MAX_IDS_PER_REQUEST:,}, got {args.chunk_size:,}")
@@ -271,65 +113,6 @@ def _check_options(args: argparse.Namespace, fmt: str) -> None:
         for other, what in ((args.file, "the input"), (args.checkpoint, "the checkpoint")):
             if other and other != "-" and os.path.abspath(args.rejects) == os.path.abspath(other):
                 raise CLIError(f"--rejects {args.rejects} is {what}: it would be overwritten")
-
-
-def _open_input(args: argparse.Namespace, fmt: str) -> _Input:
-    """The input the options describe: the one place the upload command opens its file."""
-    file: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-    # A CSV record may span lines: keep enough of them to write a bad one to the rejects file.
-    counter = _LineCounter(file, keep=_REJECT_WINDOW if args.rejects else 0)
-    # The readers take any iterable of binary lines (they only iterate it): the counter is one.
-    lines = cast(IO[bytes], counter)
-    reader: SourceReader[Any]
-    rejects: Rejects | None = None
-    try:
-        if fmt == "csv":
-            reader = read_csv(
-                lines, id_column=args.id_column, attributes=args.attr,
-                action_column=(args.action_column or "action") if args.mode == "update" else None,
-                delimiter=args.delimiter, encoding=args.encoding, errors="collect",
-            )
-        elif fmt == "ndjson":
-            reader = read_ndjson(
-                lines, id_key=args.id_column or "id", attributes=args.attr or None,
-                action_key=args.action_column or "action", encoding=args.encoding, errors="collect",
-            )
-        else:
-            reader = read_text(lines, encoding=args.encoding, errors="collect")
-        if args.rejects:
-            rejects = Rejects(args.rejects, fmt, encoding=args.encoding, delimiter=args.delimiter)
-    except BaseException:
-        if file is not sys.stdin.buffer:
-            file.close()
-        raise
-    return _Input(reader, counter, file, args.mode, args.chunk_size, encoding=args.encoding,
-                  rejects=rejects, max_bad_rows=args.max_bad_rows)
-
-
-def _close_input(source: _Input) -> None:
-    if source.file is not sys.stdin.buffer:
-        source.file.close()
-    if source.rejects is not None:
-        source.rejects.close()
-
-
-def _estimate_total(path: str, fmt: str) -> int | None:
-    """Rows in a regular file, from a fast count of its newlines (for the progress bar only)."""
-    if path == "-":
-        return None
-    try:
-        with open(path, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                return None
-            lines, last = 0, b""
-            while block := file.read(1 << 20):
-                lines += block.count(b"\n")
-                last = block
-    except OSError:
-        return None
-    if last and not last.endswith(b"\n"):
-        lines += 1
-    return max(0, lines - (1 if fmt == "csv" else 0))
 
 
 # -- the command -----------------------------------------------------------------------------
@@ -364,11 +147,11 @@ async def cmd_upload(args: argparse.Namespace, console: Console, interrupter: In
             console.note(f"resuming from {args.checkpoint}: {len(checkpoint.accepted)} chunk(s) "
                          "already accepted will be skipped")
 
-    source = _open_input(args, fmt)
+    source = open_input(args, fmt)
     try:
         return await _upload(args, fmt, console, interrupter, source, checkpoint)
     finally:
-        _close_input(source)
+        close_input(source)
 
 
 def _already_done(args: argparse.Namespace, console: Console, checkpoint: Checkpoint) -> int:
@@ -390,11 +173,11 @@ async def _upload(
     fmt: str,
     console: Console,
     interrupter: Interrupter,
-    source: _Input,
+    source: Input,
     checkpoint: Checkpoint | None,
 ) -> int:
     chunk_size = args.chunk_size
-    progress = Progress(console, f"upload {args.name}", unit="IDs", total=_estimate_total(args.file, fmt))
+    progress = Progress(console, f"upload {args.name}", unit="IDs", total=estimate_total(args.file, fmt))
     last_event: list[ProgressEvent] = []
 
     def on_progress(event: ProgressEvent) -> None:
@@ -477,7 +260,7 @@ async def _create_if_missing(client: AsyncAudiencesClient, name: str, console: C
 
 
 def _failure_line(
-    args: argparse.Namespace, source: _Input, report: UploadReport | None, document: dict[str, Any]
+    args: argparse.Namespace, source: Input, report: UploadReport | None, document: dict[str, Any]
 ) -> str | None:
     """The one error line of an upload that did not fully succeed (None if it did)."""
     if document["ok"]:
@@ -519,7 +302,7 @@ def _error_line(error: BatchAudiencesError) -> str:
 
 def _report_document(
     args: argparse.Namespace,
-    source: _Input,
+    source: Input,
     report: UploadReport | None,
     last: ProgressEvent | None,
     checkpoint: Checkpoint | None,
@@ -621,13 +404,13 @@ def _bad_row_lines(bad_rows: list[dict[str, Any]], total: int) -> list[str]:
     lines += [f"  line {row['line']}: {row['error']}" for row in bad_rows[:_SHOWN]]
     if total > _SHOWN:
         lines.append(f"  … and {format_count(total - _SHOWN)} more (--json lists the first "
-                     f"{format_count(min(total, _MAX_BAD_ROWS))})")
+                     f"{format_count(min(total, MAX_BAD_ROWS))})")
     return lines
 
 
 async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interrupter: Interrupter) -> int:
     """Read and check the whole input; send nothing. Exit 1 if any row is bad."""
-    source = _open_input(args, fmt)
+    source = open_input(args, fmt)
     valid = 0
 
     def stop() -> None:
@@ -641,7 +424,7 @@ async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interru
                 await asyncio.sleep(0)  # let a Ctrl-C in
     finally:
         interrupter.graceful = None
-        _close_input(source)
+        close_input(source)
     bad = source.bad_rows
     document = {
         "command": "upload",
