@@ -41,7 +41,8 @@ EXIT_CODES = f"""\
 exit codes:
   {EXIT_OK}    success
   {EXIT_FAILED}    done, but something failed: the request, some items or chunks, or bad input rows
-       (also --dry-run when it finds bad rows); the report says what
+       (also --dry-run when it finds bad rows, and --max-bad-rows); nothing listening at the
+       base URL; the report says what, and one "error:" line on stderr sums it up
   {EXIT_USAGE}    usage or input error: bad arguments, an unreadable file or manifest, a checkpoint
        that does not match the job
   {EXIT_SETUP}    authentication or configuration error: missing or rejected key, bad base URL
@@ -268,7 +269,15 @@ resume:
   --checkpoint PATH records each accepted chunk (atomically, after every acknowledgement).
   After a crash, a kill or Ctrl-C, run the same command again: only the chunks not accepted
   are sent. A checkpoint written for another file, audience, mode or option is refused (exit
-  2). Standard input cannot be checkpointed.
+  2). Standard input cannot be checkpointed. Once every chunk was accepted, running the same
+  command again prints "already done" at once (exit 0), without reading the file.
+
+bad rows:
+  The report lists the first 20 (--json the first 10,000). --rejects PATH writes every one, with
+  its line number and reason, in the input's format: CSV with two leading columns _line,_error;
+  NDJSON objects {"line", "error", "row"}; text as LINE<TAB>REASON<TAB>the line.
+  --max-bad-rows N stops reading at the next chunk boundary once N are seen (exit 1; the
+  checkpoint is kept, so a re-run with a higher limit resumes).
 
 interrupting:
   The first Ctrl-C stops reading at the next chunk boundary, lets the requests in flight finish
