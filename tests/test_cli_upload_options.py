@@ -294,3 +294,15 @@ def test_rejects_never_overwrites_the_input(emu: Emulator, tmp_path: Path) -> No
     assert run.code == 2
     assert "would be overwritten" in run.err
     assert source.read_bytes() == b"a\n\xff\n"
+
+
+def test_rejects_csv_header_when_the_first_bad_row_is_far_down(emu: Emulator, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("id,score\n" + "".join(f"u{n},{n}\n" for n in range(3000)) + "late,x\n")
+    rejects = tmp_path / "rejects.csv"
+    run = cli_at(emu, "upload", "aud", str(source), "--attr", "score:int", "--dry-run",
+                 "--rejects", str(rejects))
+    assert run.code == 1
+    assert list(csv.reader(io.StringIO(rejects.read_text()))) == [
+        ["_line", "_error", "id", "score"], ["3002", "column 'score': not an integer: 'x'", "late", "x"]
+    ]

@@ -54,6 +54,7 @@ class _LineCounter:
         self.line = 0
         self.recent: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=keep or 1)
         self._keep = keep > 0
+        self.first: bytes | None = None
         self.source: Input | None = None
 
     def __iter__(self) -> Iterator[bytes]:
@@ -67,6 +68,8 @@ class _LineCounter:
             self.line += 1
             if self._keep:
                 self.recent.append((self.line, raw))
+                if self.first is None and raw.strip():
+                    self.first = raw  # a CSV's header, for the rejects file
             yield raw
 
     def lines(self, first: int, last: int) -> list[bytes]:
@@ -130,7 +133,7 @@ class Input:
         assert self.rejects is not None
         if self.rejects.format == "csv" and not self._header_seen:
             self._header_seen = True
-            header = next((raw for _, raw in self.counter.recent if raw.strip()), b"")
+            header = self.counter.first or b""
             self.rejects.set_header(header.decode(self.encoding, "replace").lstrip("\ufeff"))
         raws = self.counter.lines(first_line, self.counter.line)
         if self.rejects.format != "csv":
