@@ -306,3 +306,14 @@ def test_rejects_csv_header_when_the_first_bad_row_is_far_down(emu: Emulator, tm
     assert list(csv.reader(io.StringIO(rejects.read_text()))) == [
         ["_line", "_error", "id", "score"], ["3002", "column 'score': not an integer: 'x'", "late", "x"]
     ]
+
+
+def test_rejects_a_row_that_does_not_fit_after_another_bad_row(emu: Emulator, tmp_path: Path) -> None:
+    (tmp_path / "in.ndjson").write_text('{"id": "a"}\nnot json\n\n{"id": "b", "action": "remove"}\n')
+    rejects = tmp_path / "rejects.ndjson"
+    run = cli_at(emu, "upload", "aud", str(tmp_path / "in.ndjson"), "--dry-run",
+                 "--rejects", str(rejects))
+    assert run.code == 1
+    written = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [row["line"] for row in written] == [2, 4]
+    assert written[1]["row"] == {"id": "b", "action": "remove"}

@@ -116,6 +116,9 @@ class Input:
         del errors[:]
         for error in taken:
             self._bad(error, error.line)
+        if taken:
+            # The reader records a bad row once it has read all of it: the next record starts after.
+            self._record_start = self.counter.line + 1
 
     def _bad(self, error: RowError, first_line: int) -> None:
         self.bad_count += 1
@@ -135,9 +138,12 @@ class Input:
             self._header_seen = True
             header = self.counter.first or b""
             self.rejects.set_header(header.decode(self.encoding, "replace").lstrip("\ufeff"))
-        raws = self.counter.lines(first_line, self.counter.line)
-        if self.rejects.format != "csv":
-            raws = raws[:1]
+        # A CSV record may span lines (from the record's first to the line read last); an NDJSON
+        # or text row is the one line the error names.
+        if self.rejects.format == "csv":
+            raws = self.counter.lines(first_line, self.counter.line)
+        else:
+            raws = self.counter.lines(error.line, error.line)
         self.rejects.write(error, [raw.decode(self.encoding, "replace") for raw in raws])
 
     def items(self) -> Iterator[Any]:
