@@ -245,7 +245,7 @@ def _blocking_iter(
     def call(self: AudiencesClient, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
         return self._iterate(method(self._async, *args, **kwargs))
 
-    _adopt(call, method, returns=lambda item: Iterator[item])  # type: ignore[valid-type]
+    _adopt(call, method, returns=lambda result: Iterator[typing.get_args(result)[0]])  # type: ignore[misc]
     return call
 
 
@@ -255,8 +255,8 @@ def _adopt(
     returns: Callable[[Any], object] | None = None,
 ) -> None:
     """Give ``twin`` the name, signature, annotations and documentation of ``method``, for
-    ``help()``, ``inspect`` and the API reference (``returns`` maps the element type of an
-    ``AsyncIterator[X]`` result).
+    ``help()``, ``inspect`` and the API reference (``returns`` maps the async result type to
+    the blocking one: ``AsyncIterator[X]`` to ``Iterator[X]``, for instance).
 
     Not ``functools.wraps``: its ``__wrapped__`` makes introspection tools (the API reference's
     among them) present the twin as the async method itself, and its docstring.
@@ -276,10 +276,8 @@ def _adopt(
         annotations = dict(method.__annotations__)
     if returns is not None and "return" in annotations:
         result = annotations["return"]
-        if isinstance(result, str):
-            result = result.replace("AsyncIterator", "Iterator", 1)
-        else:
-            result = returns(typing.get_args(result)[0])
+        # Unevaluated text: the blocking names are the async ones without "Async".
+        result = result.replace("Async", "", 1) if isinstance(result, str) else returns(result)
         annotations["return"] = result
         signature = signature.replace(return_annotation=result)
     twin.__annotations__ = annotations
