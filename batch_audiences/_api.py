@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
 
 import attrs
 
@@ -40,7 +40,6 @@ from ._models import (
 from ._transport import RequestTrace
 
 if TYPE_CHECKING:
-    from ._client import AsyncAudiencesClient
     from ._pacing import RateLimiter, RetryBudget
     from ._transport import Transport
 
@@ -104,6 +103,11 @@ def _says_exists(error: APIError) -> bool:
     return "exist" in text or "duplicate" in text
 
 
+class _OnOperations(Protocol):
+    # The client, seen without importing it (it imports this module).
+    _ops: Operations
+
+
 class Operations:
     """The Audience API's six routes, plus the waits built on them, over one transport."""
 
@@ -112,8 +116,9 @@ class Operations:
         self.limiter: RateLimiter = transport.limiter
 
     @classmethod
-    def of(cls, client: AsyncAudiencesClient) -> Operations:
-        """The operations layer ``client`` runs on (its session, limiter and settings)."""
+    def of(cls, client: _OnOperations) -> Operations:
+        """The operations layer an :class:`AsyncAudiencesClient` runs on (its session, limiter
+        and settings), for driving an engine directly."""
         return client._ops
 
     # -- plumbing -------------------------------------------------------------------------
