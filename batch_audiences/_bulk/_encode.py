@@ -19,7 +19,7 @@ from .._models import Action, IdAction, Member
 from ._chunking import MIXED, PLAIN_ADDS, REMOVES
 from ._reports import UploadMode
 
-__all__ = ["MODES", "EncodedBatch", "encode_batch"]
+__all__ = ["MODES", "EncodedBatch", "check_item", "encode_batch"]
 
 MODES: Final = ("add", "remove", "update", "replace")
 _JUST_STR: Final = frozenset({str})
@@ -58,6 +58,12 @@ def _meaning(item: object, mode: UploadMode) -> tuple[str, bool, Mapping[str, An
             raise ValidationError("id", "must be a non-empty string")
         return str(item), mode != "remove", None
     raise ValidationError("item", f"must be a str ID, a Member or an IdAction, got {type(item).__name__}")
+
+
+def check_item(item: object, mode: str) -> None:
+    """Raise the :class:`ValidationError` ``upload`` would report for ``item`` in ``mode``, if any:
+    the engine's rule, for callers that check items before streaming them (the CLI)."""
+    _meaning(item, mode)  # type: ignore[arg-type]
 
 
 def _combine(kind: int, this: int) -> int:
