@@ -47,6 +47,8 @@ def blocking(client: AudiencesClient) -> None:
     client.create("vip", display_nam="VIP")  # type: ignore[call-arg]
     client.view(42)  # type: ignore[arg-type]
     client.upload("vip", ["u1"], chunk_size="10")  # type: ignore[arg-type]
+    client.upload("vip", ["u1"], mode="replac")  # type: ignore[arg-type]
+    client.create_many(["a"], if_exists="skipp")  # type: ignore[arg-type]
     client.wait_until_applied("vip", "t", 5.0)  # type: ignore[call-arg]
     print(client.update("vip", [IdAction.add("u1")]).nb_ids)  # type: ignore[attr-defined]
 
