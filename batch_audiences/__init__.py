@@ -11,6 +11,7 @@ that has the same methods, a bulk engine for millions of IDs, and a local emulat
 True
 """
 
+from ._blocking import AudiencesClient
 from ._bulk_errors import DeadlineExceededError, DependencyFailedError, NotSentError
 from ._client import AsyncAudiencesClient
 from ._config import RetryPolicy
@@ -30,6 +31,7 @@ from ._errors import (
     ServiceUnavailableError,
     ThrottledError,
     TransportError,
+    UncertainOutcomeError,
     UnexpectedResponseError,
     ValidationError,
 )
@@ -42,6 +44,7 @@ from ._models import (
     Audience,
     AudiencePage,
     AudienceType,
+    Confirmation,
     IdAction,
     IndexingState,
     Member,
@@ -57,7 +60,6 @@ from ._reports import (
     SkippedAudience,
     UploadReport,
 )
-from ._blocking import AudiencesClient
 from ._transport import ClientStats
 from ._version import __version__
 
@@ -81,6 +83,7 @@ __all__ = [
     "ClientClosedError",
     "ClientStats",
     "ConfigurationError",
+    "Confirmation",
     "CreatedAudience",
     "DeadlineExceededError",
     "DependencyFailedError",
@@ -102,6 +105,7 @@ __all__ = [
     "SkippedAudience",
     "ThrottledError",
     "TransportError",
+    "UncertainOutcomeError",
     "UnexpectedResponseError",
     "UploadReport",
     "Url",

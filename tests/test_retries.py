@@ -279,7 +279,7 @@ async def test_drop_after_is_retried_on_every_route(api: Api, emulator: Emulator
     outcomes = [(r.route, r.outcome, r.status) for r in emulator.requests]
     if route == "create":
         # The create happened; the retry is told the name is taken; a view confirms it.
-        assert outcomes == [("create", "dropped_after", 0), ("create", "error", 409), ("view", "ok", 200)]
+        assert outcomes == [("create", "dropped_after", 0), ("create", "error", 400), ("view", "ok", 200)]
         assert result == Accepted(None)
     elif route == "remove":
         # The remove happened; the retry finds nothing to remove: still a success.
@@ -304,7 +304,7 @@ async def test_create_of_an_existing_name_raises(api: Api, emulator: Emulator) -
     emulator.add_audience("vip")
     with pytest.raises(AudienceExistsError) as info:
         await api.create("vip")
-    assert info.value.status == 409
+    assert info.value.status == 400
     assert [r.route for r in emulator.requests] == ["create"]  # no view: nothing was uncertain
 
 
@@ -408,5 +408,5 @@ async def test_random_faults_are_all_retried(
     assert len(failed) >= 5, "the seed should inject several faults"
     assert client.stats.requests == len(records)
     # Every failed attempt was retried, except a create whose retry heard "exists" (then a view).
-    conflicts = sum(1 for r in records if r.route == "create" and r.status == 409)
+    conflicts = sum(1 for r in records if r.route == "create" and r.status == 400)
     assert client.stats.retries == len(failed) - conflicts

@@ -1,8 +1,8 @@
 """The aiohttp.web application: routing, fault handling, auth, then the API logic.
 
 Per request: route (404/405) -> apply due writes -> fault decision (scripts, rate limit, random)
--> added latency -> read the body -> scripted/fault answer or drop -> auth (401) -> validation
-(400) -> the store -> maybe drop after or answer slowly.
+-> added latency -> read the body -> scripted/fault answer or drop -> maybe hold -> auth (401)
+-> validation (400) -> the store -> maybe drop after or answer slowly.
 """
 
 from __future__ import annotations
@@ -173,6 +173,10 @@ class ApiServer:
             return self._scripted(decision, result)
         if decision.kind == "drop_before":
             return self._drop(request, result, "dropped_before")
+        # A held request is processed late, whether or not the client still waits: aiohttp does
+        # not cancel a handler when its client goes away, so the write is applied all the same.
+        if decision.kind == "hold" and not await self._sleep(decision.delay):
+            return self._drop(request, result, "aborted")
 
         try:
             self._check_auth(request)
@@ -180,7 +184,7 @@ class ApiServer:
         except ApiError as error:
             response = self._error(result, error)
         else:
-            result.status, result.outcome = status, "ok"
+            result.status, result.outcome = status, "held" if decision.kind == "hold" else "ok"
             response = _json_response(status, body)
         response.headers.update(self._injector.rate_headers())
 
