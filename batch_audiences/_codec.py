@@ -11,7 +11,7 @@ optional field is ``None``) and strict where it is not (a missing name or token 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from ._errors import UnexpectedResponseError, ValidationError
 from ._isodates import fromisoformat
 from ._models import (
     Accepted,
+    Action,
     Audience,
     AudiencePage,
     AudienceType,
@@ -36,7 +37,17 @@ from ._models import (
     typed_kind,
 )
 
-__all__ = ["converter", "decode", "encode", "encode_attributes", "format_datetime"]
+__all__ = [
+    "action_entry",
+    "converter",
+    "decode",
+    "encode",
+    "encode_attributes",
+    "entries_json",
+    "format_datetime",
+    "ids_body",
+    "member_entry",
+]
 
 T = TypeVar("T")
 
@@ -99,50 +110,55 @@ def encode_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return attributes if out is None else out  # type: ignore[return-value]
 
 
+def action_entry(custom_id: str, add: bool, attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One entry of an update body: ``{"action", "id"[, "attributes"]}``, the only place it is spelled."""
+    if attributes:
+        return {"action": "add" if add else "remove", "id": custom_id,
+                "attributes": encode_attributes(attributes)}
+    return {"action": "add" if add else "remove", "id": custom_id}
+
+
+def member_entry(custom_id: str, attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One entry of a replace body: ``{"id"[, "attributes"]}``."""
+    if attributes:
+        return {"id": custom_id, "attributes": encode_attributes(attributes)}
+    return {"id": custom_id}
+
+
 def _unstructure_action(item: IdAction) -> dict[str, Any]:
-    # ``_value_`` rather than ``.value``: the enum's property costs as much as the whole dict.
-    if item.attributes:
-        return {"action": item.action._value_, "id": item.id,
-                "attributes": encode_attributes(item.attributes)}
-    return {"action": item.action._value_, "id": item.id}
+    return action_entry(item.id, item.action is Action.ADD, item.attributes)
 
 
 def _unstructure_member(item: Member) -> dict[str, Any]:
-    if item.attributes:
-        return {"id": item.id, "attributes": encode_attributes(item.attributes)}
-    return {"id": item.id}
+    return member_entry(item.id, item.attributes)
 
 
-# The two bulk bodies. Each item built its entry when it was checked (``_wire``, see
-# ``_models._WireEntry``): ``None`` when its attributes need reshaping, missing on a copy or an
-# unpickled item. Those few are built here by the per-item hooks above.
+# The two bulk bodies: a fresh dict per item, so what cattrs hands out is the caller's to change.
 
 
 def _unstructure_update(request: UpdateRequest) -> dict[str, Any]:
-    try:
-        ids = [item._wire or _unstructure_action(item) for item in request.ids]
-    except AttributeError:
-        ids = [_unstructure_action(item) for item in request.ids]
-    return {"name": request.name, "ids": ids}
+    add = Action.ADD
+    return {"name": request.name, "ids": [
+        action_entry(item.id, item.action is add, item.attributes) for item in request.ids
+    ]}
 
 
 def _unstructure_replace(request: ReplaceRequest) -> dict[str, Any]:
-    try:
-        ids = [item._wire or _unstructure_member(item) for item in request.ids]
-    except AttributeError:
-        ids = [_unstructure_member(item) for item in request.ids]
-    return {"name": request.name, "ids": ids}
+    return {"name": request.name, "ids": [member_entry(item.id, item.attributes) for item in request.ids]}
 
 
-# What cattrs hands out is the caller's to change, so it never holds an item's own entry.
+def entries_json(entries: list[dict[str, Any]]) -> bytes:
+    """The entries of a list body as JSON, without the brackets: a piece of an ``"ids"`` array.
+
+    Pieces are complete JSON values separated by commas, so pieces joined by ``b","`` are still
+    valid; nothing is ever spliced inside a value (where user data lives).
+    """
+    return orjson.dumps(entries)[1:-1]
 
 
-def _copy_update(request: UpdateRequest) -> dict[str, Any]:
-    return {"name": request.name, "ids": [_unstructure_action(item) for item in request.ids]}
-
-
-def _copy_replace(request: ReplaceRequest) -> dict[str, Any]:
-    return {"name": request.name, "ids": [_unstructure_member(item) for item in request.ids]}
+def ids_body(name: str, pieces: Iterable[bytes]) -> bytes:
+    """An update or replace body from :func:`entries_json` pieces (empty pieces are dropped)."""
+    return b"".join((b'{"name":', orjson.dumps(name), b',"ids":[', b",".join(p for p in pieces if p), b"]}"))
 
 
 def _unstructure_create(request: CreateRequest) -> dict[str, Any]:
@@ -159,10 +175,7 @@ _UNSTRUCTURE_HOOKS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
     ReplaceRequest: _unstructure_replace,
     CreateRequest: _unstructure_create,
 }
-_CONVERTER_HOOKS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
-    **_UNSTRUCTURE_HOOKS, UpdateRequest: _copy_update, ReplaceRequest: _copy_replace,
-}
-for _cls, _unhook in _CONVERTER_HOOKS.items():
+for _cls, _unhook in _UNSTRUCTURE_HOOKS.items():
     converter.register_unstructure_hook(_cls, _unhook)
 
 

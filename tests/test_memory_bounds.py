@@ -48,7 +48,7 @@ def traced() -> Iterator[None]:
 
 
 def test_the_order_tracker_holds_no_id(traced: None) -> None:
-    from batch_audiences._chunking import MIXED, OrderTracker
+    from batch_audiences._bulk._chunking import MIXED, OrderTracker
 
     gc.collect()
     baseline = tracemalloc.get_traced_memory()[0]

@@ -89,7 +89,7 @@ async def test_lost_answer_then_taken_is_this_calls_create(
     emulator.taken_name = wording
     emulator.script(ScriptedResponse(action="drop_after", route="create"))
     accepted = await api.create("vip", display_name="VIP")
-    assert accepted == Accepted(None, Confirmation.INFERRED)
+    assert accepted == Accepted(None, confirmation=Confirmation.INFERRED)
     assert emulator.audience_names() == ["vip"]
     assert trail(emulator) == [("create", 0), ("create", 400), ("view", 200)]
 
@@ -101,7 +101,7 @@ async def test_lost_answer_then_server_error_is_checked(api: Api, emulator: Emul
         ScriptedResponse(500, INTERNAL, route="create"),
     )
     accepted = await api.create("vip")
-    assert accepted == Accepted(None, Confirmation.INFERRED)
+    assert accepted == Accepted(None, confirmation=Confirmation.INFERRED)
     assert trail(emulator) == [("create", 0), ("create", 500), ("view", 200)]
 
 
@@ -127,7 +127,7 @@ async def test_success_status_with_unreadable_body_means_the_write_happened(
     emulator.script(page)
     with caplog.at_level(logging.WARNING, logger="batch_audiences"):
         accepted = await (api.create("other") if route == "create" else api.remove("vip"))
-    assert accepted == Accepted(None, Confirmation.ANSWERED)
+    assert accepted == Accepted(None, confirmation=Confirmation.ANSWERED)
     assert any("unreadable" in record.getMessage() for record in caplog.records)
 
 
@@ -214,7 +214,7 @@ async def test_remove_that_finds_nothing_after_a_lost_answer_is_uncertain(
         emulator.add_audience("vip")
     emulator.script(ScriptedResponse(action=action, route="remove"))
     accepted = await api.remove("vip")
-    assert accepted == Accepted(None, Confirmation.UNCERTAIN)
+    assert accepted == Accepted(None, confirmation=Confirmation.UNCERTAIN)
 
 
 @pending_fix
@@ -224,7 +224,7 @@ async def test_remove_lost_answer_then_server_error_is_checked(api: Api, emulato
         ScriptedResponse(action="drop_after", route="remove"),
         ScriptedResponse(500, INTERNAL, route="remove"),
     )
-    assert await api.remove("vip") == Accepted(None, Confirmation.UNCERTAIN)
+    assert await api.remove("vip") == Accepted(None, confirmation=Confirmation.UNCERTAIN)
     assert trail(emulator) == [("remove", 0), ("remove", 500), ("view", 404)]
 
 

@@ -25,9 +25,9 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 import attrs
 
+from .._bulk import ProgressEvent, UploadReport
 from .._errors import AuthenticationError, BatchAudiencesError
 from .._models import MAX_IDS_PER_REQUEST, Action, IdAction, Member
-from .._reports import ProgressEvent, UploadReport
 from ..sources import RowError, SourceReader, read_csv, read_ndjson, read_text
 from ._argtypes import positive_float, positive_int
 from ._checkpoint import Checkpoint, fingerprint

@@ -9,21 +9,32 @@ silently.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import attrs
 
-from ._errors import BatchAudiencesError
-from ._models import NewAudience
+from .._errors import BatchAudiencesError
+from .._models import NewAudience
 
 __all__ = [
     "BulkReport",
     "CreatedAudience",
     "FailedChunk",
     "FailedItem",
+    "IfExists",
     "ProgressEvent",
+    "ProgressKind",
     "SkippedAudience",
+    "UploadMode",
     "UploadReport",
 ]
+
+#: What ``upload`` does with the streamed items (see :meth:`AsyncAudiencesClient.upload`).
+UploadMode = Literal["add", "remove", "update", "replace"]
+#: What ``create_many`` does with an audience that exists already.
+IfExists = Literal["error", "skip"]
+#: What a :class:`ProgressEvent` reports (see its ``kind``).
+ProgressKind = Literal["acknowledged", "created", "skipped", "failed", "finished"]
 
 
 def _plural(count: int, word: str) -> str:
@@ -51,7 +62,7 @@ class ProgressEvent:
     runs on the client's own loop thread.
     """
 
-    kind: str
+    kind: ProgressKind
     items_read: int
     items_acknowledged: int
     items_skipped: int
@@ -136,7 +147,7 @@ class UploadReport:
     """
 
     name: str
-    mode: str
+    mode: UploadMode
     items_read: int
     items_sent: int
     items_accepted: int
