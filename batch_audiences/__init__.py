@@ -24,6 +24,7 @@ from ._bulk import (
     ProgressEvent,
     ProgressKind,
     SkippedAudience,
+    UncertainAudience,
     UploadMode,
     UploadReport,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "SkippedAudience",
     "ThrottledError",
     "TransportError",
+    "UncertainAudience",
     "UncertainOutcomeError",
     "UnexpectedResponseError",
     "UploadMode",

@@ -175,10 +175,16 @@ class AsyncAudiencesClient:
     ) -> Accepted:
         """Create an empty audience.
 
-        Raises :class:`AudienceExistsError` when the name is taken. A create whose first try
-        broke after it was sent is retried; if the retry finds the name taken, a view confirms
-        the audience exists and the create is reported as done (``indexing_token`` is then
-        ``None``): one call, one audience, and no error for a write that happened.
+        Raises :class:`AudienceExistsError` when the name is taken: a refusal (any 4xx but
+        401/403/404/429, whatever its wording) is checked with one view, which decides.
+
+        A create whose try broke after it was sent is retried. If a later try is refused (or
+        fails with a 5xx) and the audience exists, its ``created`` time against the time the
+        broken try left, on the server's clock (from the answers' ``Date``), decides who made
+        it: this call (returns ``Accepted(None, confirmation=Confirmation.INFERRED)``), someone
+        earlier or later (:class:`AudienceExistsError`), or no evidence either way
+        (:class:`UncertainOutcomeError`: the audience exists, but may not be yours). A success
+        status with an unreadable body returns ``Accepted(None)`` and logs a warning.
         """
         return await self._ops.create(CreateRequest(name, type, display_name))
 
@@ -200,8 +206,11 @@ class AsyncAudiencesClient:
     async def remove(self, name: str) -> Accepted:
         """Delete the audience.
 
-        ``indexing_token`` is ``None`` when the server answers without a body, or when a
-        retry after a broken connection found the audience already gone.
+        ``indexing_token`` is ``None`` when the server answers without a body or with one the
+        SDK cannot read. When a try broke after it was sent and a later one finds the audience
+        gone (404, or a 5xx and a view that finds nothing), the audience is gone but nothing
+        shows this call removed it: the result is
+        ``Accepted(None, confirmation=Confirmation.UNCERTAIN)``, never reported as this call's.
         """
         return await self._ops.remove(name)
 

@@ -39,7 +39,7 @@ def trail(emulator: Emulator) -> list[tuple[str, int]]:
 # -- taken names, by state -----------------------------------------------------------------
 
 
-@pending_fix
+
 @pytest.mark.parametrize("wording", ["explicit", "vague", "opaque"])
 async def test_taken_name_is_decided_by_state_whatever_the_wording(
     api: Api, emulator: Emulator, wording: str
@@ -52,7 +52,7 @@ async def test_taken_name_is_decided_by_state_whatever_the_wording(
     assert trail(emulator) == [("create", 400), ("view", 200)]  # one view decided
 
 
-@pending_fix
+
 async def test_a_refusal_for_a_free_name_stays_what_it_was(api: Api, emulator: Emulator) -> None:
     emulator.script(ScriptedResponse(
         400, {"error_code": "INVALID_PARAMETER", "error_message": "display_name is not allowed"},
@@ -64,7 +64,7 @@ async def test_a_refusal_for_a_free_name_stays_what_it_was(api: Api, emulator: E
     assert trail(emulator) == [("create", 400), ("view", 404)]
 
 
-@pending_fix
+
 @pytest.mark.parametrize("wording", ["vague", "opaque"])
 async def test_create_many_skips_taken_names_whatever_the_wording(
     api: Api, emulator: Emulator, wording: str
@@ -81,7 +81,7 @@ async def test_create_many_skips_taken_names_whatever_the_wording(
 # -- lost answers ------------------------------------------------------------------------------
 
 
-@pending_fix
+
 @pytest.mark.parametrize("wording", ["explicit", "vague", "opaque"])
 async def test_lost_answer_then_taken_is_this_calls_create(
     api: Api, emulator: Emulator, wording: str
@@ -94,7 +94,7 @@ async def test_lost_answer_then_taken_is_this_calls_create(
     assert trail(emulator) == [("create", 0), ("create", 400), ("view", 200)]
 
 
-@pending_fix
+
 async def test_lost_answer_then_server_error_is_checked(api: Api, emulator: Emulator) -> None:
     emulator.script(
         ScriptedResponse(action="drop_after", route="create"),
@@ -105,7 +105,7 @@ async def test_lost_answer_then_server_error_is_checked(api: Api, emulator: Emul
     assert trail(emulator) == [("create", 0), ("create", 500), ("view", 200)]
 
 
-@pending_fix
+
 async def test_server_error_after_a_try_that_never_landed_is_raised(api: Api, emulator: Emulator) -> None:
     emulator.script(
         ScriptedResponse(action="drop_before", route="create"),
@@ -117,7 +117,7 @@ async def test_server_error_after_a_try_that_never_landed_is_raised(api: Api, em
     assert emulator.audience_names() == []
 
 
-@pending_fix
+
 @pytest.mark.parametrize("route", ["create", "remove"])
 async def test_success_status_with_unreadable_body_means_the_write_happened(
     api: Api, emulator: Emulator, route: str, caplog: pytest.LogCaptureFixture
@@ -134,7 +134,7 @@ async def test_success_status_with_unreadable_body_means_the_write_happened(
 # -- false success: someone else's audience ----------------------------------------------------
 
 
-@pending_fix
+
 @pytest.mark.parametrize("wording", ["explicit", "vague", "opaque"])
 async def test_someone_elses_older_audience_is_not_reported_created(
     api: Api, emulator: Emulator, wording: str
@@ -148,7 +148,7 @@ async def test_someone_elses_older_audience_is_not_reported_created(
     assert trail(emulator) == [("create", 0), ("create", 400), ("view", 200)]
 
 
-@pending_fix
+
 @pytest.mark.parametrize("if_exists", ["skip", "error"])
 async def test_create_many_does_not_list_someone_elses_audience_as_created(
     api: Api, emulator: Emulator, if_exists: str
@@ -168,7 +168,7 @@ def _view_without_times(name: str) -> ScriptedResponse:
     return ScriptedResponse(200, body, route="view")
 
 
-@pending_fix
+
 async def test_without_evidence_the_create_is_reported_uncertain(api: Api, emulator: Emulator) -> None:
     emulator.taken_name = "opaque"
     emulator.script(ScriptedResponse(action="drop_after", route="create"), _view_without_times("vip"))
@@ -178,7 +178,7 @@ async def test_without_evidence_the_create_is_reported_uncertain(api: Api, emula
     assert "vip" in str(info.value)
 
 
-@pending_fix
+
 async def test_create_many_reports_an_uncertain_create_apart(api: Api, emulator: Emulator) -> None:
     emulator.script(ScriptedResponse(action="drop_after", route="create"), _view_without_times("vip"))
     report = await api.create_many(["vip", "other"], if_exists="skip")
@@ -190,7 +190,7 @@ async def test_create_many_reports_an_uncertain_create_apart(api: Api, emulator:
     assert "1 uncertain" in report.summary()
 
 
-@pending_fix
+
 async def test_create_many_marks_an_inferred_create(api: Api, emulator: Emulator) -> None:
     emulator.script(ScriptedResponse(action="drop_after", route="create"))
     report = await api.create_many(["vip"])
@@ -203,7 +203,7 @@ async def test_create_many_marks_an_inferred_create(api: Api, emulator: Emulator
 # -- remove --------------------------------------------------------------------------------
 
 
-@pending_fix
+
 @pytest.mark.parametrize("action", ["drop_before", "drop_after"])
 async def test_remove_that_finds_nothing_after_a_lost_answer_is_uncertain(
     api: Api, emulator: Emulator, action: str
@@ -217,7 +217,7 @@ async def test_remove_that_finds_nothing_after_a_lost_answer_is_uncertain(
     assert accepted == Accepted(None, confirmation=Confirmation.UNCERTAIN)
 
 
-@pending_fix
+
 async def test_remove_lost_answer_then_server_error_is_checked(api: Api, emulator: Emulator) -> None:
     emulator.add_audience("vip")
     emulator.script(
@@ -228,7 +228,7 @@ async def test_remove_lost_answer_then_server_error_is_checked(api: Api, emulato
     assert trail(emulator) == [("remove", 0), ("remove", 500), ("view", 404)]
 
 
-@pending_fix
+
 async def test_remove_server_error_with_the_audience_still_there_is_raised(
     api: Api, emulator: Emulator
 ) -> None:

@@ -23,6 +23,7 @@ from ._reports import (
     ProgressEvent,
     ProgressKind,
     SkippedAudience,
+    UncertainAudience,
     UploadMode,
     UploadReport,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "ProgressEvent",
     "ProgressKind",
     "SkippedAudience",
+    "UncertainAudience",
     "UploadItem",
     "UploadMode",
     "UploadReport",

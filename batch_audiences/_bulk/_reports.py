@@ -2,8 +2,8 @@
 and :class:`ProgressEvent`, with the per-chunk and per-item outcomes they hold.
 
 Every item a bulk call reads ends up in exactly one place of its report: accepted, skipped,
-or failed (a failed chunk, or a failed item with its position in the input). Nothing is dropped
-silently.
+failed (a failed chunk, or a failed item with its position in the input) or, for a create whose
+outcome cannot be told, uncertain. Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Literal
 import attrs
 
 from .._errors import BatchAudiencesError
-from .._models import NewAudience
+from .._models import Confirmation, NewAudience
 
 __all__ = [
     "BulkReport",
@@ -25,6 +25,7 @@ __all__ = [
     "ProgressEvent",
     "ProgressKind",
     "SkippedAudience",
+    "UncertainAudience",
     "UploadMode",
     "UploadReport",
 ]
@@ -34,7 +35,7 @@ UploadMode = Literal["add", "remove", "update", "replace"]
 #: What ``create_many`` does with an audience that exists already.
 IfExists = Literal["error", "skip"]
 #: What a :class:`ProgressEvent` reports (see its ``kind``).
-ProgressKind = Literal["acknowledged", "created", "skipped", "failed", "finished"]
+ProgressKind = Literal["acknowledged", "created", "skipped", "failed", "uncertain", "finished"]
 
 
 def _plural(count: int, word: str) -> str:
@@ -49,13 +50,15 @@ class ProgressEvent:
     chunk ``chunk_index``, whose indexing token is ``token``), ``"skipped"`` (the chunk is in
     ``skip_chunks`` and was read but not sent), ``"failed"`` (the chunk failed for good, see
     ``error``), and ``"finished"`` once, last. For ``create_many``: ``"created"``,
-    ``"skipped"`` (it existed, with ``if_exists="skip"``), ``"failed"`` and ``"finished"``; the
-    ``chunk_*`` fields then describe the one item (``chunk_index`` is its position in the input).
+    ``"skipped"`` (it existed, with ``if_exists="skip"``), ``"failed"``, ``"uncertain"`` (the
+    answer was lost and nothing tells whether the audience found is this call's, see ``error``)
+    and ``"finished"``; the ``chunk_*`` fields then describe the one item (``chunk_index`` is its
+    position in the input).
 
     Counters are totals since the call started: items read from the input, items the server
-    acknowledged, items skipped or failed, acknowledged chunks, HTTP requests in flight and made
-    (retries included), retries. ``rate`` is the client's pace in requests per second (``None``:
-    not limited), ``elapsed`` the seconds since the call started.
+    acknowledged, items skipped, failed or uncertain, acknowledged chunks, HTTP requests in
+    flight and made (retries included), retries. ``rate`` is the client's pace in requests per
+    second (``None``: not limited), ``elapsed`` the seconds since the call started.
 
     Events come a few per chunk (never per item), on the event loop that runs the call: the
     callback must be quick and must not block. With the blocking :class:`AudiencesClient` it
@@ -78,11 +81,12 @@ class ProgressEvent:
     chunk_count: int | None = None
     token: str | None = None
     error: BatchAudiencesError | None = None
+    items_uncertain: int = 0
 
     @property
     def items_done(self) -> int:
-        """Items with a final outcome so far: acknowledged, skipped or failed."""
-        return self.items_acknowledged + self.items_skipped + self.items_failed
+        """Items with a final outcome so far: acknowledged, skipped, failed or uncertain."""
+        return self.items_acknowledged + self.items_skipped + self.items_failed + self.items_uncertain
 
     @property
     def items_per_second(self) -> float:
@@ -219,12 +223,26 @@ class UploadReport:
 
 @attrs.frozen
 class CreatedAudience:
-    """An audience ``create_many`` created: its ``position`` in the input, what was asked, and
-    the indexing token (``None`` when a retried create was confirmed by a view)."""
+    """An audience ``create_many`` created: its ``position`` in the input, what was asked, the
+    indexing token (``None`` when the answer was lost), and how the creation is known
+    (``Confirmation.ANSWERED``, or ``Confirmation.INFERRED`` from the audience's creation time
+    when the answer was lost)."""
 
     position: int
     audience: NewAudience
     indexing_token: str | None
+    confirmation: Confirmation = Confirmation.ANSWERED
+
+
+@attrs.frozen
+class UncertainAudience:
+    """An audience ``create_many`` cannot say it created: a try's answer was lost, the name is
+    taken now, and no evidence tells whether by this call. ``error`` is the
+    :class:`UncertainOutcomeError`; check the audience is yours before writing to it."""
+
+    position: int
+    audience: NewAudience
+    error: BatchAudiencesError
 
 
 @attrs.frozen
@@ -242,10 +260,12 @@ class SkippedAudience:
 class BulkReport:
     """What :meth:`AsyncAudiencesClient.create_many` did, item by item.
 
-    ``succeeded``, ``skipped`` and ``failed`` are in input order; every item read is in exactly
-    one of them. ``failed`` entries hold the item as given and the typed error
-    (:class:`ValidationError` for an invalid item, which was not sent). ``input_exhausted`` and
-    ``stop_reason`` are as in :class:`UploadReport`.
+    ``succeeded``, ``skipped``, ``failed`` and ``uncertain`` are in input order; every item read
+    is in exactly one of them. ``failed`` entries hold the item as given and the typed error
+    (:class:`ValidationError` for an invalid item, which was not sent). ``uncertain`` holds the
+    creates whose answer was lost and whose audience, found afterwards, may be someone else's
+    (:class:`UncertainAudience`). ``input_exhausted`` and ``stop_reason`` are as in
+    :class:`UploadReport`.
     """
 
     succeeded: tuple[CreatedAudience, ...]
@@ -257,26 +277,33 @@ class BulkReport:
     input_exhausted: bool
     stop_reason: str | None
     elapsed: float
+    uncertain: tuple[UncertainAudience, ...] = ()
 
     @property
     def counts(self) -> Mapping[str, int]:
-        """``{"succeeded": n, "skipped": n, "failed": n}``."""
-        return {"succeeded": len(self.succeeded), "skipped": len(self.skipped), "failed": len(self.failed)}
+        """``{"succeeded": n, "skipped": n, "failed": n, "uncertain": n}``."""
+        return {
+            "succeeded": len(self.succeeded), "skipped": len(self.skipped), "failed": len(self.failed),
+            "uncertain": len(self.uncertain),
+        }
 
     @property
     def ok(self) -> bool:
-        """True when the whole input was read and nothing failed (skipped items are fine)."""
-        return self.input_exhausted and not self.failed
+        """True when the whole input was read and every item was created or skipped."""
+        return self.input_exhausted and not self.failed and not self.uncertain
 
     def summary(self) -> str:
         """A short, readable account."""
+        uncertain = f", {len(self.uncertain):,} uncertain" if self.uncertain else ""
         text = (
             f"create_many: {_plural(self.items_read, 'item')} read, {len(self.succeeded):,} created, "
-            f"{len(self.skipped):,} skipped, {len(self.failed):,} failed; "
+            f"{len(self.skipped):,} skipped, {len(self.failed):,} failed{uncertain}; "
             f"{_plural(self.requests, 'request')}, {self.retries:,} retries, {self.elapsed:.2f}s"
         )
         if not self.input_exhausted:
             text += f"; stopped early: {self.stop_reason or 'input not read to the end'}"
+        for item in self.uncertain[:5]:
+            text += f"\n  item {item.position}: {item.error}"
         for failure in self.failed[:5]:
             text += f"\n  item {failure.position}: {failure.error}"
         if len(self.failed) > 5:
