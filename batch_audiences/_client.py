@@ -11,6 +11,7 @@ import aiohttp
 
 from ._api import Operations, PollSchedule
 from ._bulk import (
+    LATE_WRITE_GRACE,
     BulkReport,
     IfExists,
     ProgressEvent,
@@ -290,6 +291,7 @@ class AsyncAudiencesClient:
         retry_budget: int | None = None,
         deadline: float | None = None,
         skip_chunks: Collection[int] = (),
+        late_write_grace: float = LATE_WRITE_GRACE,
     ) -> UploadReport:
         """Stream any number of IDs into audience ``name``, in chunks of up to 10,000, in order.
 
@@ -307,6 +309,12 @@ class AsyncAudiencesClient:
         The final content equals applying the stream one item at a time, whatever
         ``concurrency`` is: a chunk acting on an ID that an earlier chunk also acts on is sent
         only once that chunk is applied. ``wait=True`` returns only once every write is applied.
+
+        A try that timed out or broke may still be applied by the server later, after the chunk
+        was sent again. A chunk with such a try counts as applied, for the chunks that must come
+        after it, only ``late_write_grace`` seconds (default 5) after the try was given up, so a
+        late write landing within that time cannot undo a later chunk. One held longer by the
+        server still can: the README's "Retries and pacing" states the limit.
 
         Every item is checked as it is read: an invalid one is reported (``failed_items``, with
         its position) and not sent; the rest goes on. A chunk that fails for good is reported in
@@ -338,6 +346,7 @@ class AsyncAudiencesClient:
             self._ops, name, items, mode=mode, chunk_size=chunk_size,
             concurrency=concurrency, wait=wait, on_progress=on_progress,
             retry_budget=retry_budget, deadline=deadline, skip_chunks=skip_chunks,
+            late_write_grace=late_write_grace,
         )
 
     async def create_many(

@@ -30,7 +30,9 @@ same whoever removed it. An audience still there after an uncertain remove was n
 (:attr:`Verdict.NOT_DONE`); one that is gone is :attr:`Verdict.UNKNOWN`.
 
 The functions here are pure (times are plain numbers, seconds since the epoch), so the rule is
-tested with a fake clock; :class:`ServerClock` is the one piece of state, kept by the transport.
+tested with a fake clock. The operations layer feeds them: the time the first uncertain try left
+(recorded by the transport), and the offset proved by the view that read ``created``, the
+freshest answer there is.
 
 >>> from datetime import datetime, timezone
 >>> ten = datetime(2026, 12, 1, 10, 0, 0, tzinfo=timezone.utc)
@@ -57,7 +59,6 @@ import attrs
 __all__ = [
     "TOLERANCE",
     "ClockOffset",
-    "ServerClock",
     "Verdict",
     "Window",
     "attempt_window",
@@ -142,28 +143,3 @@ def judge_remove(still_there: bool) -> Verdict:
     """After an uncertain remove: an audience still there was not removed; a missing one leaves
     nothing to date, so whether this call removed it is unknown."""
     return Verdict.NOT_DONE if still_there else Verdict.UNKNOWN
-
-
-class ServerClock:
-    """The offset between the server's clock and ours, from the latest answer with a ``Date``.
-
-    The latest answer, not a running intersection: a server clock that jumps (or a fleet of
-    servers a little apart) must not leave an offset that no longer holds.
-    """
-
-    __slots__ = ("offset",)
-
-    def __init__(self) -> None:
-        self.offset: ClockOffset | None = None
-
-    def observe(self, date: str | None, *, sent: float, received: float) -> None:
-        """Learn from one answer (its ``Date`` header; local send and receive times)."""
-        offset = offset_from_date(date, sent=sent, received=received)
-        if offset is not None:
-            self.offset = offset
-
-    def window(self, *, sent: float | None, answered: float) -> Window | None:
-        """:func:`attempt_window` with the latest offset; ``None`` without one or without ``sent``."""
-        if sent is None or self.offset is None:
-            return None
-        return attempt_window(sent=sent, answered=answered, offset=self.offset)

@@ -87,8 +87,10 @@ async def test_update_upload_under_faults_ends_as_without_them(
     emulator.add_audience("crm", initial)
     emulator.faults = FAULTS[fault]
     items = stream(500, 60, seed=len(fault))
+    # These faults never apply a write late (tests/test_late_writes.py holds writes for that):
+    # a short grace keeps the chunks waiting after a broken try from idling 5 s each.
     report = await api.upload("crm", items, mode="update", chunk_size=25, concurrency=4,
-                              retry_budget=500, wait=True)
+                              retry_budget=500, wait=True, late_write_grace=0.01)
     assert report.ok, report.summary()
     assert report.applied is True
     check_accounting(report)
@@ -110,7 +112,7 @@ async def test_replace_upload_under_faults_ends_as_without_them(
     emulator.faults = FAULTS[fault]
     members = [Member(f"new-{n}", {"n": n}) for n in range(330)]
     report = await api.upload("crm", members, mode="replace", chunk_size=50, concurrency=3,
-                              retry_budget=500)
+                              retry_budget=500, late_write_grace=0.01)
     assert report.ok, report.summary()
     emulator.settle()
     assert emulator.members("crm") == {f"new-{n}": {"n": n} for n in range(330)}

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from batch_audiences._evidence import (
     TOLERANCE,
     ClockOffset,
-    ServerClock,
     Verdict,
     Window,
     attempt_window,
@@ -86,21 +85,6 @@ def test_no_evidence_is_unknown() -> None:
 def test_remove_leaves_no_evidence() -> None:
     assert judge_remove(still_there=True) is Verdict.NOT_DONE
     assert judge_remove(still_there=False) is Verdict.UNKNOWN
-
-
-def test_server_clock_keeps_the_latest_offset() -> None:
-    clock = ServerClock()
-    assert clock.window(sent=NOW, answered=NOW + 1) is None  # nothing observed yet
-    clock.observe(http_date(NOW + 100), sent=NOW, received=NOW + 0.1)
-    first = clock.offset
-    clock.observe(None, sent=NOW + 1, received=NOW + 1.1)  # no Date: keeps what it knew
-    assert clock.offset == first
-    clock.observe(http_date(NOW + 2 + 50), sent=NOW + 2, received=NOW + 2.1)  # the server clock jumped
-    assert clock.offset is not None
-    assert clock.offset.low <= 50 <= clock.offset.high
-    assert clock.window(sent=None, answered=NOW) is None
-    window = clock.window(sent=NOW + 3, answered=NOW + 4)
-    assert window == attempt_window(sent=NOW + 3, answered=NOW + 4, offset=clock.offset)
 
 
 seconds = st.floats(min_value=0.0, max_value=5.0, allow_nan=False)

@@ -20,8 +20,6 @@ from batch_audiences.testing import Emulator, FaultPlan, ScriptedResponse
 
 from .conftest import fast_retry_policy
 
-pending_fix = pytest.mark.xfail(strict=True, reason="issue 10 §4: late writes reorder an upload")
-
 
 async def quiet(emulator: Emulator, timeout: float = 10.0) -> None:
     """Wait until the emulator holds no request (every held write has been applied)."""
@@ -33,7 +31,6 @@ async def quiet(emulator: Emulator, timeout: float = 10.0) -> None:
     emulator.settle()
 
 
-@pending_fix
 async def test_a_held_first_try_cannot_undo_a_later_remove(make_api: Any, emulator: Emulator) -> None:
     api = await make_api(timeout=0.5)
     emulator.add_audience("aud")
@@ -50,7 +47,6 @@ async def test_a_held_first_try_cannot_undo_a_later_remove(make_api: Any, emulat
     assert emulator.members("aud") == {}
 
 
-@pending_fix
 async def test_late_write_grace_is_checked_before_anything_is_sent(make_api: Any, emulator: Emulator) -> None:
     api = await make_api()
     emulator.add_audience("aud")
@@ -82,7 +78,6 @@ def _apply(items: list[IdAction]) -> dict[str, dict[str, object]]:
     return content
 
 
-@pending_fix
 @pytest.mark.parametrize("seed", [3, 8])
 async def test_random_held_writes_keep_the_stream_order(
     make_api: Any, emulator: Emulator, seed: int

@@ -17,7 +17,6 @@ import pytest
 from batch_audiences import IdAction, ProgressEvent
 from batch_audiences.testing import Emulator
 
-pending_fix = pytest.mark.xfail(strict=True, reason="issue 10 §7: memory as promised")
 
 ID_LENGTH = 1_000
 
@@ -90,7 +89,6 @@ async def test_an_upload_holds_at_most_chunk_size_times_concurrency_ids(
     assert max(counts) <= chunk_size * concurrency, counts
 
 
-@pending_fix
 async def test_tokens_are_kept_only_while_unconfirmed(api: Any, emulator: Emulator) -> None:
     emulator.add_audience("crm")
     tokens: list[str] = []
@@ -106,7 +104,6 @@ async def test_tokens_are_kept_only_while_unconfirmed(api: Any, emulator: Emulat
     assert report.indexing_tokens == ()  # all confirmed applied: none kept
 
 
-@pending_fix
 async def test_tokens_kept_are_bounded_without_wait(api: Any, emulator: Emulator) -> None:
     emulator.add_audience("crm")
     emulator.record_bodies = False

@@ -29,15 +29,12 @@ from .conftest import Api
 INTERNAL = {"error_code": "INTERNAL_ERROR", "error_message": "something broke"}
 AN_HOUR_AGO = datetime.now(timezone.utc) - timedelta(hours=1)
 
-pending_fix = pytest.mark.xfail(strict=True, reason="issue 10 §1: outcomes decided by state and evidence")
-
 
 def trail(emulator: Emulator) -> list[tuple[str, int]]:
     return [(r.route, r.status) for r in emulator.requests]
 
 
 # -- taken names, by state -----------------------------------------------------------------
-
 
 
 @pytest.mark.parametrize("wording", ["explicit", "vague", "opaque"])
@@ -52,7 +49,6 @@ async def test_taken_name_is_decided_by_state_whatever_the_wording(
     assert trail(emulator) == [("create", 400), ("view", 200)]  # one view decided
 
 
-
 async def test_a_refusal_for_a_free_name_stays_what_it_was(api: Api, emulator: Emulator) -> None:
     emulator.script(ScriptedResponse(
         400, {"error_code": "INVALID_PARAMETER", "error_message": "display_name is not allowed"},
@@ -62,7 +58,6 @@ async def test_a_refusal_for_a_free_name_stays_what_it_was(api: Api, emulator: E
         await api.create("vip", display_name="VIP")
     assert not isinstance(info.value, AudienceExistsError)
     assert trail(emulator) == [("create", 400), ("view", 404)]
-
 
 
 @pytest.mark.parametrize("wording", ["vague", "opaque"])
@@ -81,7 +76,6 @@ async def test_create_many_skips_taken_names_whatever_the_wording(
 # -- lost answers ------------------------------------------------------------------------------
 
 
-
 @pytest.mark.parametrize("wording", ["explicit", "vague", "opaque"])
 async def test_lost_answer_then_taken_is_this_calls_create(
     api: Api, emulator: Emulator, wording: str
@@ -94,7 +88,6 @@ async def test_lost_answer_then_taken_is_this_calls_create(
     assert trail(emulator) == [("create", 0), ("create", 400), ("view", 200)]
 
 
-
 async def test_lost_answer_then_server_error_is_checked(api: Api, emulator: Emulator) -> None:
     emulator.script(
         ScriptedResponse(action="drop_after", route="create"),
@@ -103,7 +96,6 @@ async def test_lost_answer_then_server_error_is_checked(api: Api, emulator: Emul
     accepted = await api.create("vip")
     assert accepted == Accepted(None, confirmation=Confirmation.INFERRED)
     assert trail(emulator) == [("create", 0), ("create", 500), ("view", 200)]
-
 
 
 async def test_server_error_after_a_try_that_never_landed_is_raised(api: Api, emulator: Emulator) -> None:
@@ -115,7 +107,6 @@ async def test_server_error_after_a_try_that_never_landed_is_raised(api: Api, em
         await api.create("vip")
     assert trail(emulator) == [("create", 0), ("create", 500), ("view", 404)]
     assert emulator.audience_names() == []
-
 
 
 @pytest.mark.parametrize("route", ["create", "remove"])
@@ -134,7 +125,6 @@ async def test_success_status_with_unreadable_body_means_the_write_happened(
 # -- false success: someone else's audience ----------------------------------------------------
 
 
-
 @pytest.mark.parametrize("wording", ["explicit", "vague", "opaque"])
 async def test_someone_elses_older_audience_is_not_reported_created(
     api: Api, emulator: Emulator, wording: str
@@ -146,7 +136,6 @@ async def test_someone_elses_older_audience_is_not_reported_created(
     with pytest.raises(AudienceExistsError):
         await api.create("vip")
     assert trail(emulator) == [("create", 0), ("create", 400), ("view", 200)]
-
 
 
 @pytest.mark.parametrize("if_exists", ["skip", "error"])
@@ -168,7 +157,6 @@ def _view_without_times(name: str) -> ScriptedResponse:
     return ScriptedResponse(200, body, route="view")
 
 
-
 async def test_without_evidence_the_create_is_reported_uncertain(api: Api, emulator: Emulator) -> None:
     emulator.taken_name = "opaque"
     emulator.script(ScriptedResponse(action="drop_after", route="create"), _view_without_times("vip"))
@@ -176,7 +164,6 @@ async def test_without_evidence_the_create_is_reported_uncertain(api: Api, emula
         await api.create("vip")
     assert info.value.name == "vip"
     assert "vip" in str(info.value)
-
 
 
 async def test_create_many_reports_an_uncertain_create_apart(api: Api, emulator: Emulator) -> None:
@@ -190,7 +177,6 @@ async def test_create_many_reports_an_uncertain_create_apart(api: Api, emulator:
     assert "1 uncertain" in report.summary()
 
 
-
 async def test_create_many_marks_an_inferred_create(api: Api, emulator: Emulator) -> None:
     emulator.script(ScriptedResponse(action="drop_after", route="create"))
     report = await api.create_many(["vip"])
@@ -201,7 +187,6 @@ async def test_create_many_marks_an_inferred_create(api: Api, emulator: Emulator
 
 
 # -- remove --------------------------------------------------------------------------------
-
 
 
 @pytest.mark.parametrize("action", ["drop_before", "drop_after"])
@@ -217,7 +202,6 @@ async def test_remove_that_finds_nothing_after_a_lost_answer_is_uncertain(
     assert accepted == Accepted(None, confirmation=Confirmation.UNCERTAIN)
 
 
-
 async def test_remove_lost_answer_then_server_error_is_checked(api: Api, emulator: Emulator) -> None:
     emulator.add_audience("vip")
     emulator.script(
@@ -226,7 +210,6 @@ async def test_remove_lost_answer_then_server_error_is_checked(api: Api, emulato
     )
     assert await api.remove("vip") == Accepted(None, confirmation=Confirmation.UNCERTAIN)
     assert trail(emulator) == [("remove", 0), ("remove", 500), ("view", 404)]
-
 
 
 async def test_remove_server_error_with_the_audience_still_there_is_raised(

@@ -27,9 +27,10 @@ from ._reports import (
     UploadMode,
     UploadReport,
 )
-from ._upload import MIN_TRACKED_IDS, UploadItem, run_upload
+from ._upload import LATE_WRITE_GRACE, MIN_TRACKED_IDS, UploadItem, run_upload
 
 __all__ = [
+    "LATE_WRITE_GRACE",
     "MIN_TRACKED_IDS",
     "BulkReport",
     "CreatedAudience",

@@ -4,6 +4,11 @@ Each chunk gets at most one polling task, shared by everyone who waits for it (a
 that must not overtake it, the reader making room, ``wait=True`` at the end); the polling itself
 is the operations layer's (:meth:`Operations.wait_applied`), with the one schedule and the
 call's retry budget.
+
+A chunk acknowledged after a try that timed out or broke (``Chunk.lost_at``) may have a copy
+still on its way: the server can apply that try late, after the chunks that followed. Such a
+chunk counts as confirmed only ``late_write_grace`` seconds after the try was given up, so a
+chunk ordered after it is sent once the late copy, if it lands within the grace, has landed.
 """
 
 from __future__ import annotations
@@ -41,8 +46,10 @@ class Confirmations:
         budget: RetryBudget,
         tally: Tally,
         on_confirmed: Callable[[Chunk], None],
+        late_write_grace: float = 0.0,
     ) -> None:
         self._ops = ops
+        self._grace = late_write_grace
         self._name = name
         self._budget = budget
         self._tally = tally
@@ -77,6 +84,9 @@ class Confirmations:
 
     async def _confirm(self, chunk: Chunk) -> None:
         await self._poll(chunk.token)
+        if chunk.lost_at is not None:
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(max(0.0, chunk.lost_at + self._grace - loop.time()))
         chunk.confirmed = True
         with contextlib.suppress(ValueError):
             self.unconfirmed.remove(chunk)

@@ -142,7 +142,11 @@ class UploadReport:
       chunks the server acknowledged.
     - ``requests`` and ``retries``: HTTP attempts of this call (writes, and views made to wait for
       indexing), and how many of them were retries.
-    - ``indexing_tokens``: the tokens of the acknowledged chunks, in chunk order.
+    - ``indexing_tokens``: the tokens of the acknowledged chunks not confirmed applied when the
+      call ended, in chunk order: the writes still to wait for (none with ``wait=True`` when
+      ``applied`` is true). At most about 1,000 are kept, the engine confirming the oldest
+      beyond that; ``chunks_acknowledged`` counts them all, and every token is in its chunk's
+      ``"acknowledged"`` progress event.
     - ``input_exhausted``: whether the input was read to its end; false when the call stopped
       early (``stop_reason`` says why: deadline, retry budget, an error that fails every chunk).
     - ``applied``: with ``wait=True``, whether every acknowledged write was confirmed applied;
