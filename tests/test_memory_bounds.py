@@ -17,7 +17,6 @@ import pytest
 from batch_audiences import IdAction, ProgressEvent
 from batch_audiences.testing import Emulator
 
-
 ID_LENGTH = 1_000
 
 
