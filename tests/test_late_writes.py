@@ -41,6 +41,8 @@ async def test_a_held_first_try_cannot_undo_a_later_remove(make_api: Any, emulat
     )
     assert report.ok, report.summary()
     assert report.applied
+    # wait=True returned after the grace: the held try (1 s) had landed by then.
+    assert [r.outcome for r in emulator.requests if r.route == "update"].count("held") == 1
     await quiet(emulator)
     held = [r for r in emulator.requests if r.outcome == "held"]
     assert len(held) == 1  # the first try was really applied late

@@ -104,7 +104,9 @@ class FailedChunk:
     ``stop`` excluded; consecutive chunks tile the stream); ``count`` is its number of valid
     items (invalid items in that range are reported apart, in ``failed_items``).
     ``uncertain`` is true when the request may have been applied although no answer came back
-    (a connection broke after sending): sending it again is safe, the actions being idempotent.
+    (a connection broke after sending, a timeout). Sending it again restores its content, but a
+    try the server still holds may land after the resent chunks: resume no sooner than the
+    upload's ``late_write_grace`` after.
     """
 
     index: int
