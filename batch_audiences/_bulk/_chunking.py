@@ -42,7 +42,6 @@ again still applies the stream in order).
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Iterable
 from typing import Final
 
@@ -83,8 +82,8 @@ class OrderTracker:
 
     The common case for a :data:`MIXED` chunk, sharing no ID with any tracked one, costs a digest
     and three C-level set operations per ID over its life (``isdisjoint``, ``update``,
-    ``difference_update``), and under 100 bytes per ID held (an 8-byte digest in the chunk's
-    array, and an entry of the set of digests), whatever the IDs' length. Only a chunk that does
+    ``difference_update``), and under 100 bytes per ID held (a digest, an int shared by the
+    chunk's list and the set of digests), whatever the IDs' length. Only a chunk that does
     share IDs takes the exact slow path: finding, newest first, the last chunk holding each
     shared ID, and counting how many tracked chunks hold it, so that releasing one of them keeps
     the ID tracked for the others.
@@ -95,8 +94,9 @@ class OrderTracker:
     def __init__(self) -> None:
         # IDs are held as digests (hash(id)): fixed size, whatever the length of the IDs.
         self._ids: set[int] = set()  # the digest of every ID held by a tracked chunk
-        # chunk -> its digests (duplicates included), in registration order: 8 bytes an ID
-        self._chunks: dict[int, array[int]] = {}
+        # chunk -> its digests (duplicates included), in registration order; the int objects are
+        # shared with the set, so a digest costs one int, one list slot and one set slot
+        self._chunks: dict[int, list[int]] = {}
         self._dirty: set[int] = set()  # tracked chunks sharing an ID with another tracked chunk
         self._shared: dict[int, int] = {}  # digest -> number of tracked chunks holding it, when over 1
         self._untracked: dict[int, int] = {}  # unapplied chunk of a commutative kind -> its kind
@@ -116,13 +116,13 @@ class OrderTracker:
         if kind != MIXED:
             depends = set()
             if self._ids:  # tracked chunks may share an ID with this one: digest its IDs to look
-                depends = self._holders(index, array("q", map(hash, ids)), record=False)
+                depends = self._holders(index, list(map(hash, ids)), record=False)
             if self._kinds[1 - kind]:
                 depends.update(i for i, other in self._untracked.items() if other != kind)
             self._untracked[index] = kind
             self._kinds[kind] += 1
             return depends
-        digests = array("q", map(hash, ids))
+        digests = list(map(hash, ids))
         depends = self._holders(index, digests, record=True) if self._ids else set()
         if self._untracked:
             depends.update(self._untracked)
@@ -131,7 +131,7 @@ class OrderTracker:
         self.tracked += len(digests)
         return depends
 
-    def _holders(self, index: int, ids: array[int], record: bool) -> set[int]:
+    def _holders(self, index: int, ids: list[int], record: bool) -> set[int]:
         """For each ID of ``ids`` held by a tracked chunk, the last such chunk; with ``record``,
         note that ``index`` is about to hold the shared IDs too."""
         known = self._ids
