@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
 
 import attrs
 
@@ -50,7 +50,6 @@ from ._models import (
 from ._transport import RequestTrace
 
 if TYPE_CHECKING:
-    from ._client import AsyncAudiencesClient
     from ._pacing import RateLimiter, RetryBudget
     from ._transport import Transport
 
@@ -130,6 +129,11 @@ def _exists_error(error: APIError) -> AudienceExistsError:
     )
 
 
+class _OnOperations(Protocol):
+    # The client, seen without importing it (it imports this module).
+    _ops: Operations
+
+
 class Operations:
     """The Audience API's six routes, plus the waits built on them, over one transport."""
 
@@ -138,8 +142,9 @@ class Operations:
         self.limiter: RateLimiter = transport.limiter
 
     @classmethod
-    def of(cls, client: AsyncAudiencesClient) -> Operations:
-        """The operations layer ``client`` runs on (its session, limiter and settings)."""
+    def of(cls, client: _OnOperations) -> Operations:
+        """The operations layer an :class:`AsyncAudiencesClient` runs on (its session, limiter
+        and settings), for driving an engine directly."""
         return client._ops
 
     # -- plumbing -------------------------------------------------------------------------

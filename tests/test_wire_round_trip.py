@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -77,3 +78,18 @@ async def _round_trips(emu: Emulator, ids: list[str]) -> None:
 @example(ids=['a","b', 'c\\', '"'])
 def test_any_valid_id_round_trips_through_every_body_builder(emu: Emulator, ids: list[str]) -> None:
     asyncio.run(_round_trips(emu, ids))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.lists(_ID, min_size=1, max_size=20), action=st.sampled_from(["add", "remove", None]))
+@example(ids=['x",', ","], action="add")
+@example(ids=[",", '","', "\\"], action=None)
+def test_the_bare_id_fast_path_writes_what_the_dicts_would(ids: list[str], action: str | None) -> None:
+    from batch_audiences._codec import entries_json, id_entries_json
+
+    entries = [
+        {"id": custom_id} if action is None else {"action": action, "id": custom_id} for custom_id in ids
+    ]
+    written = id_entries_json(ids, action)
+    assert orjson.loads(b"[" + written + b"]") == entries
+    assert written == entries_json(entries)

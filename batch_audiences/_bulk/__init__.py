@@ -13,6 +13,7 @@ Both engines talk to Batch only through the operations layer (:mod:`batch_audien
 """
 
 from ._create_many import run_create_many
+from ._encode import check_item
 from ._errors import DeadlineExceededError, DependencyFailedError, NotSentError
 from ._reports import (
     BulkReport,
@@ -47,6 +48,7 @@ __all__ = [
     "UploadItem",
     "UploadMode",
     "UploadReport",
+    "check_item",
     "run_create_many",
     "run_upload",
 ]

@@ -111,6 +111,7 @@ class Tally:
     items_uncertain: int = 0
     chunks_acknowledged: int = 0
     chunks_skipped: int = 0
+    chunks_applied: int = 0
     requests: int = 0
     retries: int = 0
     in_flight: int = 0
@@ -140,6 +141,7 @@ class Tally:
             items_skipped=self.items_skipped,
             items_failed=self.items_failed,
             chunks_acknowledged=self.chunks_acknowledged,
+            chunks_applied=self.chunks_applied,
             requests_in_flight=self.in_flight,
             requests=self.requests,
             retries=self.retries,

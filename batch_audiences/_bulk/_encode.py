@@ -1,8 +1,8 @@
 """Items read by ``upload`` to body bytes: each checked against the mode, then encoded by the codec.
 
 The wire form of an entry is the codec's (:func:`_codec.action_entry` / :func:`_codec.member_entry`);
-this module only decides what an item means in a mode. A batch is encoded by one ``orjson`` call
-over its entries, so pieces are complete JSON values: no bytes are ever spliced inside a value.
+this module only decides what an item means in a mode. Pieces are complete JSON values joined by
+commas: no bytes are ever spliced inside a value.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Any, Final
 import attrs
 import orjson
 
-from .._codec import action_entry, entries_json, member_entry
+from .._codec import action_entry, id_entries_json, member_entry
 from .._errors import ValidationError
 from .._models import Action, IdAction, Member
 from ._chunking import MIXED, PLAIN_ADDS, REMOVES
 from ._reports import UploadMode
 
-__all__ = ["MODES", "EncodedBatch", "encode_batch"]
+__all__ = ["MODES", "EncodedBatch", "check_item", "encode_batch"]
 
 MODES: Final = ("add", "remove", "update", "replace")
 _JUST_STR: Final = frozenset({str})
@@ -60,6 +60,12 @@ def _meaning(item: object, mode: UploadMode) -> tuple[str, bool, Mapping[str, An
     raise ValidationError("item", f"must be a str ID, a Member or an IdAction, got {type(item).__name__}")
 
 
+def check_item(item: object, mode: str) -> None:
+    """Raise the :class:`ValidationError` ``upload`` would report for ``item`` in ``mode``, if any:
+    the engine's rule, for callers that check items before streaming them (the CLI)."""
+    _meaning(item, mode)  # type: ignore[arg-type]
+
+
 def _combine(kind: int, this: int) -> int:
     return this if kind in (NO_KIND, this) else MIXED
 
@@ -75,14 +81,9 @@ def encode_batch(
     ``/replace`` body (entries without ``action``). Each invalid item goes to ``invalid`` and is
     left out."""
     if set(map(type, batch)) == _JUST_STR and "" not in batch and not any(map(str.isspace, batch)):
-        # The common case, plain str IDs: checked by C-level operations, one dict per ID.
-        if member:
-            entries = [{"id": custom_id} for custom_id in batch]
-        else:
-            action = "remove" if mode == "remove" else "add"
-            entries = [{"action": action, "id": custom_id} for custom_id in batch]
+        # The common case, plain str IDs: checked by C-level operations, no object per ID.
         try:
-            piece = entries_json(entries)
+            piece = id_entries_json(batch, None if member else ("remove" if mode == "remove" else "add"))
         except orjson.JSONEncodeError:
             pass  # an unencodable string (a lone surrogate): find it item by item below
         else:

@@ -1,14 +1,16 @@
 """Confirming that acknowledged chunks of an upload are applied (Batch indexes writes later).
 
 Each chunk gets at most one polling task, shared by everyone who waits for it (a later chunk
-that must not overtake it, the reader making room, ``wait=True`` at the end); the polling itself
+that must not overtake it, the reader making room); ``wait=True`` at the end settles them all
+with one view of the audience's last write (see :meth:`Confirmations.wait_all`). The polling itself
 is the operations layer's (:meth:`Operations.wait_applied`), with the one schedule and the
 call's retry budget.
 
 A chunk acknowledged after a try that timed out or broke (``Chunk.lost_at``) may have a copy
 still on its way: the server can apply that try late, after the chunks that followed. Such a
 chunk counts as confirmed only ``late_write_grace`` seconds after the try was given up, so a
-chunk ordered after it is sent once the late copy, if it lands within the grace, has landed.
+chunk ordered after it is sent once the late copy, if it lands within the grace, has landed; and
+``wait=True`` returns only after that too.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from .._api import BULK_POLL, Operations
 from .._errors import BatchAudiencesError
 from .._pacing import RetryBudget
+from .._transport import RequestTrace
 from ._call import Tally
 from ._chunk import Chunk
 
@@ -84,35 +87,59 @@ class Confirmations:
 
     async def _confirm(self, chunk: Chunk) -> None:
         await self._poll(chunk.token)
-        if chunk.lost_at is not None:
+        await self._grace_of((chunk,))
+        self._mark_applied(chunk)
+
+    async def _grace_of(self, chunks: Iterable[Chunk]) -> None:
+        """Wait until every try of ``chunks`` that may still be applied late has had its grace."""
+        lost = [chunk.lost_at for chunk in chunks if chunk.lost_at is not None]
+        if lost:
             loop = asyncio.get_running_loop()
-            await asyncio.sleep(max(0.0, chunk.lost_at + self._grace - loop.time()))
+            await asyncio.sleep(max(0.0, max(lost) + self._grace - loop.time()))
+
+    def _mark_applied(self, chunk: Chunk) -> None:
+        if chunk.confirmed:
+            return
         chunk.confirmed = True
         with contextlib.suppress(ValueError):
             self.unconfirmed.remove(chunk)
+        self._tally.chunks_applied += 1
         self._on_confirmed(chunk)
 
     async def settle(self) -> None:
         """Wait until the audience's last write (whatever it was) is applied."""
         await self._poll(None)
 
-    async def _poll(self, token: str | None) -> None:
+    async def _poll(self, token: str | None, record: Callable[[RequestTrace], object] | None = None) -> None:
         await self._ops.wait_applied(
             self._name, token, timeout=_APPLY_TIMEOUT, schedule=BULK_POLL, budget=self._budget,
-            record=self._tally.record,
+            record=record or self._tally.record,
         )
 
-    async def wait_all(self, concurrency: int, not_sent: Callable[[], BatchAudiencesError]) -> bool:
-        """``wait=True``: confirm every acknowledged chunk applied; False if one could not be."""
-        gate = asyncio.Semaphore(concurrency)
+    async def wait_all(self, progress: Callable[[], object]) -> bool:
+        """``wait=True``: confirm every acknowledged chunk applied; False if that could not be done.
 
-        async def one(chunk: Chunk) -> bool:
-            async with gate:
-                try:
-                    await self.applied(chunk, not_sent)
-                except BatchAudiencesError:
-                    return False
-                return True
+        Not a walk through the chunks: one view without a token shows the state of the
+        audience's last write, which is at least as late as every chunk acknowledged, so once it
+        is applied they all are. That view is polled on the one schedule, through the client's
+        shared rate limiter, so the wait costs about the indexing delay plus a few views however
+        many chunks there are. ``progress`` is called before, after each view, and at the end.
+        """
+        pending = list(self.unconfirmed)
+        if not pending:
+            return True
+        progress()
 
-        results = await asyncio.gather(*(one(chunk) for chunk in list(self.unconfirmed)))
-        return all(results)
+        def record(trace: RequestTrace) -> None:
+            self._tally.record(trace)
+            progress()
+
+        try:
+            await self._poll(None, record)
+        except BatchAudiencesError:
+            return False
+        await self._grace_of(pending)
+        for chunk in pending:
+            self._mark_applied(chunk)
+        progress()
+        return True

@@ -35,7 +35,7 @@ UploadMode = Literal["add", "remove", "update", "replace"]
 #: What ``create_many`` does with an audience that exists already.
 IfExists = Literal["error", "skip"]
 #: What a :class:`ProgressEvent` reports (see its ``kind``).
-ProgressKind = Literal["acknowledged", "created", "skipped", "failed", "uncertain", "finished"]
+ProgressKind = Literal["acknowledged", "created", "skipped", "failed", "uncertain", "indexing", "finished"]
 
 
 def _plural(count: int, word: str) -> str:
@@ -49,16 +49,18 @@ class ProgressEvent:
     ``kind`` says what just happened. For ``upload``: ``"acknowledged"`` (the server accepted
     chunk ``chunk_index``, whose indexing token is ``token``), ``"skipped"`` (the chunk is in
     ``skip_chunks`` and was read but not sent), ``"failed"`` (the chunk failed for good, see
-    ``error``), and ``"finished"`` once, last. For ``create_many``: ``"created"``,
-    ``"skipped"`` (it existed, with ``if_exists="skip"``), ``"failed"``, ``"uncertain"`` (the
-    answer was lost and nothing tells whether the audience found is this call's, see ``error``)
-    and ``"finished"``; the ``chunk_*`` fields then describe the one item (``chunk_index`` is its
-    position in the input).
+    ``error``), with ``wait=True`` ``"indexing"`` while the writes are confirmed applied
+    (``chunks_applied`` of ``chunks_acknowledged``; :attr:`indexing` says it in words), and
+    ``"finished"`` once, last. For ``create_many``: ``"created"``, ``"skipped"`` (it existed,
+    with ``if_exists="skip"``), ``"failed"``, ``"uncertain"`` (the answer was lost and nothing
+    tells whether the audience found is this call's, see ``error``) and ``"finished"``; the
+    ``chunk_*`` fields then describe the one item (``chunk_index`` is its position in the input).
 
     Counters are totals since the call started: items read from the input, items the server
-    acknowledged, items skipped, failed or uncertain, acknowledged chunks, HTTP requests in
-    flight and made (retries included), retries. ``rate`` is the client's pace in requests per
-    second (``None``: not limited), ``elapsed`` the seconds since the call started.
+    acknowledged, items skipped, failed or uncertain, acknowledged chunks (and of those, chunks
+    confirmed applied), HTTP requests in flight and made (retries included), retries. ``rate``
+    is the client's pace in requests per second (``None``: not limited), ``elapsed`` the seconds
+    since the call started.
 
     Events come a few per chunk (never per item), on the event loop that runs the call: the
     callback must be quick and must not block. With the blocking :class:`AudiencesClient` it
@@ -81,7 +83,13 @@ class ProgressEvent:
     chunk_count: int | None = None
     token: str | None = None
     error: BatchAudiencesError | None = None
+    chunks_applied: int = 0
     items_uncertain: int = 0
+
+    @property
+    def indexing(self) -> str:
+        """``"waiting for indexing: k/n applied"``, for a progress line of an ``"indexing"`` event."""
+        return f"waiting for indexing: {self.chunks_applied:,}/{self.chunks_acknowledged:,} applied"
 
     @property
     def items_done(self) -> int:

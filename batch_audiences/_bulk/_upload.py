@@ -167,7 +167,6 @@ class _Upload(BulkCall):
         self._name = name
         self._mode: UploadMode = mode
         self._chunk_size = chunk_size
-        self._concurrency = concurrency
         self._wait = wait
         self._skip = skip_chunks
         self._tracker = OrderTracker()
@@ -204,7 +203,7 @@ class _Upload(BulkCall):
             if input_error is not None:
                 raise input_error
             if self._wait and self._stop_error is None:
-                applied = await self._confirmations.wait_all(self._concurrency, self._not_sent)
+                applied = await self._confirmations.wait_all(lambda: self._emit("indexing"))
         finally:
             if timer is not None:
                 timer.cancel()
