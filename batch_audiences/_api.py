@@ -189,7 +189,7 @@ class Operations:
         (``Confirmation.INFERRED``), someone else did (:class:`AudienceExistsError`), or cannot
         tell (:class:`UncertainOutcomeError`).
         """
-        audience, offset = await self._look(request.name)
+        audience, offset = await self._look(request.name, trace)
         if audience is None:
             raise error
         if not trace.uncertain:
@@ -209,15 +209,19 @@ class Operations:
             f"{missing} to tell whether this call created it (last answer: HTTP {error.status})",
         ) from error
 
-    async def _look(self, name: str) -> tuple[Audience | None, ClockOffset | None]:
+    async def _look(self, name: str, write: RequestTrace) -> tuple[Audience | None, ClockOffset | None]:
         """View ``name`` for evidence: the audience (``None`` if missing) and the clock offset
-        its answer proves."""
-        trace = RequestTrace()
+        its answer proves. The view is part of the write: under its retry budget, and counted in
+        its trace (so a bulk call's report counts it)."""
+        trace = RequestTrace(budget=write.budget)
         sent = time.time()
         try:
             audience = await self.view(name, None, trace)
         except NotFoundError:
             return None, None
+        finally:
+            write.attempts += trace.attempts
+            write.retries += trace.retries
         offset = offset_from_date(_header(trace.headers, "Date"), sent=sent, received=time.time())
         return audience, offset
 
@@ -263,7 +267,7 @@ class Operations:
         except ServerError as error:
             if not trace.uncertain:
                 raise
-            audience, _ = await self._look(name)
+            audience, _ = await self._look(name, trace)
             return self._settle_remove(audience is not None, error)
 
     @staticmethod

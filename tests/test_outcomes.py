@@ -184,6 +184,8 @@ async def test_create_many_marks_an_inferred_create(api: Api, emulator: Emulator
         ("vip", Confirmation.INFERRED)
     ]
     assert report.ok
+    # The view that decided is one of the call's requests, like the two tries.
+    assert report.requests == len(emulator.requests) == 3
 
 
 # -- remove --------------------------------------------------------------------------------
