@@ -35,6 +35,7 @@ from ._errors import (
 )
 from ._models import (
     MAX_ATTRIBUTES,
+    MAX_ID_LENGTH,
     MAX_IDS_PER_REQUEST,
     Accepted,
     Action,
@@ -63,6 +64,7 @@ from ._version import __version__
 
 __all__ = [
     "MAX_ATTRIBUTES",
+    "MAX_ID_LENGTH",
     "MAX_IDS_PER_REQUEST",
     "APIError",
     "Accepted",

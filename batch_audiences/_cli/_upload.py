@@ -17,23 +17,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import stat
-import sys
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .._errors import AuthenticationError, BatchAudiencesError
 from .._models import MAX_IDS_PER_REQUEST, Action, IdAction, Member
 from .._reports import ProgressEvent, UploadReport
-from ..sources import RowError, SourceReader, read_csv, read_ndjson, read_text
+from ..sources import RowError, SourceReader
 from ._argtypes import positive_float, positive_int
 from ._checkpoint import Checkpoint, fingerprint
 from ._commands import make_client
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, CLIError
-from ._manifest import guess_format
+from ._inputs import (
+    add_input_arguments,
+    check_input_options,
+    describe_input,
+    estimate_rows,
+    input_format,
+    open_input,
+)
 from ._output import Console, format_count, format_duration, key_values
 from ._progress import Progress
 
@@ -42,7 +46,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_upload_arguments", "cmd_upload"]
 
-FORMATS = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".txt": "txt"}
 # After the first Ctrl-C, requests in flight get this long to finish before they are cancelled.
 GRACE_SECONDS = 30.0
 # Bad rows listed in the text report (all of them are in --json).
@@ -56,22 +59,9 @@ _DRY_RUN_BATCH = 10_000
 def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
     """The upload command's own arguments."""
     parser.add_argument("name", metavar="NAME", help="audience to upload to (it must exist)")
-    parser.add_argument("file", metavar="FILE", help="input file, or '-' for standard input")
     parser.add_argument("--mode", choices=("add", "remove", "update", "replace"), default="add",
                         help="what to do with the IDs (default: %(default)s)")
-    parser.add_argument("--format", choices=("csv", "ndjson", "txt"), default=None,
-                        help="input format (default: from the extension, else txt)")
-    parser.add_argument("--id-column", metavar="C", default=None,
-                        help="column (CSV) or key (NDJSON) holding the ID (default: the first "
-                        "CSV column, the NDJSON key 'id')")
-    parser.add_argument("--attr", action="append", default=[], metavar="COL[:TYPE]",
-                        help="send column COL as an attribute (repeatable); TYPE: str, int, float, "
-                        "bool, date, url")
-    parser.add_argument("--action-column", metavar="C", default=None,
-                        help="update mode: column (CSV) or key (NDJSON) holding 'add' or 'remove' "
-                        "(default: action)")
-    parser.add_argument("--delimiter", metavar="CHAR", default=",",
-                        help="CSV field delimiter (default: ',')")
+    add_input_arguments(parser)
     parser.add_argument("--concurrency", type=positive_int, default=4, metavar="N",
                         help="requests in flight at once (default: %(default)s)")
     parser.add_argument("--max-rate", type=positive_float, default=None, metavar="R",
@@ -89,28 +79,14 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
 # -- the input -----------------------------------------------------------------------------------
 
 
-class _LineCounter:
-    """A binary file's lines, counted as the reader pulls them: the line of the item just read."""
-
-    def __init__(self, file: IO[bytes]) -> None:
-        self._file = file
-        self.line = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for raw in self._file:
-            self.line += 1
-            yield raw
-
-
 @attrs.define
 class _Input:
-    """The opened input: the reader, the line counter, and what went wrong so far."""
+    """The opened input: the reader, and what went wrong so far."""
 
     reader: SourceReader[Any]
-    counter: _LineCounter
-    file: IO[bytes]
     mode: str
     chunk_size: int
+    label: str
     extra_errors: list[RowError] = attrs.field(factory=list)
     extra_count: int = 0
     yielded: int = 0
@@ -124,7 +100,7 @@ class _Input:
 
     @property
     def bad_count(self) -> int:
-        return len(self.reader.errors) + self.extra_count
+        return self.reader.error_count + self.extra_count
 
     def items(self) -> Iterator[Any]:
         """The valid items, until the file ends or a stop is requested (then ``interrupted``)."""
@@ -139,13 +115,12 @@ class _Input:
                 if problem is not None:
                     self.extra_count += 1
                     if len(self.extra_errors) < _MAX_BAD_ROWS:
-                        self.extra_errors.append(RowError(self.counter.line, problem))
+                        self.extra_errors.append(RowError(self.reader.line, problem))
                     continue
             self.yielded += 1
             yield item
             if len(self.reader.errors) > _MAX_BAD_ROWS:
-                # Keep the first ones (for the report) but count the rest.
-                self.extra_count += len(self.reader.errors) - _MAX_BAD_ROWS
+                # Keep the first ones (for the report); the reader goes on counting the rest.
                 del self.reader.errors[_MAX_BAD_ROWS:]
         self.exhausted = True
 
@@ -165,72 +140,29 @@ def _mode_problem(item: object, mode: str) -> str | None:
 def _check_options(args: argparse.Namespace, fmt: str) -> None:
     if args.chunk_size > MAX_IDS_PER_REQUEST:
         raise CLIError(f"--chunk-size must be at most {MAX_IDS_PER_REQUEST:,}, got {args.chunk_size:,}")
-    if fmt == "txt" and (args.attr or args.id_column or args.action_column):
-        raise CLIError("a text file holds one ID per line: --attr, --id-column and --action-column "
-                       "need --format csv or ndjson")
-    if args.mode == "update" and fmt == "txt":
-        raise CLIError("--mode update needs an action per row: use a CSV or NDJSON file")
+    check_input_options(args, fmt, args.mode)
     if args.mode == "remove" and args.attr:
         raise CLIError("--mode remove takes no attributes (--attr)")
     if args.action_column and args.mode != "update":
         raise CLIError("--action-column is for --mode update")
     if args.file == "-" and args.checkpoint:
         raise CLIError("standard input cannot be checkpointed: save it to a file to use --checkpoint")
+    if fmt == "sql" and args.checkpoint:
+        raise CLIError("a query's rows can change between runs: --checkpoint needs a file")
     if args.checkpoint and args.dry_run:
         raise CLIError("--dry-run sends nothing: --checkpoint makes no sense with it")
 
 
-def _open_input(args: argparse.Namespace, fmt: str) -> _Input:
-    file: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-    counter = _LineCounter(file)
-    # The readers take any iterable of binary lines (they only iterate it): the counter is one.
-    lines = cast(IO[bytes], counter)
-    reader: SourceReader[Any]
-    try:
-        if fmt == "csv":
-            reader = read_csv(
-                lines, id_column=args.id_column, attributes=args.attr,
-                action_column=(args.action_column or "action") if args.mode == "update" else None,
-                delimiter=args.delimiter, errors="collect",
-            )
-        elif fmt == "ndjson":
-            reader = read_ndjson(
-                lines, id_key=args.id_column or "id", attributes=args.attr or None,
-                action_key=args.action_column or "action", errors="collect",
-            )
-        else:
-            reader = read_text(lines, errors="collect")
-    except BaseException:
-        if file is not sys.stdin.buffer:
-            file.close()
-        raise
-    return _Input(reader, counter, file, args.mode, args.chunk_size)
-
-
-def _estimate_total(path: str, fmt: str) -> int | None:
-    """Rows in a regular file, from a fast count of its newlines (for the progress bar only)."""
-    if path == "-":
-        return None
-    try:
-        with open(path, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                return None
-            lines, last = 0, b""
-            while block := file.read(1 << 20):
-                lines += block.count(b"\n")
-                last = block
-    except OSError:
-        return None
-    if last and not last.endswith(b"\n"):
-        lines += 1
-    return max(0, lines - (1 if fmt == "csv" else 0))
+def _open_input(args: argparse.Namespace, fmt: str, console: Console) -> _Input:
+    reader = open_input(args, fmt, mode=args.mode, console=console)
+    return _Input(reader, args.mode, args.chunk_size, describe_input(args, fmt))
 
 
 # -- the command -----------------------------------------------------------------------------
 
 
 async def cmd_upload(args: argparse.Namespace, console: Console, interrupter: Interrupter) -> int:
-    fmt = guess_format(args.file, args.format, default="txt", known=FORMATS)
+    fmt = input_format(args)
     _check_options(args, fmt)
     if args.dry_run:
         return await _dry_run(args, fmt, console, interrupter)
@@ -254,12 +186,8 @@ async def cmd_upload(args: argparse.Namespace, console: Console, interrupter: In
             console.note(f"resuming from {args.checkpoint}: {len(checkpoint.accepted)} chunk(s) "
                          "already accepted will be skipped")
 
-    source = _open_input(args, fmt)
-    try:
-        return await _upload(args, fmt, console, interrupter, source, checkpoint)
-    finally:
-        if source.file is not sys.stdin.buffer:
-            source.file.close()
+    source = _open_input(args, fmt, console)
+    return await _upload(args, fmt, console, interrupter, source, checkpoint)
 
 
 async def _upload(
@@ -271,7 +199,7 @@ async def _upload(
     checkpoint: Checkpoint | None,
 ) -> int:
     chunk_size = args.chunk_size
-    progress = Progress(console, f"upload {args.name}", unit="IDs", total=_estimate_total(args.file, fmt))
+    progress = Progress(console, f"upload {args.name}", unit="IDs", total=estimate_rows(args, fmt))
     last_event: list[ProgressEvent] = []
 
     def on_progress(event: ProgressEvent) -> None:
@@ -385,7 +313,7 @@ def _report_document(
         "command": "upload",
         "audience": args.name,
         "mode": args.mode,
-        "file": args.file,
+        "file": source.label,
         "ok": ok,
         "interrupted": interrupted,
         **document,
@@ -442,7 +370,7 @@ def _bad_row_lines(bad_rows: list[dict[str, Any]], total: int) -> list[str]:
 
 async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interrupter: Interrupter) -> int:
     """Read and check the whole input; send nothing. Exit 1 if any row is bad."""
-    source = _open_input(args, fmt)
+    source = _open_input(args, fmt, console)
     valid = 0
 
     def stop() -> None:
@@ -456,8 +384,6 @@ async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interru
                 await asyncio.sleep(0)  # let a Ctrl-C in
     finally:
         interrupter.graceful = None
-        if source.file is not sys.stdin.buffer:
-            source.file.close()
     bad = source.bad_rows
     document = {
         "command": "upload",
@@ -465,7 +391,7 @@ async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interru
         "interrupted": source.interrupted,
         "audience": args.name,
         "mode": args.mode,
-        "file": args.file,
+        "file": describe_input(args, fmt),
         "format": fmt,
         "ok": source.bad_count == 0,
         "rows": source.reader.rows,
@@ -475,7 +401,7 @@ async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interru
         "requests": (valid + args.chunk_size - 1) // args.chunk_size if valid else 0,
     }
     lines = [
-        f"dry run: {args.file} ({fmt}), nothing sent",
+        f"dry run: {describe_input(args, fmt)} ({fmt}), nothing sent",
         key_values([
             ("rows", format_count(document["rows"])),
             ("valid", format_count(valid)),
