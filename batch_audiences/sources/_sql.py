@@ -204,10 +204,12 @@ def read_sql(
         try:
             with engine.connect() as connection:
                 result = connection.execution_options(
-                    stream_results=True, yield_per=batch_size
+                    stream_results=True, max_row_buffer=batch_size
                 ).execute(statement, bound)
                 rows = _Rows(reader, list(result.keys()), id_column, specs, attributes is not None)
-                for partition in result.partitions():
+                # The size given here, not only as an option: a partition without one is the
+                # whole rest of the result (measured: the whole table in memory).
+                for partition in result.partitions(batch_size):
                     yield from rows.items(partition)
         except sqlalchemy.exc.SQLAlchemyError as error:
             raise _database_error(error, secrets) from None
