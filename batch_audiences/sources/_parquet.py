@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .._errors import ValidationError
@@ -44,7 +44,7 @@ def read_parquet(
     specs = attribute_specs(attributes, untyped=None)
     parquet: Any = require("pyarrow.parquet", extra="parquet", feature="read_parquet")
 
-    def produce(reader: SourceReader[str | Member]) -> Iterator[str | Member]:
+    def produce(reader: SourceReader[str | Member]) -> Iterator[tuple[Iterable[int], list[str | Member]]]:
         try:
             file = parquet.ParquetFile(path)
         except OSError as error:
@@ -62,4 +62,4 @@ def read_parquet(
             batches = file.iter_batches(batch_size=batch_size, columns=wanted)
             yield from read_batches(reader, batches, id_name, specs, attributes is not None)
 
-    return SourceReader(os.fspath(path), produce, errors=errors, max_errors=max_errors)
+    return SourceReader.batched(os.fspath(path), produce, errors=errors, max_errors=max_errors)

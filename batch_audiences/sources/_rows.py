@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Final, Generic, TypeVar
 
 import attrs
@@ -182,6 +182,29 @@ class SourceReader(_Tally, Generic[T]):
     ) -> None:
         super().__init__(source, errors=errors, max_errors=max_errors)
         self._produce = produce
+
+    @classmethod
+    def batched(
+        cls,
+        source: object,
+        produce: Callable[[SourceReader[T]], Iterator[tuple[Iterable[int], list[T]]]],
+        *,
+        errors: str = "raise",
+        max_errors: int | None = None,
+    ) -> SourceReader[T]:
+        """A reader whose ``produce`` makes whole batches: ``(their lines, their items)``.
+
+        A columnar source builds a batch's items at once; handing them over as a list, with one
+        generator between them and the caller instead of three, halves the cost per item.
+        """
+
+        def produce_items(reader: SourceReader[T]) -> Iterator[T]:
+            for lines, items in produce(reader):
+                for line, item in zip(lines, items):  # noqa: B905 - as many lines as items
+                    reader.line = line
+                    yield item
+
+        return cls(source, produce_items, errors=errors, max_errors=max_errors)
 
     def __iter__(self) -> Iterator[T]:
         self._reset()
