@@ -79,7 +79,9 @@ def test_parquet_file_with_several_row_groups(tmp_path: Path) -> None:
     assert len(list(reader)) == 1000
 
 
-def test_parquet_column_projection_reads_only_the_chosen_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parquet_column_projection_reads_only_the_chosen_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "users.parquet"
     pq.write_table(users_table(20), path, row_group_size=5)
     asked: list[Any] = []
@@ -110,8 +112,11 @@ def test_chosen_types_convert_value_by_value_and_report_each_bad_value() -> None
     assert items[0].attributes["when"] == datetime(2024, 5, 1, tzinfo=UTC)  # type: ignore[union-attr,index]
     assert items[0].attributes["flag"] == "1"  # type: ignore[union-attr,index]
     assert items[1].attributes == {"when": datetime(2024, 5, 2, 6, tzinfo=UTC)}  # type: ignore[union-attr]
-    assert [(e.line, e.batch, e.offset, e.column) for e in reader.errors] == [(2, 0, 1, "when"), (3, 0, 2, "n")]
-    assert str(reader.errors[0]) == "row 2 (batch 0, offset 1): column 'when': not an ISO 8601 date: 'not a date'"
+    where = [(e.line, e.batch, e.offset, e.column) for e in reader.errors]
+    assert where == [(2, 0, 1, "when"), (3, 0, 2, "n")]
+    assert str(reader.errors[0]) == (
+        "row 2 (batch 0, offset 1): column 'when': not an ISO 8601 date: 'not a date'"
+    )
 
 
 def test_bad_rows_have_their_batch_and_offset_and_raise_by_default() -> None:
@@ -216,3 +221,15 @@ def test_upload_a_parquet_file_from_the_cli(emu: Emulator, tmp_path: Path) -> No
     assert len(members) == 30
     assert members["u5"] == {"score": 50, "plan": "pro"}
     assert members["u4"] == {"plan": "free"}  # a null score: no attribute
+
+
+def test_cli_refuses_options_a_parquet_file_cannot_serve(emu: Emulator, tmp_path: Path) -> None:
+    path = tmp_path / "users.parquet"
+    pq.write_table(users_table(3), path)
+    run = cli_at(emu, "upload", "crm", str(path), "--mode", "update")
+    assert run.code == 2
+    assert "--mode update needs an action per row" in run.err
+    missing = cli_at(emu, "upload", "crm", str(tmp_path / "none.parquet"))
+    assert missing.code == 2
+    assert "none.parquet" in missing.err
+    assert emu.requests == []

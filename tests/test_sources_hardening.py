@@ -127,7 +127,7 @@ def test_an_oversize_id_is_a_bad_row_in_every_text_reader() -> None:
     text = io.BytesIO(f"u1\n{big}\nu3\n".encode())
     reader = read_text(text, errors="collect")
     assert list(reader) == ["u1", "u3"]
-    assert [(e.line, e.message) for e in reader.errors] == [(2, f"ID longer than 1,024 characters (1,025)")]
+    assert [(e.line, e.message) for e in reader.errors] == [(2, "ID longer than 1,024 characters (1,025)")]
     csv_reader = read_csv(io.StringIO(f"id\nu1\n{big}\n"), errors="collect")
     assert list(csv_reader) == ["u1"]
     assert csv_reader.errors[0].line == 3
@@ -167,7 +167,7 @@ def test_ndjson_ids_are_strings_or_integers() -> None:
 def test_arrow_ids_are_strings_or_integers() -> None:
     pa = pytest.importorskip("pyarrow", reason="the [parquet] extra (pyarrow) is not installed")
     assert list(read_arrow(pa.table({"id": [5, 6]}))) == ["5", "6"]
-    with pytest.raises(SourceError, match="the ID column 'id' holds double: an ID must be a string or an integer"):
+    with pytest.raises(SourceError, match="the ID column 'id' holds double: an ID must be a string or an"):
         list(read_arrow(pa.table({"id": [5.0]})))
     with pytest.raises(SourceError, match="holds bool"):
         list(read_arrow(pa.table({"id": [True]})))

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -206,9 +206,12 @@ def test_upload_from_a_postgresql_query(emu: Emulator, pg_url: str, clean_env: p
     with engine.begin() as db:
         db.exec_driver_sql("DROP TABLE IF EXISTS crm")
         db.exec_driver_sql("CREATE TABLE crm (customer text, plan text, since date)")
-        db.exec_driver_sql("INSERT INTO crm VALUES ('c1', 'pro', '2024-01-02'), ('c2', NULL, NULL), (NULL, 'x', NULL)")
+        db.exec_driver_sql(
+            "INSERT INTO crm VALUES ('c1', 'pro', '2024-01-02'), ('c2', NULL, NULL), (NULL, 'x', NULL)"
+        )
     engine.dispose()
-    run = cli_at(emu, "--json", "upload", "crm", "--sql", "SELECT * FROM crm ORDER BY customer", "--db", pg_url)
+    query = "SELECT * FROM crm ORDER BY customer"
+    run = cli_at(emu, "--json", "upload", "crm", "--sql", query, "--db", pg_url)
     assert run.code == 1, run.err  # the NULL ID is a bad row
     report = run.json()
     assert report["accepted"] == 2
@@ -242,3 +245,11 @@ def test_upload_from_sql_never_prints_the_password(emu: Emulator, pg_url: str) -
     both = cli_at(emu, "upload", "crm", "ids.txt", "--sql", "SELECT 1", "--db", pg_url)
     assert both.code == 2
     assert "not both" in both.err
+
+
+def test_a_query_cannot_be_checkpointed(emu: Emulator, sqlite_url: str, tmp_path: Path) -> None:
+    run = cli_at(emu, "upload", "crm", "--sql", "SELECT id FROM users", "--db", sqlite_url,
+                 "--checkpoint", str(tmp_path / "c.json"))
+    assert run.code == 2
+    assert "--checkpoint needs a file" in run.err
+    assert emu.requests == []
