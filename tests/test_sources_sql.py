@@ -253,3 +253,25 @@ def test_a_query_cannot_be_checkpointed(emu: Emulator, sqlite_url: str, tmp_path
     assert run.code == 2
     assert "--checkpoint needs a file" in run.err
     assert emu.requests == []
+
+
+async def test_upload_streams_an_async_query_into_the_client(pg_url: str) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from batch_audiences import AsyncAudiencesClient
+
+    engine = create_async_engine(pg_url)
+    try:
+        async with Emulator(indexing_delay=0.0) as emu:
+            emu.add_audience("big")
+            async with AsyncAudiencesClient(emu.api_key, emu.project_key, base_url=emu.base_url) as client:
+                rows = read_sql(engine, "SELECT 'm' || g AS id, g AS rank FROM generate_series(1, 25000) g",
+                                batch_size=4000)
+                report = await client.upload("big", rows, mode="replace", wait=True)
+            assert report.ok, report.summary()
+            emu.settle()
+            members = emu.members("big")
+    finally:
+        await engine.dispose()
+    assert len(members) == 25000
+    assert members["m25000"] == {"rank": 25000}
