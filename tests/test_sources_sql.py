@@ -91,6 +91,18 @@ def test_sql_problems_are_clear_errors(sqlite_url: str) -> None:
         read_sql("postgresql+psycopg_async://u:p@127.0.0.1/x", "SELECT 1")
 
 
+def test_a_missing_driver_is_a_clear_error_without_the_password() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("MySQLdb") is not None:
+        pytest.skip("MySQLdb is installed: this test needs a driver that is not")
+    with pytest.raises(SourceError) as caught:
+        list(read_sql("mysql+mysqldb://me:hunter2-secret@127.0.0.1/crm", "SELECT 1"))
+    message = str(caught.value)
+    assert "the database driver for mysql+mysqldb://me:***@127.0.0.1/crm is not installed" in message
+    assert "hunter2" not in str(caught.value)
+
+
 def test_safe_url_masks_the_password() -> None:
     assert safe_url("postgresql+psycopg://me:s3cr%40t@db/crm") == "postgresql+psycopg://me:***@db/crm"
     assert "s3cret" not in safe_url("postgresql://me:s3cret@[bad")

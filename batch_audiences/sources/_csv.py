@@ -150,8 +150,9 @@ def csv_records(
     record.clear()
     yield 1, 1, header
 
-    def unclosed(error: str | None) -> bool:
-        """Report a record that is not closed well, and set its later lines to be read again."""
+    def malformed(error: str | None) -> bool:
+        """Report a record that is not well formed (a quote not closed, a ``csv`` error) as one
+        bad row; after an unclosed quote, set the record's later lines to be read again."""
         first, last = record[0][0], record[-1][0]
         quotes = sum(text.count('"') for _, text, _ in record)
         if len(record) > 1 and quotes % 2 == 1:
@@ -177,11 +178,11 @@ def csv_records(
             message = str(error)
             if "field larger than field limit" in message:
                 message = f"a field is longer than {csv.field_size_limit():,} characters"
-            unclosed(f"not valid CSV ({message})")
+            malformed(f"not valid CSV ({message})")
             continue
         # A quoted field may span lines; one whose quotes balance is a record (of the right
         # width or not, it is judged whole by the caller).
-        if len(record) > 1 and unclosed(None):
+        if len(record) > 1 and malformed(None):
             continue
         first, end = record[0][0], record[-1][0]
         bad_text = any(bad for _, _, bad in record) if len(record) > 1 else record[0][2]

@@ -200,7 +200,10 @@ def read_sql(
     def produce(reader: SourceReader[str | Member]) -> Iterator[str | Member]:
         engine = connectable
         if not isinstance(connectable, sqlalchemy.engine.Engine):
-            engine = sqlalchemy.create_engine(connectable)
+            try:
+                engine = sqlalchemy.create_engine(connectable)
+            except ImportError as error:  # the URL names a driver that is not installed
+                raise SourceError(f"the database driver for {label} is not installed: {error}") from None
         try:
             with engine.connect() as connection:
                 result = connection.execution_options(
