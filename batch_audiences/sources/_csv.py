@@ -16,12 +16,12 @@ Two failures of ``csv`` are turned into bad rows here:
 from __future__ import annotations
 
 import csv
-from collections import deque
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .._errors import ValidationError
-from .._models import Action, IdAction, Member
+from .._models import MAX_ID_LENGTH, Action, IdAction, Member
 from ._convert import CONVERTERS, AttributeSpec, attribute_specs
 from ._files import Line, SourceFile, check_encoding, check_file, lines
 from ._rows import RowError, SourceError, SourceReader, _Tally, id_problem
@@ -102,9 +102,8 @@ def _records(
             reader.bad_row(first, f"expected {width} fields, got {len(row)}", end_line=end)
             continue
         custom_id = row[id_index].strip()
-        problem = id_problem(custom_id)
-        if problem is not None:
-            reader.bad_row(first, f"{problem} in column {id_name!r}", id_name, end_line=end)
+        if not custom_id or len(custom_id) > MAX_ID_LENGTH:  # id_problem's test, inline: once per row
+            reader.bad_row(first, f"{id_problem(custom_id)} in column {id_name!r}", id_name, end_line=end)
             continue
         if plain:
             reader.line = first
@@ -121,23 +120,17 @@ def csv_records(
 ) -> Iterator[tuple[int, int, list[str]]]:
     """``(1, 1, header)``, then ``(first line, last line, fields)`` for each record that is not
     blank; malformed records are reported to ``reader`` (and counted as rows) instead."""
-    # The lines of the record being parsed, and lines to read again (after an unclosed quote).
+    # The lines of the record being parsed (csv reads one line at a time and returns a record
+    # as soon as a line ends outside quotes, so these are exactly the record's lines).
     record: list[Line] = []
-    again: deque[Line] = deque()
 
-    class Texts:
-        """The lines for ``csv``: lines to read again first, then the file's (a class, not a
-        generator, so that it can give lines again after it once reached the end)."""
-
-        def __iter__(self) -> Texts:
-            return self
-
-        def __next__(self) -> str:
-            line = again.popleft() if again else next(numbered)
+    def texts(lines: Iterator[Line]) -> Iterator[str]:
+        for line in lines:
             record.append(line)
-            return line[1]
+            yield line[1]
 
-    rows = csv.reader(Texts(), delimiter=delimiter)
+    source: Iterator[Line] = numbered
+    rows = csv.reader(texts(source), delimiter=delimiter)
     try:
         header = [name.strip() for name in next(rows)]
     except StopIteration:
@@ -150,50 +143,59 @@ def csv_records(
     record.clear()
     yield 1, 1, header
 
-    def malformed(error: str | None) -> bool:
+    def malformed(error: str | None) -> list[Line] | None:
         """Report a record that is not well formed (a quote not closed, a ``csv`` error) as one
-        bad row; after an unclosed quote, set the record's later lines to be read again."""
+        bad row, and return the lines to read again (after an unclosed quote, all but the
+        record's first); ``None`` if the record is well formed after all."""
         first, last = record[0][0], record[-1][0]
         quotes = sum(text.count('"') for _, text, _ in record)
+        again: list[Line] = []
         if len(record) > 1 and quotes % 2 == 1:
             reason = f"a quote opened on line {first} is not closed (the record runs to line {last})"
+            again = record[1:]
         elif error is not None:
             reason = error
         else:
-            return False
+            return None
         reader.rows += 1
-        again.extendleft(reversed(record[1:]))
         record.clear()
         reader.bad_row(first, reason, end_line=last)
-        return True
+        return again
 
     while True:
         try:
-            row = next(rows)
-        except StopIteration:
-            return
+            for row in rows:
+                if len(record) == 1:  # the common case, kept short
+                    first, _, bad_text = record[0]
+                    end = first
+                else:
+                    # A quoted field may span lines; one whose quotes balance is a record (of
+                    # the right width or not, it is judged whole by the caller).
+                    again = malformed(None)
+                    if again is not None:
+                        break  # to read its later lines again, with a new csv reader
+                    first, end = record[0][0], record[-1][0]
+                    bad_text = any(bad for _, _, bad in record)
+                record.clear()
+                if not row:
+                    continue  # a blank line is not a row
+                reader.rows += 1
+                if bad_text:
+                    reader.bad_row(first, f"not valid {encoding}", end_line=end)
+                    continue
+                yield first, end, row
+            else:
+                return
         except csv.Error as error:
             if not record:  # nothing consumed: the file ended inside a record
                 return
             message = str(error)
             if "field larger than field limit" in message:
                 message = f"a field is longer than {csv.field_size_limit():,} characters"
-            malformed(f"not valid CSV ({message})")
-            continue
-        # A quoted field may span lines; one whose quotes balance is a record (of the right
-        # width or not, it is judged whole by the caller).
-        if len(record) > 1 and malformed(None):
-            continue
-        first, end = record[0][0], record[-1][0]
-        bad_text = any(bad for _, _, bad in record) if len(record) > 1 else record[0][2]
-        record.clear()
-        if not row:
-            continue  # a blank line is not a row
-        reader.rows += 1
-        if bad_text:
-            reader.bad_row(first, f"not valid {encoding}", end_line=end)
-            continue
-        yield first, end, row
+            again = malformed(f"not valid CSV ({message})") or []
+        # A fresh csv reader (a clean state) over the lines to read again, then the rest.
+        source = itertools.chain(again, source)
+        rows = csv.reader(texts(source), delimiter=delimiter)
 
 
 def _column(columns: Mapping[str, int], name: str, header: list[str], field: str) -> int:
