@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batch_audiences import MAX_ID_LENGTH, IdAction, Member, ValidationError
 from batch_audiences.sources import (
@@ -260,3 +262,24 @@ def test_a_missing_extra_is_one_line_naming_it(hidden: str, call: str, extra: st
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith(f"pip install 'batch-audiences[{extra}]'")
     assert len(out.stdout.strip().splitlines()) == 1
+
+
+@given(
+    ids=st.lists(st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True), min_size=2, max_size=60, unique=True),
+    data=st.data(),
+)
+@settings(max_examples=150, deadline=None)
+def test_property_one_unclosed_quote_costs_one_row(ids: list[str], data: st.DataObject) -> None:
+    """Wherever one quote is left open, every other row is read and the bad one is reported."""
+    bad = data.draw(st.integers(0, len(ids) - 1))
+    quoted = data.draw(st.booleans())  # open the quote in the ID column or in the last one
+    lines = ["id,plan"]
+    for index, custom_id in enumerate(ids):
+        if index == bad:
+            lines.append(f'"{custom_id},pro' if quoted else f'{custom_id},"pro')
+        else:
+            lines.append(f"{custom_id},pro")
+    reader = read_csv(io.StringIO("\n".join(lines) + "\n"), errors="collect")
+    assert list(reader) == [custom_id for index, custom_id in enumerate(ids) if index != bad]
+    [error] = reader.errors
+    assert (error.line, error.end_line) == (bad + 2, len(ids) + 1)

@@ -123,11 +123,15 @@ def csv_records(
     # The lines of the record being parsed (csv reads one line at a time and returns a record
     # as soon as a line ends outside quotes, so these are exactly the record's lines).
     record: list[Line] = []
+    # Set when csv asked for a line past the last: it does so only to go on with a quoted
+    # field, and then returns what it has as the last record, quote still open.
+    ended = [False]
 
     def texts(lines: Iterator[Line]) -> Iterator[str]:
         for line in lines:
             record.append(line)
             yield line[1]
+        ended[0] = True
 
     source: Iterator[Line] = numbered
     rows = csv.reader(texts(source), delimiter=delimiter)
@@ -150,8 +154,9 @@ def csv_records(
         first, last = record[0][0], record[-1][0]
         quotes = sum(text.count('"') for _, text, _ in record)
         again: list[Line] = []
-        if len(record) > 1 and quotes % 2 == 1:
-            reason = f"a quote opened on line {first} is not closed (the record runs to line {last})"
+        if (len(record) > 1 or ended[0]) and quotes % 2 == 1:
+            runs = "to the end of the file" if len(record) == 1 else f"to line {last}"
+            reason = f"a quote opened on line {first} is not closed (the record runs {runs})"
             again = record[1:]
         elif error is not None:
             reason = error
@@ -165,7 +170,7 @@ def csv_records(
     while True:
         try:
             for row in rows:
-                if len(record) == 1:  # the common case, kept short
+                if len(record) == 1 and not ended[0]:  # the common case, kept short
                     first, _, bad_text = record[0]
                     end = first
                 else:
