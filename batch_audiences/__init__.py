@@ -12,7 +12,21 @@ True
 """
 
 from ._blocking import AudiencesClient
-from ._bulk_errors import DeadlineExceededError, DependencyFailedError, NotSentError
+from ._bulk import (
+    BulkReport,
+    CreatedAudience,
+    DeadlineExceededError,
+    DependencyFailedError,
+    FailedChunk,
+    FailedItem,
+    IfExists,
+    NotSentError,
+    ProgressEvent,
+    ProgressKind,
+    SkippedAudience,
+    UploadMode,
+    UploadReport,
+)
 from ._client import AsyncAudiencesClient
 from ._config import RetryPolicy
 from ._errors import (
@@ -50,15 +64,6 @@ from ._models import (
     NewAudience,
     Url,
 )
-from ._reports import (
-    BulkReport,
-    CreatedAudience,
-    FailedChunk,
-    FailedItem,
-    ProgressEvent,
-    SkippedAudience,
-    UploadReport,
-)
 from ._transport import ClientStats
 from ._version import __version__
 
@@ -89,6 +94,7 @@ __all__ = [
     "FailedChunk",
     "FailedItem",
     "IdAction",
+    "IfExists",
     "IndexingState",
     "IndexingTimeoutError",
     "InvalidSettingError",
@@ -97,6 +103,7 @@ __all__ = [
     "NotFoundError",
     "NotSentError",
     "ProgressEvent",
+    "ProgressKind",
     "RateLimitError",
     "RetryPolicy",
     "ServerError",
@@ -105,6 +112,7 @@ __all__ = [
     "ThrottledError",
     "TransportError",
     "UnexpectedResponseError",
+    "UploadMode",
     "UploadReport",
     "Url",
     "ValidationError",

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from ._bulk import UploadItem
+from ._bulk import BulkReport, IfExists, ProgressEvent, UploadItem, UploadMode, UploadReport
 from ._client import AsyncAudiencesClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import ClientClosedError, InvalidSettingError
@@ -42,7 +42,6 @@ from ._models import (
     Member,
     NewAudience,
 )
-from ._reports import BulkReport, ProgressEvent, UploadReport
 from ._transport import ClientStats
 
 __all__ = ["AudiencesClient", "LoopThread"]
@@ -319,7 +318,7 @@ class AudiencesClient:
         name: str,
         items: Iterable[UploadItem] | AsyncIterable[UploadItem],
         *,
-        mode: str = "add",
+        mode: UploadMode = "add",
         chunk_size: int = MAX_IDS_PER_REQUEST,
         concurrency: int = 4,
         wait: bool = False,
@@ -354,7 +353,7 @@ class AudiencesClient:
         | AsyncIterable[NewAudience | Mapping[str, Any] | str],
         *,
         concurrency: int = 8,
-        if_exists: str = "error",
+        if_exists: IfExists = "error",
         on_progress: Callable[[ProgressEvent], object] | None = None,
         retry_budget: int | None = None,
         deadline: float | None = None,

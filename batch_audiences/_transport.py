@@ -71,6 +71,8 @@ class RequestTrace:
     retries: int = 0
     uncertain: bool = False
     budget: RetryBudget | None = None
+    #: The headers of the success answer, once there is one.
+    headers: Mapping[str, str] | None = None
 
     def may_retry(self, max_retries: int, wait: float | None = None) -> bool:
         """Whether one more try is allowed after ``self.attempts`` tries (``wait``: the least delay)."""
@@ -254,6 +256,7 @@ class Transport:
                 logger.debug("%s %s -> %d (attempt %d)", method, route, status, trace.attempts)
             if 200 <= status < 300:
                 limiter.on_success()
+                trace.headers = response_headers
                 return status, payload
 
             retry_after = parse_retry_after(response_headers) if status in (429, 503) else None

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from .._bulk import BulkReport, ProgressEvent
 from .._errors import AuthenticationError
 from .._models import NewAudience
-from .._reports import BulkReport, ProgressEvent
 from ..sources import RowError, read_manifest
 from ._commands import make_client
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
@@ -68,6 +68,15 @@ async def cmd_create_many(args: argparse.Namespace, console: Console, interrupte
     _print_create_many(console, report, lines, reader.errors, interrupted=stop.set)
     if stop.set:
         return EXIT_INTERRUPTED
+    failed = len(report.failed) + len(reader.errors)
+    if failed:
+        total = report.items_read + len(reader.errors)
+        first = report.failed[0].error if report.failed else None
+        why = f"; the first: {' '.join(str(first).split())}" if first else " (bad manifest rows, above)"
+        console.error(f"create-many: {format_count(failed)} of {format_count(total)} audiences not "
+                      f"created{why}")
+    elif report.stop_reason:
+        console.error(f"create-many stopped: {report.stop_reason}")
     if any(isinstance(failure.error, AuthenticationError) for failure in report.failed):
         return EXIT_SETUP
     return EXIT_OK if report.ok and not reader.errors else EXIT_FAILED
@@ -129,6 +138,6 @@ def _name_of(item: object) -> str | None:
 
 
 async def cmd_demo(args: argparse.Namespace, console: Console, interrupter: Interrupter) -> int:
-    from .._demo import demo
+    from ._demo import demo
 
     return await demo(ids=args.ids, audiences=args.audiences, seed=args.seed, console=console)
