@@ -283,3 +283,20 @@ def test_property_one_unclosed_quote_costs_one_row(ids: list[str], data: st.Data
     assert list(reader) == [custom_id for index, custom_id in enumerate(ids) if index != bad]
     [error] = reader.errors
     assert (error.line, error.end_line) == (bad + 2, len(ids) + 1)
+
+
+async def test_upload_of_plain_ids_reports_an_oversize_one_as_a_bad_item() -> None:
+    from batch_audiences import AsyncAudiencesClient
+
+    async with Emulator(indexing_delay=0.0) as emulator:
+        emulator.add_audience("crm")
+        async with AsyncAudiencesClient(emulator.api_key, emulator.project_key,
+                                        base_url=emulator.base_url) as client:
+            report = await client.upload("crm", ["u1", "z" * (MAX_ID_LENGTH + 1), "u3"])
+        assert report.items_accepted == 2
+        assert report.failed_chunks == ()
+        assert [(item.position, "1,024 characters" in str(item.error)) for item in report.failed_items] == [
+            (1, True)
+        ]
+        emulator.settle()
+        assert sorted(emulator.members("crm")) == ["u1", "u3"]
