@@ -15,6 +15,7 @@ from ._bulk_errors import DeadlineExceededError, DependencyFailedError, NotSentE
 from ._client import AsyncAudiencesClient
 from ._config import RetryPolicy
 from ._errors import (
+    MAX_ERROR_BODY,
     APIError,
     AudienceExistsError,
     AuthenticationError,
@@ -32,6 +33,16 @@ from ._errors import (
     TransportError,
     UnexpectedResponseError,
     ValidationError,
+)
+from ._hooks import (
+    AnswerReceived,
+    ChunkAcknowledged,
+    Hook,
+    HookEvent,
+    RequestFailed,
+    RequestSent,
+    RetryScheduled,
+    Throttled,
 )
 from ._models import (
     MAX_ATTRIBUTES,
@@ -58,15 +69,20 @@ from ._reports import (
     UploadReport,
 )
 from ._blocking import AudiencesClient
+from ._sender import MAX_RESPONSE_BYTES, AiohttpSender, HTTPRequest, HTTPResponse, Sender, SendError
 from ._transport import ClientStats
 from ._version import __version__
 
 __all__ = [
     "MAX_ATTRIBUTES",
+    "MAX_ERROR_BODY",
     "MAX_IDS_PER_REQUEST",
+    "MAX_RESPONSE_BYTES",
     "APIError",
     "Accepted",
     "Action",
+    "AiohttpSender",
+    "AnswerReceived",
     "AsyncAudiencesClient",
     "AttributeValue",
     "Audience",
@@ -78,6 +94,7 @@ __all__ = [
     "BadRequestError",
     "BatchAudiencesError",
     "BulkReport",
+    "ChunkAcknowledged",
     "ClientClosedError",
     "ClientStats",
     "ConfigurationError",
@@ -86,6 +103,10 @@ __all__ = [
     "DependencyFailedError",
     "FailedChunk",
     "FailedItem",
+    "HTTPRequest",
+    "HTTPResponse",
+    "Hook",
+    "HookEvent",
     "IdAction",
     "IndexingState",
     "IndexingTimeoutError",
@@ -96,10 +117,16 @@ __all__ = [
     "NotSentError",
     "ProgressEvent",
     "RateLimitError",
+    "RequestFailed",
+    "RequestSent",
     "RetryPolicy",
+    "RetryScheduled",
+    "SendError",
+    "Sender",
     "ServerError",
     "ServiceUnavailableError",
     "SkippedAudience",
+    "Throttled",
     "ThrottledError",
     "TransportError",
     "UnexpectedResponseError",
