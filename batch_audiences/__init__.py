@@ -11,6 +11,7 @@ that has the same methods, a bulk engine for millions of IDs, and a local emulat
 True
 """
 
+from ._blocking import AudiencesClient
 from ._bulk_errors import DeadlineExceededError, DependencyFailedError, NotSentError
 from ._client import AsyncAudiencesClient
 from ._config import RetryPolicy
@@ -68,7 +69,6 @@ from ._reports import (
     SkippedAudience,
     UploadReport,
 )
-from ._blocking import AudiencesClient
 from ._sender import MAX_RESPONSE_BYTES, AiohttpSender, HTTPRequest, HTTPResponse, Sender, SendError
 from ._transport import ClientStats
 from ._version import __version__

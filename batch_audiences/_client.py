@@ -23,6 +23,7 @@ from ._errors import (
     UnexpectedResponseError,
     ValidationError,
 )
+from ._hooks import Hook
 from ._models import (
     MAX_IDS_PER_REQUEST,
     MAX_PAGE_SIZE,
@@ -40,7 +41,6 @@ from ._models import (
     check_name,
 )
 from ._reports import BulkReport, ProgressEvent, UploadReport
-from ._hooks import Hook
 from ._sender import Sender
 from ._transport import ClientStats, RequestTrace, Transport
 

@@ -160,7 +160,8 @@ class AiohttpSender:
     ) -> None:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise InvalidSettingError("session", "must be an aiohttp.ClientSession")
-        for field, value in (("max_connections", max_connections), ("max_response_bytes", max_response_bytes)):
+        limits = {"max_connections": max_connections, "max_response_bytes": max_response_bytes}
+        for field, value in limits.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidSettingError(field, f"must be a positive integer, got {value!r}")
         self._session = session

@@ -44,7 +44,7 @@ from ._hooks import (
     Throttled,
 )
 from ._pacing import RateLimiter, RetryBudget
-from ._sender import MAX_RESPONSE_BYTES, AiohttpSender, HTTPRequest, HTTPResponse, SendError, Sender
+from ._sender import MAX_RESPONSE_BYTES, AiohttpSender, HTTPRequest, HTTPResponse, Sender, SendError
 from ._testmode import pause
 from ._version import __version__
 
