@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
 
 __all__ = [
     "APIError",
@@ -139,7 +140,8 @@ class APIError(BatchAudiencesError):
 
     ``status`` is the HTTP status; ``error_code`` and ``error_message`` come from the error
     body when it has them, and are ``None`` / a readable substitute when it does not.
-    ``headers`` are the answer's headers (log a request ID from them, if Batch sends one) and
+    ``headers`` are the answer's headers, matched case-insensitively (log a request ID from
+    them, if Batch sends one), and
     ``body`` its raw body, at most :data:`MAX_ERROR_BODY` (16 KiB) of it; in both, the API key
     is replaced by ``<redacted>`` should the server echo it.
     """
@@ -165,7 +167,8 @@ class APIError(BatchAudiencesError):
         self.method = method
         self.route = route
         self.retry_after = retry_after
-        self.headers: Mapping[str, str] = dict(headers or {})
+        # Case-insensitive, as HTTP headers are (aiohttp writes "X-Request-ID", say).
+        self.headers: Mapping[str, str] = CIMultiDictProxy(CIMultiDict(headers or {}))
         self.body = body[:MAX_ERROR_BODY]
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -173,7 +176,7 @@ class APIError(BatchAudiencesError):
         return (
             _rebuild_api_error,
             (type(self), self.status, self.error_code, self.error_message, self.method,
-             self.route, self.retry_after, self.headers, self.body),
+             self.route, self.retry_after, list(self.headers.items()), self.body),
         )
 
 
