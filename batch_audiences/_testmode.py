@@ -28,7 +28,8 @@ def is_testing() -> bool:
 
 
 class TestingMode:
-    """What :func:`set_testing` returns: usable as a context manager restoring the mode before it."""
+    """What :func:`set_testing` returns: a context manager (``with`` or ``async with``) that
+    restores the mode in force before the call."""
 
     __slots__ = ("_before",)
     __test__ = False  # not a test class, whatever pytest thinks of its name
@@ -47,6 +48,17 @@ class TestingMode:
     ) -> None:
         global _testing
         _testing = self._before
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
 
 
 def set_testing(testing: bool = True) -> TestingMode:

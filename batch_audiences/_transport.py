@@ -343,6 +343,16 @@ class Transport:
             response = await self.sender.send(exchange.request)
         except SendError as exc:
             return self._no_answer(exchange, exc)
+        except BaseException as exc:
+            # Cancelled, or the sender broke: the attempt still ends, for hooks (a span must close).
+            if hooks:
+                hooks.emit(RequestFailed(
+                    request_id=exchange.request_id, method=exchange.method, route=exchange.route,
+                    attempt=trace.attempts, reason=type(exc).__name__,
+                    elapsed=time.perf_counter() - exchange.started, maybe_applied=True,
+                    audience=exchange.audience,
+                ))
+            raise
         answer = self._read(exchange, response)
         if hooks:
             hooks.emit(AnswerReceived(
