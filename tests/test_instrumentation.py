@@ -51,14 +51,19 @@ async def test_a_retried_request_tells_every_step(emulator: Emulator) -> None:
     assert events.kinds() == ["RequestSent", "AnswerReceived", "RetryScheduled", "RequestSent",
                               "AnswerReceived"]
     first, answer, retry, second, final = events
-    assert isinstance(first, RequestSent) and isinstance(second, RequestSent)
+    assert isinstance(first, RequestSent)
+    assert isinstance(second, RequestSent)
     assert (first.method, first.route, first.attempt, first.audience) == ("GET", "/audiences/view", 1, "vip")
     assert second.attempt == 2
     assert first.request_id == second.request_id == retry.request_id
-    assert isinstance(answer, AnswerReceived) and answer.status == 503 and answer.elapsed >= 0
+    assert isinstance(answer, AnswerReceived)
+    assert (answer.status, answer.attempt) == (503, 1)
+    assert answer.elapsed >= 0
     assert isinstance(retry, RetryScheduled)
-    assert retry.status == 503 and retry.retry_after == pytest.approx(0.01) and retry.wait >= 0.01
-    assert isinstance(final, AnswerReceived) and final.status == 200 and final.attempt == 2
+    assert (retry.status, retry.retry_after) == (503, pytest.approx(0.01))
+    assert retry.wait >= 0.01
+    assert isinstance(final, AnswerReceived)
+    assert (final.status, final.attempt) == (200, 2)
 
 
 async def test_a_write_names_its_audience_and_a_429_is_told(emulator: Emulator) -> None:
@@ -78,11 +83,15 @@ async def test_a_write_names_its_audience_and_a_429_is_told(emulator: Emulator) 
 
 async def test_no_answer_is_a_request_failed(free_port: int) -> None:
     events = Events()
-    async with AsyncAudiencesClient(KEY, "project_x", base_url=f"http://127.0.0.1:{free_port}",
-                                    retry=RetryPolicy(max_retries=1, base_delay=0.001), hooks=[events]) as client:
+    async with AsyncAudiencesClient(
+        KEY, "project_x", base_url=f"http://127.0.0.1:{free_port}",
+        retry=RetryPolicy(max_retries=1, base_delay=0.001), hooks=[events],
+    ) as client:
         with pytest.raises(TransportError):
             await client.view("vip")
-    assert events.kinds() == ["RequestSent", "RequestFailed", "RetryScheduled", "RequestSent", "RequestFailed"]
+    assert events.kinds() == [
+        "RequestSent", "RequestFailed", "RetryScheduled", "RequestSent", "RequestFailed"
+    ]
     failed = events[1]
     assert isinstance(failed, RequestFailed)
     assert failed.maybe_applied is False  # nothing listens: the connection was never made
@@ -102,7 +111,8 @@ async def test_a_hook_that_raises_does_not_break_the_request(caplog: pytest.LogC
     assert events.kinds() == ["RequestSent", "AnswerReceived"]  # the next hook still ran
     warnings = [r for r in caplog.records if r.name == "batch_audiences" and r.levelno == logging.WARNING]
     assert len(warnings) == 2
-    assert "hook" in warnings[0].getMessage() and warnings[0].exc_info is not None
+    assert "hook" in warnings[0].getMessage()
+    assert warnings[0].exc_info is not None
 
 
 async def test_no_event_carries_the_key() -> None:
@@ -127,11 +137,12 @@ async def test_a_cancelled_attempt_still_ends_for_hooks() -> None:
         await gate.wait()
         raise AssertionError("unreachable")
 
+    sent = asyncio.Event()
     events = Events()
-    async with AsyncAudiencesClient(KEY, "project_x", sender=MockSender(never), hooks=[events]) as client:
+    async with AsyncAudiencesClient(KEY, "project_x", sender=MockSender(never),
+                                    hooks=[events, lambda event: sent.set()]) as client:
         task = asyncio.create_task(client.view("vip"))
-        while not events:
-            await asyncio.sleep(0)
+        await sent.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -162,7 +173,8 @@ async def test_the_transport_passes_on_chunk_acknowledgements() -> None:
 
 @pytest.fixture
 def span_exporter() -> Any:
-    sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk (the test extra) is missing")
+    sdk = pytest.importorskip("opentelemetry.sdk.trace",
+                              reason="opentelemetry-sdk (in the test extra) is not installed")
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -207,8 +219,10 @@ async def test_a_span_for_an_attempt_without_answer(free_port: int, span_exporte
     from batch_audiences.otel import OpenTelemetryHook
 
     provider, exporter = span_exporter
-    async with AsyncAudiencesClient(KEY, "project_x", base_url=f"http://127.0.0.1:{free_port}",
-                                    retry=RetryPolicy(max_retries=0), hooks=[OpenTelemetryHook(provider)]) as client:
+    async with AsyncAudiencesClient(
+        KEY, "project_x", base_url=f"http://127.0.0.1:{free_port}", retry=RetryPolicy(max_retries=0),
+        hooks=[OpenTelemetryHook(provider)],
+    ) as client:
         with pytest.raises(TransportError):
             await client.view("vip")
     (span,) = exporter.get_finished_spans()
@@ -225,7 +239,8 @@ def test_without_the_extra_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> No
     assert str(raised.value) == (
         "OpenTelemetry tracing needs the otel extra: pip install 'batch-audiences[otel]'"
     )
-    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
 
 
 async def test_send_errors_from_a_mock_count_as_no_answer() -> None:
@@ -236,4 +251,6 @@ async def test_send_errors_from_a_mock_count_as_no_answer() -> None:
         with pytest.raises(TransportError):
             await client.update("vip", [IdAction.add("u")])
     failed = [e for e in events if isinstance(e, RequestFailed)]
-    assert len(failed) == 1 and failed[0].maybe_applied and failed[0].audience == "vip"
+    assert len(failed) == 1
+    assert failed[0].maybe_applied
+    assert failed[0].audience == "vip"

@@ -262,11 +262,12 @@ def build_answer(place: str, status: int, echo: str) -> bytes:
     elif place == "json-code":
         body = f'{{"error_code": "{echo}", "error_message": "m"}}'.encode()
     elif place == "text-body":
-        headers = ["Content-Type: text/plain"] + headers[1:]
+        headers = ["Content-Type: text/plain", *headers[1:]]
         body = echo.encode()
     elif place == "json-200":
         status = 200
-        body = f'{{"name": "vip", "display_name": "{echo}", "nb_ids": 1, "indexing_token": "{echo}"}}'.encode()
+        body = (f'{{"name": "vip", "display_name": "{echo}", "nb_ids": 1, '
+                f'"indexing_token": "{echo}"}}').encode()
     return http_answer(status, reason, headers, body)
 
 

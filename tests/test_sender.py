@@ -69,7 +69,9 @@ async def test_a_sync_handler_sees_the_request_the_client_sends() -> None:
     assert request.url == "https://api.batch.com/2.8/audiences/update"
     assert request.headers["authorization"] == f"Bearer {KEY}"  # case-insensitive
     assert request.headers["X-Batch-Project"] == PROJECT
-    assert request.json() == {"name": "vip", "ids": [{"action": "add", "id": "u1", "attributes": {"plan": "pro"}}]}
+    assert request.json() == {
+        "name": "vip", "ids": [{"action": "add", "id": "u1", "attributes": {"plan": "pro"}}]
+    }
     assert request.timeout == 30.0
     assert KEY not in repr(request)
 
@@ -125,7 +127,8 @@ async def test_a_handler_must_return_a_response() -> None:
 
 
 def test_the_blocking_client_takes_a_sender_too() -> None:
-    with AudiencesClient(KEY, PROJECT, sender=MockSender(lambda request: HTTPResponse.from_json(200, VIEW))) as client:
+    sender = MockSender(lambda request: HTTPResponse.from_json(200, VIEW))
+    with AudiencesClient(KEY, PROJECT, sender=sender) as client:
         assert client.view("vip").nb_ids == 3
 
 
