@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Final
 
 __all__ = ["MIN_FRAGMENT", "REDACTED", "Redactor", "install_log_filter"]
@@ -135,10 +135,6 @@ class Redactor:
         if not any(marker in value for marker in (first, last, b"\\", b"%", b"&#")):
             return value
         return self._bytes.sub(REDACTED.encode(), value)
-
-    def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
-        """A copy of ``headers`` with the key out of every name and value."""
-        return {self.text(name): self.text(value) for name, value in headers.items()}
 
     def exception_shows_key(self, exc: BaseException) -> bool:
         """Whether any text of ``exc`` or of its causes (str, repr, args) shows the key."""

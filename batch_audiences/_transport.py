@@ -28,6 +28,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import _redact
 from ._config import ClientConfig, _Waits
@@ -176,8 +177,10 @@ class _Answer:
 class Transport:
     """Sends requests for one client; see the module docstring.
 
-    ``sender`` makes the exchanges (default: an :class:`AiohttpSender` on ``session``); it is
-    closed by :meth:`aclose`. ``hooks`` receive the events of every request.
+    ``sender`` makes the exchanges (default: an :class:`AiohttpSender` on ``session``). It is
+    closed by :meth:`aclose`, given or made, as httpx's ``Client`` closes its transport; an aiohttp
+    session given as ``session=`` stays open (the :class:`AiohttpSender` does not own it).
+    ``hooks`` receive the events of every request.
     """
 
     def __init__(
@@ -192,9 +195,6 @@ class Transport:
         if sender is not None and session is not None:
             raise ValueError("pass a sender or a session, not both")
         self._config = config
-        # A client closes its sender, given or made, as httpx's Client closes its transport; an
-        # aiohttp session given as session= stays open (the AiohttpSender does not own it).
-        self._owns_sender = True
         self.sender: Sender = sender if sender is not None else AiohttpSender(
             session, max_connections=config.max_connections
         )
@@ -212,8 +212,9 @@ class Transport:
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
         }
-        self._get_headers = base
-        self._post_headers = {**base, "Content-Type": "application/json"}
+        # Built once, in the form HTTPRequest keeps, so that a request does not copy them.
+        self._get_headers = CIMultiDictProxy(CIMultiDict(base))
+        self._post_headers = CIMultiDictProxy(CIMultiDict({**base, "Content-Type": "application/json"}))
         self._redactor = _redact.Redactor(key)
         _redact.register(self._redactor)
         self._root = config.root  # a property that formats a string: once, not per request
@@ -229,7 +230,6 @@ class Transport:
         derived = Transport.__new__(Transport)
         derived.__dict__.update(self.__dict__)
         derived._config = config
-        derived._owns_sender = False
         derived._closed = False
         derived._parent = self
         if config.max_rate is not None and config.max_rate != self._config.max_rate:
@@ -262,10 +262,11 @@ class Transport:
         return ClientStats(counters.requests, counters.retries, counters.throttled, self.limiter.rate)
 
     async def aclose(self) -> None:
-        """Close the sender (a derived transport leaves the shared one open)."""
+        """Close the sender; a derived transport leaves what it shares (sender, limiter) open."""
         self._closed = True
-        if self._owns_sender:
-            await self.sender.aclose()
+        if self._parent is not None:
+            return
+        await self.sender.aclose()
 
     # -- the policy loop ------------------------------------------------------------------
 
@@ -385,8 +386,11 @@ class Transport:
         # error messages, logs, models or hooks.
         body = redactor.body(response.body)
         headers = response.headers
-        if any(redactor.shows_key(f"{name}: {value}") for name, value in headers.items()):
-            headers = redactor.headers(headers)
+        # One look at all names and values at once: the common case is a few substring searches.
+        if redactor.shows_key("\n".join(itertools.chain(headers.keys(), headers.values()))):
+            headers = CIMultiDictProxy(CIMultiDict(
+                (redactor.text(name), redactor.text(value)) for name, value in headers.items()
+            ))
         reason = response.reason
         if reason:
             reason = redactor.text(reason)

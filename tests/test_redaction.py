@@ -298,3 +298,24 @@ def test_the_independent_reader_finds_each_encoding(way: str) -> None:
     encoded = "".join(ENCODERS[way](c) for c in SECRET)
     assert leaks(f"xx {encoded} yy")
 
+
+
+async def test_redacted_headers_still_match_case_insensitively() -> None:
+    # An echo in one header makes the client rebuild the headers; Retry-After must still be read.
+    answer = http_answer(503, "Unavailable", [f"X-Echo: {SECRET}", "retry-after: 0"], b"")
+    waits: list[float | None] = []
+    server, url = await _raw_server(answer)
+    try:
+        async with AsyncAudiencesClient(
+            SECRET, PROJECT, base_url=url, retry=RETRY_ONCE,
+            hooks=[lambda event: waits.append(getattr(event, "retry_after", "-"))],
+        ) as client:
+            with pytest.raises(APIError) as raised:
+                await client.view("vip")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert raised.value.retry_after == 0.0
+    assert raised.value.headers["Retry-After"] == "0"
+    assert raised.value.headers["x-echo"] == "<redacted>"
+    assert 0.0 in waits  # the RetryScheduled event saw the server's figure
