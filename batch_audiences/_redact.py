@@ -181,7 +181,13 @@ class _RedactingFilter(logging.Filter):
         clean = redact_all(message)
         if clean != message:
             record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when set: the traceback is redacted here, once.
+            record.exc_text = redact_all(_FORMATTER.formatException(record.exc_info))
         return True
+
+
+_FORMATTER: Final = logging.Formatter()
 
 
 _FILTER: Final = _RedactingFilter()

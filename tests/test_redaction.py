@@ -319,3 +319,22 @@ async def test_redacted_headers_still_match_case_insensitively() -> None:
     assert raised.value.headers["Retry-After"] == "0"
     assert raised.value.headers["x-echo"] == "<redacted>"
     assert 0.0 in waits  # the RetryScheduled event saw the server's figure
+
+
+async def test_a_logged_traceback_is_redacted_too(caplog: pytest.LogCaptureFixture) -> None:
+    # A hook that fails on an event is logged with its traceback; whatever its exception says,
+    # the key is hidden in the formatted record.
+    def careless(event: object) -> None:
+        raise RuntimeError(f"bad request with Authorization: Bearer {SECRET}")
+
+    answer = http_answer(200, "OK", ["Content-Type: application/json"], b'{"name": "vip", "nb_ids": 1}')
+    server, url = await _raw_server(answer)
+    try:
+        with capture_logs() as logs:
+            async with AsyncAudiencesClient(SECRET, PROJECT, base_url=url, hooks=[careless]) as client:
+                await client.view("vip")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert any("RuntimeError" in text for text in logs.texts)
+    assert_hidden(logs.texts)
