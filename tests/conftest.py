@@ -37,7 +37,7 @@ from batch_audiences import (
     RetryScheduled,
     UploadReport,
 )
-from batch_audiences.testing import Emulator
+from batch_audiences.testing import Emulator, is_testing, set_testing
 
 from ._postgres import postgresql_url as postgresql_url
 
@@ -239,6 +239,15 @@ class WaitSpy:
 def wait_spy() -> WaitSpy:
     """The retries scheduled by the clients ``make_api`` builds for this test (any thread)."""
     return WaitSpy()
+
+
+@pytest.fixture(autouse=True)
+def _test_mode_left_off() -> Iterator[None]:
+    """A test that turns the zero-wait test mode on must turn it off: later tests time real waits."""
+    yield
+    leaked = is_testing()
+    set_testing(False)
+    assert not leaked, "the test left batch_audiences.testing.set_testing(True) on"
 
 
 @pytest.fixture
