@@ -12,7 +12,21 @@ True
 """
 
 from ._blocking import AudiencesClient
-from ._bulk_errors import DeadlineExceededError, DependencyFailedError, NotSentError
+from ._bulk import (
+    BulkReport,
+    CreatedAudience,
+    DeadlineExceededError,
+    DependencyFailedError,
+    FailedChunk,
+    FailedItem,
+    IfExists,
+    NotSentError,
+    ProgressEvent,
+    ProgressKind,
+    SkippedAudience,
+    UploadMode,
+    UploadReport,
+)
 from ._client import AsyncAudiencesClient
 from ._config import RetryPolicy
 from ._errors import (
@@ -60,15 +74,6 @@ from ._models import (
     NewAudience,
     Url,
 )
-from ._reports import (
-    BulkReport,
-    CreatedAudience,
-    FailedChunk,
-    FailedItem,
-    ProgressEvent,
-    SkippedAudience,
-    UploadReport,
-)
 from ._sender import MAX_RESPONSE_BYTES, AiohttpSender, HTTPRequest, HTTPResponse, Sender, SendError
 from ._transport import ClientStats
 from ._version import __version__
@@ -108,6 +113,7 @@ __all__ = [
     "Hook",
     "HookEvent",
     "IdAction",
+    "IfExists",
     "IndexingState",
     "IndexingTimeoutError",
     "InvalidSettingError",
@@ -116,6 +122,7 @@ __all__ = [
     "NotFoundError",
     "NotSentError",
     "ProgressEvent",
+    "ProgressKind",
     "RateLimitError",
     "RequestFailed",
     "RequestSent",
@@ -130,6 +137,7 @@ __all__ = [
     "ThrottledError",
     "TransportError",
     "UnexpectedResponseError",
+    "UploadMode",
     "UploadReport",
     "Url",
     "ValidationError",

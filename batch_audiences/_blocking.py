@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from ._bulk import UploadItem
+from ._bulk import BulkReport, IfExists, ProgressEvent, UploadItem, UploadMode, UploadReport
 from ._client import AsyncAudiencesClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import ClientClosedError, InvalidSettingError
@@ -43,7 +43,6 @@ from ._models import (
     Member,
     NewAudience,
 )
-from ._reports import BulkReport, ProgressEvent, UploadReport
 from ._sender import Sender
 from ._transport import ClientStats
 
@@ -324,7 +323,7 @@ class AudiencesClient:
         name: str,
         items: Iterable[UploadItem] | AsyncIterable[UploadItem],
         *,
-        mode: str = "add",
+        mode: UploadMode = "add",
         chunk_size: int = MAX_IDS_PER_REQUEST,
         concurrency: int = 4,
         wait: bool = False,
@@ -359,7 +358,7 @@ class AudiencesClient:
         | AsyncIterable[NewAudience | Mapping[str, Any] | str],
         *,
         concurrency: int = 8,
-        if_exists: str = "error",
+        if_exists: IfExists = "error",
         on_progress: Callable[[ProgressEvent], object] | None = None,
         retry_budget: int | None = None,
         deadline: float | None = None,

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
-from ._bulk import UploadItem, run_upload
-from ._codec import decode, encode
-from ._config import ClientConfig, RetryPolicy, build_config, derive_config
-from ._create_many import run_create_many
-from ._errors import (
-    APIError,
-    AudienceExistsError,
-    IndexingTimeoutError,
-    InvalidSettingError,
-    NotFoundError,
-    UnexpectedResponseError,
-    ValidationError,
+from ._api import Operations, PollSchedule
+from ._bulk import (
+    BulkReport,
+    IfExists,
+    ProgressEvent,
+    UploadItem,
+    UploadMode,
+    UploadReport,
+    run_create_many,
+    run_upload,
 )
+from ._config import ClientConfig, RetryPolicy, build_config, derive_config
+from ._errors import InvalidSettingError, ValidationError
 from ._hooks import Hook
 from ._models import (
     MAX_IDS_PER_REQUEST,
@@ -33,31 +32,14 @@ from ._models import (
     AudienceType,
     CreateRequest,
     IdAction,
-    IndexingState,
     Member,
     NewAudience,
-    ReplaceRequest,
-    UpdateRequest,
     check_name,
 )
-from ._reports import BulkReport, ProgressEvent, UploadReport
 from ._sender import Sender
-from ._transport import ClientStats, RequestTrace, Transport
+from ._transport import ClientStats, Transport
 
 __all__ = ["AsyncAudiencesClient"]
-
-T = TypeVar("T")
-
-_CREATE = "/audiences/create"
-_UPDATE = "/audiences/update"
-_REPLACE = "/audiences/replace"
-_REMOVE = "/audiences/remove"
-_VIEW = "/audiences/view"
-_LIST = "/audiences/list"
-
-# wait_until_applied polls at growing intervals, up to this factor of the first one.
-_POLL_GROWTH = 1.5
-_MAX_POLL_FACTOR = 10.0
 
 
 def _check_page_size(value: object, field: str) -> int:
@@ -81,23 +63,6 @@ def _check_token(value: object) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise ValidationError("indexing_token", "must be a non-empty string")
     return value
-
-
-def _says_exists(error: APIError) -> bool:
-    """Whether an error answer to a create means "that name is taken".
-
-    Batch does not document this answer; a 409, or a 4xx whose code or message speaks of an
-    existing audience, is read as such.
-    """
-    if error.status == 409:
-        return True
-    # Auth, not-found and throttling answers have classes of their own, whatever they say.
-    if not 400 <= error.status < 500 or error.status in (401, 403, 404, 429):
-        return False
-    text = f"{error.error_code or ''} {error.error_message}".lower()
-    if any(negation in text for negation in ("not exist", "n't exist", "no longer exist")):
-        return False
-    return "exist" in text or "duplicate" in text
 
 
 class AsyncAudiencesClient:
@@ -181,6 +146,7 @@ class AsyncAudiencesClient:
         # constructor and with_options().
         self._config = config
         self._transport = transport
+        self._ops = Operations(transport)
 
     def with_options(
         self,
@@ -244,16 +210,6 @@ class AsyncAudiencesClient:
         """Close the client's own session. Safe to call twice."""
         await self._transport.aclose()
 
-    # -- plumbing -------------------------------------------------------------------------
-
-    async def _write(self, route: str, request: object, trace: RequestTrace | None = None) -> Accepted:
-        status, body = await self._transport.request("POST", route, body=encode(request), trace=trace)
-        return decode(body, Accepted, status=status, method="POST", route=route)
-
-    async def _read(self, route: str, params: Mapping[str, str], cls: type[T]) -> T:
-        status, body = await self._transport.request("GET", route, params=params)
-        return decode(body, cls, status=status, method="GET", route=route)
-
     # -- the six routes -------------------------------------------------------------------
 
     async def create(
@@ -270,35 +226,14 @@ class AsyncAudiencesClient:
         the audience exists and the create is reported as done (``indexing_token`` is then
         ``None``): one call, one audience, and no error for a write that happened.
         """
-        return await self._create(CreateRequest(name, type, display_name), RequestTrace())
-
-    async def _create(self, request: CreateRequest, trace: RequestTrace) -> Accepted:
-        # Shared with create_many, which passes a trace bound to its retry budget.
-        try:
-            return await self._write(_CREATE, request, trace)
-        except APIError as exc:
-            if not _says_exists(exc):
-                raise
-            if trace.uncertain and await self._exists(request.name):
-                return Accepted(None)
-            raise AudienceExistsError(
-                exc.status, exc.error_code, exc.error_message, method=exc.method, route=exc.route,
-                headers=exc.headers, body=exc.body,
-            ) from exc
-
-    async def _exists(self, name: str) -> bool:
-        try:
-            await self.view(name)
-        except NotFoundError:
-            return False
-        return True
+        return await self._ops.create(CreateRequest(name, type, display_name))
 
     async def update(self, name: str, actions: Iterable[IdAction]) -> Accepted:
         """Add and remove IDs: 1 to 10,000 :class:`IdAction` in one request.
 
         If the same ID appears several times, the last action for it counts.
         """
-        return await self._write(_UPDATE, UpdateRequest(name, actions))
+        return await self._ops.update(name, actions)
 
     async def replace(self, name: str, members: Iterable[Member | str]) -> Accepted:
         """Make the audience hold exactly ``members`` (0 to 10,000; ``Member`` or str IDs).
@@ -306,7 +241,7 @@ class AsyncAudiencesClient:
         For more than 10,000 members use :meth:`upload` with ``mode="replace"``, which keeps
         the later chunks from being wiped by the replace.
         """
-        return await self._write(_REPLACE, ReplaceRequest(name, members))
+        return await self._ops.replace(name, members)
 
     async def remove(self, name: str) -> Accepted:
         """Delete the audience.
@@ -314,21 +249,11 @@ class AsyncAudiencesClient:
         ``indexing_token`` is ``None`` when the server answers without a body, or when a
         retry after a broken connection found the audience already gone.
         """
-        check_name(name)
-        trace = RequestTrace()
-        try:
-            return await self._write(_REMOVE, {"name": name}, trace)
-        except NotFoundError:
-            if trace.uncertain:
-                return Accepted(None)
-            raise
+        return await self._ops.remove(name)
 
     async def view(self, name: str, *, indexing_token: str | None = None) -> Audience:
         """Describe one audience; with ``indexing_token``, the state of that write."""
-        params = {"name": check_name(name)}
-        if _check_token(indexing_token) is not None:
-            params["indexing_token"] = indexing_token  # type: ignore[assignment]
-        return await self._read(_VIEW, params, Audience)
+        return await self._ops.view(check_name(name), _check_token(indexing_token))
 
     async def list(self, *, limit: int = 10, cursor: str | None = None) -> AudiencePage:
         """One page of the project's audiences (``limit`` 1 to 100).
@@ -336,12 +261,10 @@ class AsyncAudiencesClient:
         Pass the page's ``next_from`` as ``cursor`` for the next page; ``count`` (the total)
         is set on the first page only. :meth:`iter_audiences` does this for you.
         """
-        params = {"limit": str(_check_page_size(limit, "limit"))}
-        if cursor is not None:
-            if not isinstance(cursor, str) or not cursor:
-                raise ValidationError("cursor", "must be a non-empty string")
-            params["from"] = cursor
-        return await self._read(_LIST, params, AudiencePage)
+        limit = _check_page_size(limit, "limit")
+        if cursor is not None and (not isinstance(cursor, str) or not cursor):
+            raise ValidationError("cursor", "must be a non-empty string")
+        return await self._ops.list(limit, cursor)
 
     def iter_audiences(self, *, page_size: int = 100) -> AsyncIterator[Audience]:
         """Every audience of the project, fetched page by page as you iterate.
@@ -363,10 +286,7 @@ class AsyncAudiencesClient:
                 return
             if page.next_from in seen:
                 # A server that hands back a cursor twice would otherwise be listed forever.
-                raise UnexpectedResponseError(
-                    200, None, f"list returned cursor {page.next_from!r} twice; stopping",
-                    method="GET", route=_LIST,
-                )
+                raise self._ops.repeated_cursor(page.next_from)
             seen.add(page.next_from)
             cursor = page.next_from
 
@@ -380,26 +300,17 @@ class AsyncAudiencesClient:
     ) -> Audience:
         """Poll :meth:`view` until the write is no longer ``IN_PROGRESS``; return the audience.
 
-        Intervals start at ``poll_interval`` and grow by half each time, up to ten times it.
+        The first look is at once; then intervals start at ``poll_interval`` and double, up to
+        ten times it, or one second if more (the schedule the upload engine uses too).
         Raises :class:`IndexingTimeoutError` once ``timeout`` seconds have passed.
         """
         check_name(name)
         _check_token(indexing_token)
         timeout = _check_seconds(timeout, "timeout")
         interval = _check_seconds(poll_interval, "poll_interval")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        ceiling = interval * _MAX_POLL_FACTOR
-        while True:
-            audience = await self.view(name, indexing_token=indexing_token)
-            if audience.indexing_state != IndexingState.IN_PROGRESS:
-                return audience
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                state = audience.indexing_state
-                raise IndexingTimeoutError(name, indexing_token, timeout, getattr(state, "value", state))
-            await asyncio.sleep(min(interval, remaining))
-            interval = min(interval * _POLL_GROWTH, ceiling)
+        return await self._ops.wait_applied(
+            name, indexing_token, timeout=timeout, schedule=PollSchedule(interval)
+        )
 
     # -- bulk -----------------------------------------------------------------------------
 
@@ -408,7 +319,7 @@ class AsyncAudiencesClient:
         name: str,
         items: Iterable[UploadItem] | AsyncIterable[UploadItem],
         *,
-        mode: str = "add",
+        mode: UploadMode = "add",
         chunk_size: int = MAX_IDS_PER_REQUEST,
         concurrency: int = 4,
         wait: bool = False,
@@ -461,7 +372,7 @@ class AsyncAudiencesClient:
                 print(report.summary())
         """
         return await run_upload(
-            self._transport, name, items, mode=mode, chunk_size=chunk_size,
+            self._ops, name, items, mode=mode, chunk_size=chunk_size,
             concurrency=concurrency, wait=wait, on_progress=on_progress,
             retry_budget=retry_budget, deadline=deadline, skip_chunks=skip_chunks,
         )
@@ -472,7 +383,7 @@ class AsyncAudiencesClient:
         | AsyncIterable[NewAudience | Mapping[str, Any] | str],
         *,
         concurrency: int = 8,
-        if_exists: str = "error",
+        if_exists: IfExists = "error",
         on_progress: Callable[[ProgressEvent], object] | None = None,
         retry_budget: int | None = None,
         deadline: float | None = None,
@@ -495,6 +406,6 @@ class AsyncAudiencesClient:
         ...     return report.counts
         """
         return await run_create_many(
-            self, audiences, concurrency=concurrency, if_exists=if_exists,
+            self._ops, audiences, concurrency=concurrency, if_exists=if_exists,
             on_progress=on_progress, retry_budget=retry_budget, deadline=deadline,
         )

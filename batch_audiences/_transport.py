@@ -93,6 +93,8 @@ class RequestTrace:
     retries: int = 0
     uncertain: bool = False
     budget: RetryBudget | None = None
+    #: The headers of the success answer, once there is one.
+    headers: Mapping[str, str] | None = None
 
     def may_retry(self, max_retries: int, wait: float | None = None) -> bool:
         """Whether one more try is allowed after ``self.attempts`` tries (``wait``: the least delay)."""
@@ -486,6 +488,7 @@ class Transport:
                     headers=answer.headers,
                 )
             self.limiter.on_success()
+            exchange.trace.headers = answer.headers
             return status, answer.body
         raise error_from_response(
             status, answer.body, method=method, route=route, reason=answer.reason,

@@ -489,16 +489,23 @@ async def test_an_async_iterable_is_read_lazily_too(api: Any, emulator: Emulator
     assert emulator.members("crm") == {f"u{n}": {"n": n} for n in range(500)}
 
 
-async def test_many_chunks_past_the_tracking_window_are_confirmed_and_released(
-    api: Any, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from batch_audiences import _bulk
+async def test_many_chunks_past_the_tracking_window_are_confirmed_and_released(emulator: Emulator) -> None:
+    from batch_audiences._api import Operations
+    from batch_audiences._bulk import run_upload
 
-    monkeypatch.setattr(_bulk, "_MIN_TRACKED_IDS", 0)  # window = 2 * concurrency * chunk_size
     slow_indexing(emulator)
     emulator.add_audience("crm")
     stream = flapping(800, 400, seed=11)
-    report = await api.upload("crm", stream, mode="update", chunk_size=20, concurrency=2)
+    async with AsyncAudiencesClient(
+        emulator.api_key, emulator.project_key, base_url=emulator.base_url
+    ) as client:
+        # max_tracked_ids=0: the window is 2 * concurrency * chunk_size, so the engine must
+        # confirm chunks applied (and release their IDs) as it goes.
+        report = await run_upload(
+            Operations.of(client), "crm", stream, mode="update", chunk_size=20, concurrency=2,
+            wait=False, on_progress=None, retry_budget=None, deadline=None, skip_chunks=(),
+            max_tracked_ids=0,
+        )
     assert report.ok
     emulator.settle()
     assert emulator.members("crm") == apply_stream(stream, "update")
@@ -692,7 +699,7 @@ async def test_ids_with_json_special_characters_are_sent_exactly(
     st.integers(min_value=0, max_value=30),               # release the chunk of that index
 ), max_size=40))
 def test_order_tracker_matches_a_brute_force_model(operations: list[Any]) -> None:
-    from batch_audiences._chunking import OrderTracker
+    from batch_audiences._bulk._chunking import OrderTracker
 
     tracker = OrderTracker()
     model: dict[int, list[str]] = {}
@@ -721,7 +728,7 @@ def test_order_tracker_kinds_keep_the_final_content_under_any_schedule(data: st.
     """The tracker with chunk kinds, against an adversarial scheduler: chunks are registered in
     stream order, and any registered chunk whose dependencies are applied may be applied at any
     time (released then, or later). The final content must be that of the stream in order."""
-    from batch_audiences._chunking import MIXED, PLAIN_ADDS, REMOVES, OrderTracker
+    from batch_audiences._bulk._chunking import MIXED, PLAIN_ADDS, REMOVES, OrderTracker
 
     action = st.one_of(
         st.tuples(st.just("plain"), st.sampled_from("abcde")),

@@ -157,15 +157,20 @@ def test_the_blocking_client_takes_hooks() -> None:
     assert events.kinds() == ["RequestSent", "AnswerReceived"]
 
 
-async def test_the_transport_passes_on_chunk_acknowledgements() -> None:
-    # The bulk engine reports each accepted chunk through the client's transport.
+async def test_an_upload_tells_each_chunk_acknowledged(emulator: Emulator) -> None:
+    emulator.add_audience("crm")
     events = Events()
-    client = AsyncAudiencesClient(KEY, "project_x", hooks=[events])
-    details = ChunkAcknowledged(audience="crm", chunk_index=3, items=100, indexing_token="t3",
-                                route="/audiences/update")
-    client._transport.emit_chunk_acknowledged(details)
-    await client.aclose()
-    assert list(events) == [details]
+    async with AsyncAudiencesClient(emulator.api_key, emulator.project_key, base_url=emulator.base_url,
+                                    hooks=[events]) as client:
+        report = await client.upload("crm", (f"u{n}" for n in range(25)), chunk_size=10, concurrency=2)
+    assert report.ok
+    acknowledged = sorted(
+        (event for event in events if isinstance(event, ChunkAcknowledged)), key=lambda e: e.chunk_index
+    )
+    assert [(e.chunk_index, e.items) for e in acknowledged] == [(0, 10), (1, 10), (2, 5)]
+    assert {e.audience for e in acknowledged} == {"crm"}
+    assert {e.route for e in acknowledged} == {"/audiences/update"}
+    assert all(e.indexing_token for e in acknowledged)
 
 
 # -- OpenTelemetry --------------------------------------------------------------------------------

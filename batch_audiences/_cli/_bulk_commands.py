@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._bulk import BulkReport, ProgressEvent
 from .._errors import AuthenticationError
-from .._reports import BulkReport, ProgressEvent
 from ._commands import make_client
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
 from ._manifest import guess_format, read_manifest

@@ -23,7 +23,7 @@ from typing import IO, Any, cast
 import attrs
 
 # The engine's rule for which items fit which mode: asked, not re-stated.
-from .._bulk import _convert as convert_item
+from .._bulk import check_item
 from .._errors import ValidationError
 from ..sources import RowError, SourceReader, read_csv, read_ndjson, read_text
 from ._rejects import Rejects
@@ -176,7 +176,7 @@ class Input:
 def _mode_problem(item: object, mode: str, member: bool) -> str | None:
     """Why an item read from the file does not fit ``mode``: the engine's own verdict on it."""
     try:
-        convert_item(item, mode, member)
+        check_item(item, mode)
     except ValidationError as error:
         hint = " (use --mode update for mixed actions)" if error.field == "action" else ""
         return f"{error.rule}{hint}"

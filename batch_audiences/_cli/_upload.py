@@ -22,10 +22,10 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
+from .._bulk import ProgressEvent, UploadReport
 from .._client import AsyncAudiencesClient
 from .._errors import AudienceExistsError, AuthenticationError, BatchAudiencesError, NotFoundError
 from .._models import MAX_IDS_PER_REQUEST
-from .._reports import ProgressEvent, UploadReport
 from ._argtypes import attribute_spec, positive_float, positive_int, text_encoding
 from ._checkpoint import Checkpoint, fingerprint
 from ._commands import make_client, refused, resolved_base_url

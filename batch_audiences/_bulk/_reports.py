@@ -9,21 +9,32 @@ silently.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import attrs
 
-from ._errors import BatchAudiencesError
-from ._models import NewAudience
+from .._errors import BatchAudiencesError
+from .._models import NewAudience
 
 __all__ = [
     "BulkReport",
     "CreatedAudience",
     "FailedChunk",
     "FailedItem",
+    "IfExists",
     "ProgressEvent",
+    "ProgressKind",
     "SkippedAudience",
+    "UploadMode",
     "UploadReport",
 ]
+
+#: What ``upload`` does with the streamed items (see :meth:`AsyncAudiencesClient.upload`).
+UploadMode = Literal["add", "remove", "update", "replace"]
+#: What ``create_many`` does with an audience that exists already.
+IfExists = Literal["error", "skip"]
+#: What a :class:`ProgressEvent` reports (see its ``kind``).
+ProgressKind = Literal["acknowledged", "created", "skipped", "failed", "indexing", "finished"]
 
 
 def _plural(count: int, word: str) -> str:
@@ -37,12 +48,15 @@ class ProgressEvent:
     ``kind`` says what just happened. For ``upload``: ``"acknowledged"`` (the server accepted
     chunk ``chunk_index``, whose indexing token is ``token``), ``"skipped"`` (the chunk is in
     ``skip_chunks`` and was read but not sent), ``"failed"`` (the chunk failed for good, see
-    ``error``), and ``"finished"`` once, last. For ``create_many``: ``"created"``,
+    ``error``), with ``wait=True`` ``"indexing"`` while the writes are confirmed applied
+    (``chunks_applied`` of ``chunks_acknowledged``; :attr:`indexing` says it in words), and
+    ``"finished"`` once, last. For ``create_many``: ``"created"``,
     ``"skipped"`` (it existed, with ``if_exists="skip"``), ``"failed"`` and ``"finished"``; the
     ``chunk_*`` fields then describe the one item (``chunk_index`` is its position in the input).
 
     Counters are totals since the call started: items read from the input, items the server
-    acknowledged, items skipped or failed, acknowledged chunks, HTTP requests in flight and made
+    acknowledged, items skipped or failed, acknowledged chunks (and of those, chunks confirmed
+    applied), HTTP requests in flight and made
     (retries included), retries. ``rate`` is the client's pace in requests per second (``None``:
     not limited), ``elapsed`` the seconds since the call started.
 
@@ -51,7 +65,7 @@ class ProgressEvent:
     runs on the client's own loop thread.
     """
 
-    kind: str
+    kind: ProgressKind
     items_read: int
     items_acknowledged: int
     items_skipped: int
@@ -67,6 +81,12 @@ class ProgressEvent:
     chunk_count: int | None = None
     token: str | None = None
     error: BatchAudiencesError | None = None
+    chunks_applied: int = 0
+
+    @property
+    def indexing(self) -> str:
+        """``"waiting for indexing: k/n applied"``, for a progress line of an ``"indexing"`` event."""
+        return f"waiting for indexing: {self.chunks_applied:,}/{self.chunks_acknowledged:,} applied"
 
     @property
     def items_done(self) -> int:
@@ -136,7 +156,7 @@ class UploadReport:
     """
 
     name: str
-    mode: str
+    mode: UploadMode
     items_read: int
     items_sent: int
     items_accepted: int
