@@ -7,11 +7,17 @@ cattrs converter), settles a create or remove whose answer was lost, and polls i
 one schedule and one budget. It borrows one verb from the transport, ``request``, the way
 openai-python's resources borrow their client's ``get`` and ``post``; retries, pacing and
 errors stay the transport's business.
+
+A create or remove that fails is settled by state, never by the wording of the error: after a
+4xx on create (other than 401/403/404/429), or a 5xx after a try whose answer was lost, one view
+decides, and who made the audience is judged by :mod:`batch_audiences._evidence`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
 
@@ -23,13 +29,17 @@ from ._errors import (
     AudienceExistsError,
     IndexingTimeoutError,
     NotFoundError,
+    ServerError,
+    UncertainOutcomeError,
     UnexpectedResponseError,
 )
+from ._evidence import ClockOffset, Verdict, attempt_window, judge_create, judge_remove, offset_from_date
 from ._hooks import ChunkAcknowledged
 from ._models import (
     Accepted,
     Audience,
     AudiencePage,
+    Confirmation,
     CreateRequest,
     IdAction,
     IndexingState,
@@ -47,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["IdsRoute", "Operations", "PollSchedule"]
 
 T = TypeVar("T")
+
+logger: Final = logging.getLogger("batch_audiences")
 
 _CREATE: Final = "/audiences/create"
 _UPDATE: Final = "/audiences/update"
@@ -87,21 +99,36 @@ class PollSchedule:
 BULK_POLL: Final = PollSchedule(0.02)
 
 
-def _says_exists(error: APIError) -> bool:
-    """Whether an error answer to a create means "that name is taken".
+#: Error statuses on create with a meaning of their own, whatever the name's state.
+_NOT_ABOUT_THE_NAME: Final = frozenset({401, 403, 404, 429})
 
-    Batch does not document this answer; a 409, or a 4xx whose code or message speaks of an
-    existing audience, is read as such.
+
+def _state_decides(error: APIError, uncertain: bool) -> bool:
+    """Whether a failed create is settled by viewing the name.
+
+    Batch documents no "name taken" answer (most likely a 400 of unknown wording), so any 4xx
+    but those with a meaning of their own is checked against the state; and so is a 5xx after a
+    try whose answer was lost, since that try may have created the audience.
     """
-    if error.status == 409:
-        return True
-    # Auth, not-found and throttling answers have classes of their own, whatever they say.
-    if not 400 <= error.status < 500 or error.status in (401, 403, 404, 429):
-        return False
-    text = f"{error.error_code or ''} {error.error_message}".lower()
-    if any(negation in text for negation in ("not exist", "n't exist", "no longer exist")):
-        return False
-    return "exist" in text or "duplicate" in text
+    if 400 <= error.status < 500:
+        return error.status not in _NOT_ABOUT_THE_NAME
+    return uncertain and error.status >= 500
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    if headers is None:
+        return None
+    value = headers.get(name)
+    if value is None:  # a plain dict, from a test's sender, is not case-insensitive
+        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+    return value
+
+
+def _exists_error(error: APIError) -> AudienceExistsError:
+    return AudienceExistsError(
+        error.status, error.error_code, error.error_message, method=error.method, route=error.route,
+        headers=error.headers, body=error.body,
+    )
 
 
 class _OnOperations(Protocol):
@@ -144,29 +171,75 @@ class Operations:
 
     async def create(self, request: CreateRequest, trace: RequestTrace | None = None) -> Accepted:
         """``POST /audiences/create``; a taken name raises :class:`AudienceExistsError`, unless the
-        create itself took it (see :meth:`_settle_uncertain_create`)."""
+        create itself took it (see :meth:`_settle_create`)."""
         trace = trace if trace is not None else RequestTrace()
         try:
             return await self._write(_CREATE, encode(request), trace)
+        except UnexpectedResponseError as error:
+            return self._unread(error, trace)
         except APIError as error:
-            return await self._settle_uncertain_create(request, trace, error)
+            if not _state_decides(error, trace.uncertain):
+                raise
+            return await self._settle_create(request, trace, error, answered=time.time())
 
-    async def _settle_uncertain_create(
-        self, request: CreateRequest, trace: RequestTrace, error: APIError
+    async def _settle_create(
+        self, request: CreateRequest, trace: RequestTrace, error: APIError, *, answered: float
     ) -> Accepted:
-        """Decide a create that failed: its own earlier try may have taken the name.
+        """Decide a create that failed, by the state of its name (the rule, in one place).
 
-        The rule, in one place: a "name taken" answer after an attempt whose answer was lost
-        (``trace.uncertain``) counts as done when a view finds the audience.
+        No such audience: the create did not happen, ``error`` stands. The audience exists and
+        every try was answered: the name was taken (:class:`AudienceExistsError`). A try's answer
+        was lost: the audience's ``created`` time against the time that try left, on the
+        server's clock (:func:`_evidence.judge_create`), says whether this create made it
+        (``Confirmation.INFERRED``), someone else did (:class:`AudienceExistsError`), or cannot
+        tell (:class:`UncertainOutcomeError`).
         """
-        if not _says_exists(error):
+        audience, offset = await self._look(request.name, trace)
+        if audience is None:
             raise error
-        if trace.uncertain and await self.exists(request.name):
-            return Accepted(None)
-        raise AudienceExistsError(
-            error.status, error.error_code, error.error_message, method=error.method, route=error.route,
-            headers=error.headers, body=error.body,
+        if not trace.uncertain:
+            raise _exists_error(error) from error
+        window = None
+        if offset is not None and trace.uncertain_since is not None:
+            window = attempt_window(sent=trace.uncertain_since, answered=answered, offset=offset)
+        verdict = judge_create(audience.created, window)
+        if verdict is Verdict.DONE:
+            return Accepted(None, confirmation=Confirmation.INFERRED)
+        if verdict is Verdict.NOT_DONE:
+            raise _exists_error(error) from error
+        missing = "a creation time" if audience.created is None else "a Date header"
+        raise UncertainOutcomeError(
+            "POST", _CREATE, request.name,
+            f"a try broke after sending and a later one found the name taken; the server gave no "
+            f"{missing} to tell whether this call created it (last answer: HTTP {error.status})",
         ) from error
+
+    async def _look(self, name: str, write: RequestTrace) -> tuple[Audience | None, ClockOffset | None]:
+        """View ``name`` for evidence: the audience (``None`` if missing) and the clock offset
+        its answer proves. The view is part of the write: under its retry budget, and counted in
+        its trace (so a bulk call's report counts it)."""
+        trace = RequestTrace(budget=write.budget)
+        sent = time.time()
+        try:
+            audience = await self.view(name, None, trace)
+        except NotFoundError:
+            return None, None
+        finally:
+            write.attempts += trace.attempts
+            write.retries += trace.retries
+        offset = offset_from_date(_header(trace.headers, "Date"), sent=sent, received=time.time())
+        return audience, offset
+
+    @staticmethod
+    def _unread(error: UnexpectedResponseError, trace: RequestTrace) -> Accepted:
+        """A success status whose body is not readable: the write happened, its token is unknown."""
+        if not 200 <= error.status < 300:
+            raise error
+        logger.warning(
+            "%s %s answered %d with an unreadable body; the write happened, its indexing token "
+            "is unknown", error.method, error.route, error.status,
+        )
+        return Accepted(None, status=error.status, headers=trace.headers or {})
 
     async def update(
         self, name: str, actions: Iterable[IdAction], trace: RequestTrace | None = None
@@ -194,19 +267,34 @@ class Operations:
         ))
 
     async def remove(self, name: str, trace: RequestTrace | None = None) -> Accepted:
-        """``POST /audiences/remove``; see :meth:`_settle_uncertain_remove`."""
+        """``POST /audiences/remove``; see :meth:`_settle_remove`."""
         check_name(name)
         trace = trace if trace is not None else RequestTrace()
         try:
             return await self._write(_REMOVE, encode({"name": name}), trace)
+        except UnexpectedResponseError as error:
+            return self._unread(error, trace)
         except NotFoundError as error:
-            return self._settle_uncertain_remove(trace, error)
+            if not trace.uncertain:
+                raise
+            return self._settle_remove(False, error)
+        except ServerError as error:
+            if not trace.uncertain:
+                raise
+            audience, _ = await self._look(name, trace)
+            return self._settle_remove(audience is not None, error)
 
-    def _settle_uncertain_remove(self, trace: RequestTrace, error: NotFoundError) -> Accepted:
-        """Decide a remove answered "not found": done if an earlier try may have removed it."""
-        if trace.uncertain:
-            return Accepted(None)
-        raise error
+    @staticmethod
+    def _settle_remove(still_there: bool, error: APIError) -> Accepted:
+        """Decide a remove that failed after a try whose answer was lost.
+
+        An audience still there was not removed: ``error`` stands. One that is gone leaves
+        nothing to date (:func:`_evidence.judge_remove`): the remove is reported done by
+        someone, ``Confirmation.UNCERTAIN``, never as this call's.
+        """
+        if judge_remove(still_there) is Verdict.NOT_DONE:
+            raise error
+        return Accepted(None, confirmation=Confirmation.UNCERTAIN)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -218,14 +306,6 @@ class Operations:
         if indexing_token is not None:
             params["indexing_token"] = indexing_token
         return await self._read(_VIEW, params, Audience, trace)
-
-    async def exists(self, name: str) -> bool:
-        """Whether a view finds the audience."""
-        try:
-            await self.view(name)
-        except NotFoundError:
-            return False
-        return True
 
     async def list(self, limit: int, cursor: str | None = None) -> AudiencePage:
         """``GET /audiences/list`` (arguments checked by the caller)."""

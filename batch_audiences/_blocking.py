@@ -28,7 +28,15 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from ._bulk import BulkReport, IfExists, ProgressEvent, UploadItem, UploadMode, UploadReport
+from ._bulk import (
+    LATE_WRITE_GRACE,
+    BulkReport,
+    IfExists,
+    ProgressEvent,
+    UploadItem,
+    UploadMode,
+    UploadReport,
+)
 from ._client import AsyncAudiencesClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import ClientClosedError, InvalidSettingError
@@ -331,6 +339,7 @@ class AudiencesClient:
         retry_budget: int | None = None,
         deadline: float | None = None,
         skip_chunks: Collection[int] = (),
+        late_write_grace: float = LATE_WRITE_GRACE,
     ) -> UploadReport:
         """Blocking :meth:`AsyncAudiencesClient.upload`.
 
@@ -348,7 +357,7 @@ class AudiencesClient:
             self._async.upload(
                 name, items, mode=mode, chunk_size=chunk_size, concurrency=concurrency, wait=wait,
                 on_progress=on_progress, retry_budget=retry_budget, deadline=deadline,
-                skip_chunks=skip_chunks,
+                skip_chunks=skip_chunks, late_write_grace=late_write_grace,
             )
         )
 

@@ -11,6 +11,7 @@ import aiohttp
 
 from ._api import Operations, PollSchedule
 from ._bulk import (
+    LATE_WRITE_GRACE,
     BulkReport,
     IfExists,
     ProgressEvent,
@@ -221,10 +222,16 @@ class AsyncAudiencesClient:
     ) -> Accepted:
         """Create an empty audience.
 
-        Raises :class:`AudienceExistsError` when the name is taken. A create whose first try
-        broke after it was sent is retried; if the retry finds the name taken, a view confirms
-        the audience exists and the create is reported as done (``indexing_token`` is then
-        ``None``): one call, one audience, and no error for a write that happened.
+        Raises :class:`AudienceExistsError` when the name is taken: a refusal (any 4xx but
+        401/403/404/429, whatever its wording) is checked with one view, which decides.
+
+        A create whose try broke after it was sent is retried. If a later try is refused (or
+        fails with a 5xx) and the audience exists, its ``created`` time against the time the
+        broken try left, on the server's clock (from the answers' ``Date``), decides who made
+        it: this call (returns ``Accepted(None, confirmation=Confirmation.INFERRED)``), someone
+        earlier or later (:class:`AudienceExistsError`), or no evidence either way
+        (:class:`UncertainOutcomeError`: the audience exists, but may not be yours). A success
+        status with an unreadable body returns ``Accepted(None)`` and logs a warning.
         """
         return await self._ops.create(CreateRequest(name, type, display_name))
 
@@ -246,8 +253,11 @@ class AsyncAudiencesClient:
     async def remove(self, name: str) -> Accepted:
         """Delete the audience.
 
-        ``indexing_token`` is ``None`` when the server answers without a body, or when a
-        retry after a broken connection found the audience already gone.
+        ``indexing_token`` is ``None`` when the server answers without a body or with one the
+        SDK cannot read. When a try broke after it was sent and a later one finds the audience
+        gone (404, or a 5xx and a view that finds nothing), the audience is gone but nothing
+        shows this call removed it: the result is
+        ``Accepted(None, confirmation=Confirmation.UNCERTAIN)``, never reported as this call's.
         """
         return await self._ops.remove(name)
 
@@ -327,6 +337,7 @@ class AsyncAudiencesClient:
         retry_budget: int | None = None,
         deadline: float | None = None,
         skip_chunks: Collection[int] = (),
+        late_write_grace: float = LATE_WRITE_GRACE,
     ) -> UploadReport:
         """Stream any number of IDs into audience ``name``, in chunks of up to 10,000, in order.
 
@@ -344,6 +355,12 @@ class AsyncAudiencesClient:
         The final content equals applying the stream one item at a time, whatever
         ``concurrency`` is: a chunk acting on an ID that an earlier chunk also acts on is sent
         only once that chunk is applied. ``wait=True`` returns only once every write is applied.
+
+        A try that timed out or broke may still be applied by the server later, after the chunk
+        was sent again. A chunk with such a try counts as applied, for the chunks that must come
+        after it, only ``late_write_grace`` seconds (default 5) after the try was given up, so a
+        late write landing within that time cannot undo a later chunk. One held longer by the
+        server still can: the README's "Retries and pacing" states the limit.
 
         Every item is checked as it is read: an invalid one is reported (``failed_items``, with
         its position) and not sent; the rest goes on. A chunk that fails for good is reported in
@@ -375,6 +392,7 @@ class AsyncAudiencesClient:
             self._ops, name, items, mode=mode, chunk_size=chunk_size,
             concurrency=concurrency, wait=wait, on_progress=on_progress,
             retry_budget=retry_budget, deadline=deadline, skip_chunks=skip_chunks,
+            late_write_grace=late_write_grace,
         )
 
     async def create_many(

@@ -29,6 +29,7 @@ __all__ = [
     "Audience",
     "AudiencePage",
     "AudienceType",
+    "Confirmation",
     "CreateRequest",
     "IdAction",
     "IndexingState",
@@ -91,6 +92,26 @@ class IndexingState(str, enum.Enum):
     IN_PROGRESS = "IN_PROGRESS"
     APPLIED = "APPLIED"
     REPLACED = "REPLACED"
+
+
+class Confirmation(str, enum.Enum):
+    """How a create or remove is known to have happened: :attr:`Accepted.confirmation`.
+
+    When a try breaks after its bytes left (a timeout, a dropped connection), the write may have
+    happened with its answer lost. A retry then meets the result (a taken name, a missing
+    audience), and the state is all there is to judge by; see "Retries and pacing" in the README
+    for the rule and its tolerance.
+    """
+
+    #: The server answered this write with a success status.
+    ANSWERED = "answered"
+    #: The answer was lost; the audience's ``created`` time, on the server's clock, falls within
+    #: the time this call's tries were out (create only). Only an audience of the same name made
+    #: by someone else within that window, give or take one second, would look the same.
+    INFERRED = "inferred"
+    #: The answer was lost; the state is as asked but nothing shows this call made it so (a
+    #: remove that found the audience gone: a removed audience leaves no trace to date).
+    UNCERTAIN = "uncertain"
 
 
 class Action(str, enum.Enum):
@@ -436,15 +457,17 @@ class ReplaceRequest:
 class Accepted:
     """The answer to a write: the token to follow its indexing with.
 
-    ``indexing_token`` is ``None`` when the server sent no body (older API versions on remove),
-    or when a retried create or remove was confirmed by a view instead of by its own answer.
-    ``status`` and ``headers`` are those of the answer (say, to log a request ID); ``None`` and
-    empty when no answer of its own settled the write. Neither takes part in ``==``.
+    ``indexing_token`` is ``None`` when the server sent no body or one the SDK cannot read (the
+    success status says the write happened), or when the answer was lost and the outcome was
+    judged from the state: ``confirmation`` says which (:class:`Confirmation`). ``status`` and
+    ``headers`` are those of the answer (say, to log a request ID); ``None`` and empty when no
+    answer of its own settled the write. Neither takes part in ``==``.
     """
 
     indexing_token: str | None = None
     status: int | None = attrs.field(default=None, eq=False)
     headers: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
+    confirmation: Confirmation = attrs.field(default=Confirmation.ANSWERED, kw_only=True)
 
 
 @attrs.frozen

@@ -95,6 +95,9 @@ class RequestTrace:
     budget: RetryBudget | None = None
     #: The headers of the success answer, once there is one.
     headers: Mapping[str, str] | None = None
+    #: When (``time.time()``) the first try that may have been applied left: the evidence a
+    #: create whose answer was lost is judged by. ``None`` while every try was answered.
+    uncertain_since: float | None = None
 
     def may_retry(self, max_retries: int, wait: float | None = None) -> bool:
         """Whether one more try is allowed after ``self.attempts`` tries (``wait``: the least delay)."""
@@ -153,6 +156,7 @@ class _Exchange:
     request_id: int = 0
     waits: _Waits | None = None
     sent_at: float = 0.0  # the limiter's start time of the last attempt
+    attempt_sent: float = 0.0  # time.time() when the last attempt left (evidence for a lost answer)
     started: float = 0.0  # time.perf_counter() of the last attempt, for hooks
 
 
@@ -342,6 +346,7 @@ class Transport:
             hooks.emit(RequestSent(request_id=exchange.request_id, method=exchange.method,
                                    route=exchange.route, attempt=trace.attempts,
                                    audience=exchange.audience))
+        exchange.attempt_sent = time.time()
         try:
             response = await self.sender.send(exchange.request)
         except SendError as exc:
@@ -370,7 +375,10 @@ class Transport:
 
     def _no_answer(self, exchange: _Exchange, error: SendError) -> _NoAnswer:
         if error.maybe_sent:
-            exchange.trace.uncertain = True
+            trace = exchange.trace
+            trace.uncertain = True
+            if trace.uncertain_since is None:
+                trace.uncertain_since = exchange.attempt_sent
         reason = _shorten(self._redactor.text(str(error.reason)))
         if self.hooks:
             self.hooks.emit(RequestFailed(

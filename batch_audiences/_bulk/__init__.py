@@ -24,12 +24,14 @@ from ._reports import (
     ProgressEvent,
     ProgressKind,
     SkippedAudience,
+    UncertainAudience,
     UploadMode,
     UploadReport,
 )
-from ._upload import MIN_TRACKED_IDS, UploadItem, run_upload
+from ._upload import LATE_WRITE_GRACE, MIN_TRACKED_IDS, UploadItem, run_upload
 
 __all__ = [
+    "LATE_WRITE_GRACE",
     "MIN_TRACKED_IDS",
     "BulkReport",
     "CreatedAudience",
@@ -42,6 +44,7 @@ __all__ = [
     "ProgressEvent",
     "ProgressKind",
     "SkippedAudience",
+    "UncertainAudience",
     "UploadItem",
     "UploadMode",
     "UploadReport",

@@ -108,6 +108,7 @@ class Tally:
     items_skipped: int = 0
     items_invalid: int = 0
     items_failed: int = 0
+    items_uncertain: int = 0
     chunks_acknowledged: int = 0
     chunks_skipped: int = 0
     chunks_applied: int = 0
@@ -151,6 +152,7 @@ class Tally:
             chunk_count=chunk_count,
             token=token,
             error=error,
+            items_uncertain=self.items_uncertain,
         )
 
 

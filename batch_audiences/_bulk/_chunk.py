@@ -14,8 +14,8 @@ class Chunk:
     """One chunk: its place in the stream, its encoded body pieces, and where it stands."""
 
     __slots__ = (
-        "acked", "confirm", "confirmed", "count", "done", "error", "ids", "index", "kind", "parts",
-        "route", "start", "stop", "token", "uncertain", "waiting",
+        "acked", "confirm", "confirmed", "count", "done", "error", "ids", "index", "kind",
+        "lost_at", "parts", "route", "start", "stop", "token", "uncertain", "waiting",
     )
 
     def __init__(self, index: int, start: int, route: IdsRoute) -> None:
@@ -35,6 +35,9 @@ class Chunk:
         self.confirmed = False
         self.error: BatchAudiencesError | None = None
         self.uncertain = False
+        # Loop time by which every try of an acknowledged chunk that may still be applied late
+        # (it timed out or broke after sending) had been given up; None if there was none.
+        self.lost_at: float | None = None
         self.waiting = False
         self.done = asyncio.Event()
         self.confirm: asyncio.Task[None] | None = None

@@ -3,9 +3,11 @@
 Items are read lazily (at most ``concurrency`` creates in flight), checked before anything is
 sent (an invalid item fails with its :class:`ValidationError` and no request), and created
 concurrently through the client's shared rate limiter. A create whose connection broke after it
-was sent is retried and, if the retry finds the name taken, confirmed with a view: no audience is
-created twice and none is reported failed when it was in fact created. A name that appears twice
-in the input is created once; the later occurrence gets the outcome an existing audience gets.
+was sent is retried and settled by the operations layer from the state and the audience's
+creation time: no audience is created twice, none is reported failed when this call created it,
+and none made by someone else is reported created; a create that cannot be told is reported
+uncertain. A name that appears twice in the input is created once; the later occurrence gets
+the outcome an existing audience gets.
 
 One bad item never stops the others. What would fail every later create as well (bad
 credentials, throttling or unavailability that outlasted the retry budget, the deadline) stops
@@ -28,13 +30,22 @@ from .._errors import (
     ServiceUnavailableError,
     ThrottledError,
     TransportError,
+    UncertainOutcomeError,
     ValidationError,
 )
 from .._models import CreateRequest, NewAudience
 from .._transport import RequestTrace
 from ._call import BulkCall, ProgressCallback, Source, check_call_limits, check_concurrency, open_source
 from ._errors import NotSentError
-from ._reports import BulkReport, CreatedAudience, FailedItem, IfExists, ProgressKind, SkippedAudience
+from ._reports import (
+    BulkReport,
+    CreatedAudience,
+    FailedItem,
+    IfExists,
+    ProgressKind,
+    SkippedAudience,
+    UncertainAudience,
+)
 
 __all__ = ["IF_EXISTS", "run_create_many"]
 
@@ -100,6 +111,7 @@ class _CreateMany(BulkCall):
         self._crash: BaseException | None = None
         self._succeeded: list[CreatedAudience] = []
         self._skipped: list[SkippedAudience] = []
+        self._uncertain: list[UncertainAudience] = []
         self._failed: list[FailedItem] = []
 
     async def run(self) -> BulkReport:
@@ -135,6 +147,7 @@ class _CreateMany(BulkCall):
             input_exhausted=self._input_exhausted,
             stop_reason=self._stop_reason,
             elapsed=self._elapsed(),
+            uncertain=tuple(sorted(self._uncertain, key=lambda item: item.position)),
         )
         self._emit("finished")
         if self._crash is not None:
@@ -217,12 +230,18 @@ class _CreateMany(BulkCall):
                 self._emit("skipped", position)
             else:
                 self._fail(position, audience, error)
+        except UncertainOutcomeError as error:
+            self._uncertain.append(UncertainAudience(position, audience, error))
+            tally.items_uncertain += 1
+            self._emit("uncertain", position, error=error)
         except BatchAudiencesError as error:
             self._fail(position, audience, error)
             if isinstance(error, _STOPPING_ERRORS):
                 self._stop(error, self._stopping_reason(error))
         else:
-            self._succeeded.append(CreatedAudience(position, audience, accepted.indexing_token))
+            self._succeeded.append(
+                CreatedAudience(position, audience, accepted.indexing_token, accepted.confirmation)
+            )
             tally.items_accepted += 1
             tally.chunks_acknowledged += 1
             self._emit("created", position, token=accepted.indexing_token)

@@ -5,6 +5,12 @@ that must not overtake it, the reader making room); ``wait=True`` at the end set
 with one view of the audience's last write (see :meth:`Confirmations.wait_all`). The polling itself
 is the operations layer's (:meth:`Operations.wait_applied`), with the one schedule and the
 call's retry budget.
+
+A chunk acknowledged after a try that timed out or broke (``Chunk.lost_at``) may have a copy
+still on its way: the server can apply that try late, after the chunks that followed. Such a
+chunk counts as confirmed only ``late_write_grace`` seconds after the try was given up, so a
+chunk ordered after it is sent once the late copy, if it lands within the grace, has landed; and
+``wait=True`` returns only after that too.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from .._api import BULK_POLL, Operations
@@ -43,8 +49,10 @@ class Confirmations:
         budget: RetryBudget,
         tally: Tally,
         on_confirmed: Callable[[Chunk], None],
+        late_write_grace: float = 0.0,
     ) -> None:
         self._ops = ops
+        self._grace = late_write_grace
         self._name = name
         self._budget = budget
         self._tally = tally
@@ -79,7 +87,15 @@ class Confirmations:
 
     async def _confirm(self, chunk: Chunk) -> None:
         await self._poll(chunk.token)
+        await self._grace_of((chunk,))
         self._mark_applied(chunk)
+
+    async def _grace_of(self, chunks: Iterable[Chunk]) -> None:
+        """Wait until every try of ``chunks`` that may still be applied late has had its grace."""
+        lost = [chunk.lost_at for chunk in chunks if chunk.lost_at is not None]
+        if lost:
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(max(0.0, max(lost) + self._grace - loop.time()))
 
     def _mark_applied(self, chunk: Chunk) -> None:
         if chunk.confirmed:
@@ -122,6 +138,7 @@ class Confirmations:
             await self._poll(None, record)
         except BatchAudiencesError:
             return False
+        await self._grace_of(pending)
         for chunk in pending:
             self._mark_applied(chunk)
         progress()

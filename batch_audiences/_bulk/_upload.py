@@ -23,11 +23,15 @@ How an upload runs:
   read, and chunks read but not sent are reported as not sent.
 - Every request goes through the client's shared rate limiter; retries are counted against the
   call's :class:`RetryBudget`.
+- A try that timed out or broke may be applied by the server later than its retry. A chunk
+  acknowledged after such a try counts as applied, for the chunks ordered after it, only
+  ``late_write_grace`` seconds after the try was given up (see :mod:`._indexing`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Collection, Iterator
 from itertools import islice
 from typing import Any, Final
@@ -67,7 +71,7 @@ from ._errors import DependencyFailedError, NotSentError
 from ._indexing import Confirmations
 from ._reports import FailedChunk, FailedItem, ProgressKind, UploadMode, UploadReport
 
-__all__ = ["MIN_TRACKED_IDS", "UploadItem", "run_upload"]
+__all__ = ["LATE_WRITE_GRACE", "MIN_TRACKED_IDS", "UploadItem", "run_upload"]
 
 UploadItem = str | Member | IdAction
 
@@ -76,6 +80,9 @@ UploadItem = str | Member | IdAction
 #: (one view) before more input is read, so memory stays bounded on endless streams while short
 #: uploads never pay for a view. :func:`run_upload` takes another value as ``max_tracked_ids``.
 MIN_TRACKED_IDS: Final = 200_000
+#: Seconds after a try that timed out or broke is given up during which the server may still
+#: apply it: until then its chunk does not count as applied for the chunks ordered after it.
+LATE_WRITE_GRACE: Final = 5.0
 # Chunks of plain adds or of removes hold no IDs, only their own small record until confirmed
 # applied: past this many, the oldest is confirmed likewise.
 _MAX_UNCONFIRMED_CHUNKS: Final = 1_000
@@ -119,6 +126,19 @@ def _check_skip_chunks(value: object, mode: str) -> frozenset[int]:
     return skip
 
 
+def _check_grace(value: object) -> float:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValidationError(
+            "late_write_grace", f"must be a finite number of seconds >= 0, got {value!r}"
+        )
+    return float(value)
+
+
 class _Upload(BulkCall):
     """One ``upload`` call: the scheduler (read → send → fail → stop); see the module docstring."""
 
@@ -137,6 +157,7 @@ class _Upload(BulkCall):
         deadline: float | None,
         skip_chunks: frozenset[int],
         max_tracked_ids: int,
+        late_write_grace: float,
     ) -> None:
         super().__init__(
             source, concurrency=concurrency, on_progress=on_progress, retry_budget=retry_budget,
@@ -151,7 +172,9 @@ class _Upload(BulkCall):
         self._tracker = OrderTracker()
         self._max_tracked = max(2 * concurrency * chunk_size, max_tracked_ids)
         self._chunks: dict[int, Chunk] = {}  # chunks not yet confirmed applied (failed ones stay)
-        self._confirmations = Confirmations(ops, name, self._budget, self._tally, self._confirmed)
+        self._confirmations = Confirmations(
+            ops, name, self._budget, self._tally, self._confirmed, late_write_grace
+        )
         self._tasks: dict[asyncio.Task[None], Chunk] = {}
         self._callback_error: BaseException | None = None
         self._tokens: dict[int, str] = {}
@@ -433,6 +456,9 @@ class _Upload(BulkCall):
         finally:
             tally.in_flight -= 1
             tally.record(trace)
+        if trace.uncertain:
+            # A try given up by now may still be applied late: see _indexing.
+            chunk.lost_at = self._loop.time()
         chunk.token = accepted.indexing_token
         chunk.acked = True
         if chunk.token is not None:
@@ -479,6 +505,7 @@ class _Upload(BulkCall):
         """``chunk`` is applied: later chunks need not wait for it any more."""
         self._tracker.release(chunk.index)
         self._chunks.pop(chunk.index, None)
+        self._tokens.pop(chunk.index, None)  # kept only while unconfirmed: see UploadReport
 
     async def _settle(self) -> None:
         try:
@@ -525,6 +552,7 @@ async def run_upload(
     deadline: float | None,
     skip_chunks: Collection[int],
     max_tracked_ids: int = MIN_TRACKED_IDS,
+    late_write_grace: float = LATE_WRITE_GRACE,
 ) -> UploadReport:
     """Check every argument (nothing is sent if one is wrong), then run the upload.
 
@@ -541,10 +569,11 @@ async def run_upload(
         raise ValidationError("wait", f"must be True or False, got {wait!r}")
     on_progress, retry_budget, deadline = check_call_limits(on_progress, retry_budget, deadline)
     skip = _check_skip_chunks(skip_chunks, mode)
+    grace = _check_grace(late_write_grace)
     source = open_source(items, "items")
     upload = _Upload(
         ops, name, source, mode=mode, chunk_size=chunk_size, concurrency=concurrency,
         wait=wait, on_progress=on_progress, retry_budget=retry_budget, deadline=deadline,
-        skip_chunks=skip, max_tracked_ids=max_tracked_ids,
+        skip_chunks=skip, max_tracked_ids=max_tracked_ids, late_write_grace=grace,
     )
     return await upload.run()

@@ -103,6 +103,11 @@ def _print_create_many(
         "created_names": [c.audience.name for c in report.succeeded],
         "skipped_names": [s.audience.name for s in report.skipped],
         "failures": failures,
+        # Answer lost, audience found, and no evidence whose it is: listed, never counted created.
+        "uncertain": [
+            {"line": line_of(u.position), "name": u.audience.name, "error": str(u.error)}
+            for u in report.uncertain
+        ],
     }
     text = key_values([
         ("created", format_count(len(report.succeeded))),
@@ -112,6 +117,8 @@ def _print_create_many(
         ("retries", format_count(report.retries)),
         ("elapsed", format_duration(report.elapsed)),
     ])
+    for item in report.uncertain:
+        text += f"\n  uncertain, line {line_of(item.position) or '?'}: {item.audience.name}: {item.error}"
     if report.stop_reason:
         text += f"\nstopped early: {report.stop_reason}"
     if interrupted:
