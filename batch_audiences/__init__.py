@@ -63,6 +63,7 @@ from ._hooks import (
 )
 from ._models import (
     MAX_ATTRIBUTES,
+    MAX_ID_LENGTH,
     MAX_IDS_PER_REQUEST,
     Accepted,
     Action,
@@ -84,6 +85,7 @@ from ._version import __version__
 __all__ = [
     "MAX_ATTRIBUTES",
     "MAX_ERROR_BODY",
+    "MAX_ID_LENGTH",
     "MAX_IDS_PER_REQUEST",
     "MAX_RESPONSE_BYTES",
     "APIError",
