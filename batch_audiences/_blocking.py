@@ -21,7 +21,7 @@ import inspect
 import threading
 import typing
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -30,6 +30,8 @@ import aiohttp
 from ._client import AsyncAudiencesClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import ClientClosedError, InvalidSettingError
+from ._hooks import Hook
+from ._sender import Sender
 from ._transport import ClientStats
 
 __all__ = ["AudiencesClient", "LoopThread"]
@@ -249,6 +251,19 @@ def _blocking_iter(
     return call
 
 
+def _blocking_derived(
+    method: Callable[Concatenate[AsyncAudiencesClient, P], AsyncAudiencesClient],
+) -> Callable[Concatenate[AudiencesClient, P], AudiencesClient]:
+    """The blocking twin of a method deriving a client (``with_options``): a blocking client
+    around the derived async one, on the same loop thread."""
+
+    def call(self: AudiencesClient, /, *args: P.args, **kwargs: P.kwargs) -> AudiencesClient:
+        return self._derived(method(self._async, *args, **kwargs))
+
+    _adopt(call, method, returns=lambda result: "AudiencesClient")  # defined below
+    return call
+
+
 def _adopt(
     twin: Callable[..., object],
     method: Callable[..., object],
@@ -324,11 +339,13 @@ class AudiencesClient:
         fail_fast: bool = False,
         retry: RetryPolicy | None = None,
         allow_insecure_http: bool = False,
+        sender: Sender | None = None,
+        hooks: Iterable[Hook] = (),
     ) -> None:
         """Build the client (see :class:`AsyncAudiencesClient` for the arguments).
 
         ``session`` must be ``None``: the facade's session lives on its own event loop, which
-        no caller's session can share.
+        no caller's session can share. ``hooks`` are called on that loop's thread.
         """
         if session is not None:
             raise InvalidSettingError(
@@ -340,11 +357,25 @@ class AudiencesClient:
             api_key, project_key, base_url=base_url, api_version=api_version, timeout=timeout,
             max_retries=max_retries, max_connections=max_connections, max_rate=max_rate,
             fail_fast=fail_fast, retry=retry, allow_insecure_http=allow_insecure_http,
+            sender=sender, hooks=hooks,
         )
         self._loop = LoopThread("batch-audiences-loop")
         # Not a __del__: the finalizer holds no reference to the client, runs once, and also
         # runs at interpreter exit for a client still alive then (a module-level one).
-        self._finalizer = weakref.finalize(self, _release, self._loop, self._async)
+        self._finalizer: weakref.finalize[Any, Any] | None = weakref.finalize(
+            self, _release, self._loop, self._async
+        )
+        self._parent: AudiencesClient | None = None
+
+    def _derived(self, client: AsyncAudiencesClient) -> AudiencesClient:
+        # A client of with_options(): its own async client, the parent's loop thread. It holds
+        # the parent, so the parent (whose finalizer ends the loop) outlives it.
+        derived = object.__new__(type(self))
+        derived._async = client
+        derived._loop = self._loop
+        derived._finalizer = None
+        derived._parent = self
+        return derived
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncAudiencesClient", type(self).__name__, 1)
@@ -361,14 +392,22 @@ class AudiencesClient:
         self.close()
 
     def close(self) -> None:
-        """Close the session and stop the background thread. Safe to call twice."""
-        self._loop.close(self._async.aclose)
-        self._finalizer.detach()
+        """Close the session and stop the background thread. Safe to call twice.
+
+        On a client made by :meth:`with_options`, only that client is closed: what it shares
+        with the client it came from stays open.
+        """
+        if self._finalizer is not None:
+            self._loop.close(self._async.aclose)
+            self._finalizer.detach()
+        elif not self._loop.closed:
+            with contextlib.suppress(ClientClosedError):  # the parent closed meanwhile
+                self._loop.run(self._async.aclose())
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` ran."""
-        return self._loop.closed
+        """True once :meth:`close` ran (on this client, or on the one it was derived from)."""
+        return self._loop.closed or self._async.closed
 
     @property
     def config(self) -> ClientConfig:
@@ -389,6 +428,7 @@ class AudiencesClient:
     view = _blocking(AsyncAudiencesClient.view)
     list = _blocking(AsyncAudiencesClient.list)
     iter_audiences = _blocking_iter(AsyncAudiencesClient.iter_audiences)
+    with_options = _blocking_derived(AsyncAudiencesClient.with_options)
     wait_until_applied = _blocking(AsyncAudiencesClient.wait_until_applied)
     upload = _blocking(AsyncAudiencesClient.upload)
     create_many = _blocking(AsyncAudiencesClient.create_many)
