@@ -274,3 +274,58 @@ def test_a_loop_thread_stopped_from_its_own_thread_winds_down_without_waiting_fo
     assert finished == ["final"]
     assert set(threading.enumerate()) <= before
     assert not loop.stop(final)  # already stopped: nothing scheduled on a closed loop
+
+
+# -- with_options -------------------------------------------------------------------------------
+
+
+def test_with_options_shares_the_loop_thread_and_the_connections(threaded_emulator: Emulator) -> None:
+    threaded_emulator.add_audience("vip")
+    with make_client(threaded_emulator) as client:
+        client.view("vip")
+        patient = client.with_options(timeout=120.0, max_retries=1)
+        assert isinstance(patient, AudiencesClient)
+        assert len(loop_threads()) == 1
+        assert patient.config.timeout == 120.0
+        assert client.config.timeout != 120.0
+        assert patient.view("vip").name == "vip"
+        assert client.stats.requests == patient.stats.requests == 2  # one set of counters
+
+
+def test_closing_a_derived_client_leaves_its_parent_open(threaded_emulator: Emulator) -> None:
+    threaded_emulator.add_audience("vip")
+    with make_client(threaded_emulator) as client:
+        derived = client.with_options(timeout=60.0)
+        derived.view("vip")
+        derived.close()
+        derived.close()
+        assert derived.closed
+        assert not client.closed
+        with pytest.raises(ClientClosedError):
+            derived.view("vip")
+        assert client.view("vip").name == "vip"
+        assert len(loop_threads()) == 1
+
+
+def test_closing_the_parent_closes_its_derived_clients(threaded_emulator: Emulator) -> None:
+    threaded_emulator.add_audience("vip")
+    client = make_client(threaded_emulator)
+    derived = client.with_options(max_rate=50.0)
+    client.close()
+    assert derived.closed
+    with pytest.raises(ClientClosedError):
+        derived.view("vip")
+    derived.close()  # nothing left to close, and no error
+    assert not loop_threads()
+
+
+def test_a_derived_client_keeps_its_dropped_parent_alive(threaded_emulator: Emulator) -> None:
+    threaded_emulator.add_audience("vip")
+    derived = make_client(threaded_emulator).with_options(timeout=60.0)
+    gc.collect()  # the parent is referenced by nothing but the derived client
+    assert derived.view("vip").name == "vip"
+    (thread,) = loop_threads()
+    del derived
+    gc.collect()
+    thread.join(20)
+    assert not thread.is_alive()

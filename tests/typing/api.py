@@ -42,8 +42,10 @@ def blocking(client: AudiencesClient) -> None:
     assert_type(client.create_many([NewAudience("a"), "b"], if_exists="skip"), BulkReport)
     assert_type(client.stats, ClientStats)
     assert_type(client.closed, bool)
+    assert_type(client.with_options(timeout=60.0, max_retries=1, max_rate=2.0), AudiencesClient)
     assert_type(client.close(), None)
 
+    client.with_options(timeout="60")  # type: ignore[arg-type]
     client.create("vip", display_nam="VIP")  # type: ignore[call-arg]
     client.view(42)  # type: ignore[arg-type]
     client.upload("vip", ["u1"], chunk_size="10")  # type: ignore[arg-type]
@@ -73,6 +75,7 @@ async def asynchronous(client: AsyncAudiencesClient) -> None:
     assert_type(await client.create_many([NewAudience("a"), "b"], if_exists="skip"), BulkReport)
     assert_type(client.stats, ClientStats)
     assert_type(client.closed, bool)
+    assert_type(client.with_options(timeout=60.0, max_retries=1, max_rate=2.0), AsyncAudiencesClient)
     assert_type(await client.aclose(), None)
 
     await client.create("vip", display_nam="VIP")  # type: ignore[call-arg]
