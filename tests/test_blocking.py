@@ -23,7 +23,7 @@ from batch_audiences import (
 )
 from batch_audiences.testing import Emulator, ScriptedResponse
 
-from .conftest import fast_retry_policy
+from .conftest import Api, fast_retry_policy
 
 
 @pytest.fixture
@@ -329,3 +329,16 @@ def test_a_derived_client_keeps_its_dropped_parent_alive(threaded_emulator: Emul
     gc.collect()
     thread.join(20)
     assert not thread.is_alive()
+
+
+async def test_with_options_the_same_way_on_both_clients(api: Api, emulator: Emulator) -> None:
+    # Through the test suite's adapter too, which derives its methods as the facade does.
+    emulator.add_audience("vip")
+    derived = api.with_options(timeout=60.0)
+    assert type(derived) is type(api)
+    assert derived.config.timeout == 60.0
+    assert (await derived.view("vip")).name == "vip"
+    await derived.aclose()
+    assert derived.closed
+    assert not api.closed
+    assert (await api.view("vip")).name == "vip"
