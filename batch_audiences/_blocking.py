@@ -260,7 +260,11 @@ def _blocking_derived(
     def call(self: AudiencesClient, /, *args: P.args, **kwargs: P.kwargs) -> AudiencesClient:
         return self._derived(method(self._async, *args, **kwargs))
 
-    _adopt(call, method, returns=lambda result: "AudiencesClient")  # defined below
+    _adopt(
+        call, method, returns=lambda result: "AudiencesClient",  # a name: the class is not made yet
+        summary="the same arguments, returning an :class:`AudiencesClient` that runs on this "
+        "client's event-loop thread",
+    )
     return call
 
 
@@ -268,6 +272,7 @@ def _adopt(
     twin: Callable[..., object],
     method: Callable[..., object],
     returns: Callable[[Any], object] | None = None,
+    summary: str = "the same arguments, called without ``await``",
 ) -> None:
     """Give ``twin`` the name, signature, annotations and documentation of ``method``, for
     ``help()``, ``inspect`` and the API reference (``returns`` maps the async result type to
@@ -281,8 +286,8 @@ def _adopt(
     twin.__module__ = __name__
     twin.__qualname__ = f"AudiencesClient.{name}"
     twin.__doc__ = (
-        f"Blocking :meth:`AsyncAudiencesClient.{name}`: the same arguments, called without "
-        "``await``.\n\n" + inspect.cleandoc(method.__doc__ or "")
+        f"Blocking :meth:`AsyncAudiencesClient.{name}`: {summary}.\n\n"
+        + inspect.cleandoc(method.__doc__ or "")
     )
     signature = inspect.signature(method)
     try:

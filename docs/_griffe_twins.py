@@ -3,7 +3,8 @@
 ``AudiencesClient`` defines ``create = _blocking(AsyncAudiencesClient.create)``: read from the
 source, that is an attribute. This extension replaces each such attribute with a method that
 has the async method's parameters and documentation, returning what the blocking call returns
-(``Iterator[X]`` for ``_blocking_iter``), as ``help()`` shows it at run time.
+(``Iterator[X]`` for ``_blocking_iter``, ``AudiencesClient`` for ``_blocking_derived``), as
+``help()`` shows it at run time.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import Any
 
 import griffe
 
-_DERIVED = re.compile(r"^(_blocking|_blocking_iter)\(AsyncAudiencesClient\.(\w+)\)$")
+_DERIVED = re.compile(r"^(_blocking|_blocking_iter|_blocking_derived)\(AsyncAudiencesClient\.(\w+)\)$")
+
+# As the docstrings that _blocking._adopt writes.
+_SUMMARY = {
+    "_blocking": "the same arguments, called without `await`",
+    "_blocking_iter": "the same arguments, called without `await`",
+    "_blocking_derived": "the same arguments, returning an `AudiencesClient` that runs on this "
+    "client's event-loop thread",
+}
 
 
 class BlockingTwins(griffe.Extension):
@@ -31,8 +40,8 @@ class BlockingTwins(griffe.Extension):
             wrapper, target_name = match.groups()
             target = source.members[target_name]
             returns = target.returns
-            if wrapper == "_blocking_iter":
-                returns = str(returns).replace("AsyncIterator", "Iterator", 1)
+            if wrapper != "_blocking":  # AsyncIterator[X] -> Iterator[X], the client type
+                returns = str(returns).replace("Async", "", 1)
             docstring = target.docstring.value if target.docstring else ""
             twin = griffe.Function(
                 name,
@@ -41,8 +50,8 @@ class BlockingTwins(griffe.Extension):
                 lineno=member.lineno,
                 endlineno=member.endlineno,
                 docstring=griffe.Docstring(
-                    f"Blocking `AsyncAudiencesClient.{target_name}`: the same arguments, called "
-                    f"without `await`.\n\n{docstring}",
+                    f"Blocking `AsyncAudiencesClient.{target_name}`: {_SUMMARY[wrapper]}.\n\n"
+                    f"{docstring}",
                     parser=target.docstring.parser if target.docstring else None,
                     parser_options=target.docstring.parser_options if target.docstring else None,
                 ),
