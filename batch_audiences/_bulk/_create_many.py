@@ -101,14 +101,12 @@ class _CreateMany(BulkCall):
         deadline: float | None,
     ) -> None:
         super().__init__(
-            source, concurrency=concurrency, on_progress=on_progress, retry_budget=retry_budget,
+            ops, source, concurrency=concurrency, on_progress=on_progress, retry_budget=retry_budget,
             deadline=deadline,
         )
-        self._ops = ops
         self._skip_existing = if_exists == "skip"
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: dict[str, int] = {}
-        self._crash: BaseException | None = None
         self._succeeded: list[CreatedAudience] = []
         self._skipped: list[SkippedAudience] = []
         self._uncertain: list[UncertainAudience] = []
@@ -135,8 +133,7 @@ class _CreateMany(BulkCall):
                 await asyncio.gather(*pending, return_exceptions=True)
         if input_error is not None:
             raise input_error
-        if self._crash is not None:
-            raise self._crash
+        self._raise_crash()
         report = BulkReport(
             succeeded=tuple(sorted(self._succeeded, key=lambda item: item.position)),
             skipped=tuple(sorted(self._skipped, key=lambda item: item.position)),
@@ -150,8 +147,7 @@ class _CreateMany(BulkCall):
             uncertain=tuple(sorted(self._uncertain, key=lambda item: item.position)),
         )
         self._emit("finished")
-        if self._crash is not None:
-            raise self._crash
+        self._raise_crash()
         return report
 
     async def _next(self) -> tuple[bool, object]:
@@ -209,8 +205,7 @@ class _CreateMany(BulkCall):
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and self._crash is None:
-            self._crash = task.exception()
+        self._keep_crash(task)
 
     async def _create(self, position: int, audience: NewAudience) -> None:
         trace = RequestTrace(budget=self._budget)
@@ -261,24 +256,10 @@ class _CreateMany(BulkCall):
         token: str | None = None,
         error: BatchAudiencesError | None = None,
     ) -> None:
-        callback = self._on_progress
-        if callback is None or self._crash is not None:
-            return
-        event = self._tally.event(
-            kind,
-            rate=self._ops.limiter.rate,
-            elapsed=self._elapsed(),
-            chunk_index=position,
-            chunk_start=position,
-            chunk_count=None if position is None else 1,
-            token=token,
-            error=error,
+        self._publish(
+            kind, chunk_index=position, chunk_start=position,
+            chunk_count=None if position is None else 1, token=token, error=error,
         )
-        try:
-            callback(event)
-        except Exception as exc:  # a broken callback stops the call; the error is raised at the end
-            self._crash = exc
-            self._stop(NotSentError(f"the progress callback raised {exc!r}"), "the progress callback raised")
 
 
 async def run_create_many(

@@ -160,10 +160,9 @@ class _Upload(BulkCall):
         late_write_grace: float,
     ) -> None:
         super().__init__(
-            source, concurrency=concurrency, on_progress=on_progress, retry_budget=retry_budget,
+            ops, source, concurrency=concurrency, on_progress=on_progress, retry_budget=retry_budget,
             deadline=deadline,
         )
-        self._ops = ops
         self._name = name
         self._mode: UploadMode = mode
         self._chunk_size = chunk_size
@@ -176,7 +175,6 @@ class _Upload(BulkCall):
             ops, name, self._budget, self._tally, self._confirmed, late_write_grace
         )
         self._tasks: dict[asyncio.Task[None], Chunk] = {}
-        self._callback_error: BaseException | None = None
         self._tokens: dict[int, str] = {}
         self._failed_chunks: list[FailedChunk] = []
         self._failed_items: list[FailedItem] = []
@@ -208,12 +206,10 @@ class _Upload(BulkCall):
             if timer is not None:
                 timer.cancel()
             await self._cancel_all()
-        if self._callback_error is not None:
-            raise self._callback_error
+        self._raise_crash()
         report = self._report(applied)
         self._emit("finished")
-        if self._callback_error is not None:
-            raise self._callback_error
+        self._raise_crash()
         return report
 
     async def _cancel_all(self) -> None:
@@ -393,9 +389,7 @@ class _Upload(BulkCall):
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
-        # A chunk task handles every error of its own; anything else is a bug, raised at the end.
-        if not task.cancelled() and task.exception() is not None and self._callback_error is None:
-            self._callback_error = task.exception()
+        self._keep_crash(task)
 
     async def _run_chunk(self, chunk: Chunk, depends: set[int]) -> None:
         try:
@@ -516,24 +510,13 @@ class _Upload(BulkCall):
     def _emit(
         self, kind: ProgressKind, chunk: Chunk | None = None, error: BatchAudiencesError | None = None
     ) -> None:
-        callback = self._on_progress
-        if callback is None or self._callback_error is not None:
-            return
-        event = self._tally.event(
-            kind,
-            rate=self._ops.limiter.rate,
-            elapsed=self._elapsed(),
-            chunk_index=None if chunk is None else chunk.index,
-            chunk_start=None if chunk is None else chunk.start,
-            chunk_count=None if chunk is None else chunk.count,
-            token=None if chunk is None else chunk.token,
-            error=error,
-        )
-        try:
-            callback(event)
-        except Exception as exc:  # a broken callback stops the upload; the error is raised at the end
-            self._callback_error = exc
-            self._stop(NotSentError(f"the progress callback raised {exc!r}"), "the progress callback raised")
+        if chunk is None:
+            self._publish(kind, error=error)
+        else:
+            self._publish(
+                kind, chunk_index=chunk.index, chunk_start=chunk.start, chunk_count=chunk.count,
+                token=chunk.token, error=error,
+            )
 
 
 async def run_upload(
