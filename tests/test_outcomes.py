@@ -8,9 +8,7 @@ against the server's ``Date`` as the evidence of who made it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -30,7 +28,7 @@ from batch_audiences import (
 )
 from batch_audiences.testing import Emulator, ScriptedResponse
 
-from .conftest import Api
+from .conftest import Api, serving
 
 INTERNAL = {"error_code": "INTERNAL_ERROR", "error_message": "something broke"}
 AN_HOUR_AGO = datetime.now(timezone.utc) - timedelta(hours=1)
@@ -277,18 +275,6 @@ class GarblingProxy:
             return web.Response(status=status, text="<html>Accepted</html>", content_type="text/html")
         return web.Response(status=status, body=body, content_type=answer.content_type)
 
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[str]:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-        finally:
-            await runner.cleanup()
 
 
 async def test_an_upload_chunk_acknowledged_without_a_token_is_confirmed_by_the_last_write(
@@ -296,7 +282,7 @@ async def test_an_upload_chunk_acknowledged_without_a_token_is_confirmed_by_the_
 ) -> None:
     emulator.add_audience("aud")
     proxy = GarblingProxy(emulator, "update", garble=1)
-    async with proxy.running() as base_url:
+    async with serving(proxy.handle) as base_url:
         api = await make_api(base_url=base_url)
         items = [IdAction.add("u"), IdAction.remove("u"), IdAction.add("v")]
         report = await api.upload("aud", items, mode="update", chunk_size=1, concurrency=1, wait=True)
