@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -30,6 +30,8 @@ __all__ = [
     "is_int",
     "open_source",
 ]
+
+R = TypeVar("R")
 
 ProgressCallback = Callable[[ProgressEvent], object]
 #: An opened input: a plain iterator (read on the loop, synchronously) or an async one.
@@ -206,6 +208,36 @@ class BulkCall:
     def _on_deadline(self) -> None:
         assert self._deadline is not None
         self._stop(DeadlineExceededError(self._deadline), f"the deadline of {self._deadline:g}s passed")
+
+    async def _read(self) -> None:
+        raise NotImplementedError
+
+    async def _read_input(self) -> BaseException | None:
+        """Read the whole input (:meth:`_read`). An error of the input itself stops the call and
+        is returned, to be raised once what was sent is finished."""
+        try:
+            await self._read()
+        except Exception as error:
+            self._stop(NotSentError(f"reading the input failed: {error}"), "the input failed")
+            return error
+        return None
+
+    @staticmethod
+    async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:
+        """Cancel the tasks not done yet, and wait until they have ended."""
+        pending = [task for task in tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _finish(self, report: R) -> R:
+        """Hand back ``report`` after the ``finished`` event, unless the call crashed (before or
+        in that event)."""
+        self._raise_crash()
+        self._publish("finished")
+        self._raise_crash()
+        return report
 
     def _publish(
         self,

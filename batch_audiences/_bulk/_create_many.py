@@ -36,7 +36,6 @@ from .._errors import (
 from .._models import CreateRequest, NewAudience
 from .._transport import RequestTrace
 from ._call import BulkCall, ProgressCallback, Source, check_call_limits, check_concurrency, open_source
-from ._errors import NotSentError
 from ._reports import (
     BulkReport,
     CreatedAudience,
@@ -114,27 +113,18 @@ class _CreateMany(BulkCall):
 
     async def run(self) -> BulkReport:
         timer = self._start_deadline_timer()
-        input_error: BaseException | None = None
         try:
-            try:
-                await self._read()
-            except Exception as error:  # the input itself failed: finish what was sent, re-raise
-                input_error = error
-                self._stop(NotSentError(f"reading the input failed: {error}"), "the input failed")
+            input_error = await self._read_input()
             while self._tasks:
                 await asyncio.wait(list(self._tasks))
         finally:
             if timer is not None:
                 timer.cancel()
-            pending = [task for task in self._tasks if not task.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            await self._cancel(self._tasks)
         if input_error is not None:
             raise input_error
         self._raise_crash()
-        report = BulkReport(
+        return self._finish(BulkReport(
             succeeded=tuple(sorted(self._succeeded, key=lambda item: item.position)),
             skipped=tuple(sorted(self._skipped, key=lambda item: item.position)),
             failed=tuple(sorted(self._failed, key=lambda item: item.position)),
@@ -145,10 +135,7 @@ class _CreateMany(BulkCall):
             stop_reason=self._stop_reason,
             elapsed=self._elapsed(),
             uncertain=tuple(sorted(self._uncertain, key=lambda item: item.position)),
-        )
-        self._emit("finished")
-        self._raise_crash()
-        return report
+        ))
 
     async def _next(self) -> tuple[bool, object]:
         if self._async_source:

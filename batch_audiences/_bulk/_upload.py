@@ -189,13 +189,7 @@ class _Upload(BulkCall):
                 # Chunks skipped were accepted by an earlier run, maybe not applied yet: let them
                 # land before anything that could touch the same IDs is sent.
                 await self._settle()
-            input_error: BaseException | None = None
-            if self._stop_error is None:
-                try:
-                    await self._read()
-                except Exception as error:  # the input itself failed: finish what was read, re-raise
-                    input_error = error
-                    self._stop(NotSentError(f"reading the input failed: {error}"), "the input failed")
+            input_error = await self._read_input() if self._stop_error is None else None
             while self._tasks:
                 await asyncio.wait(list(self._tasks))
             if input_error is not None:
@@ -207,21 +201,11 @@ class _Upload(BulkCall):
                 timer.cancel()
             await self._cancel_all()
         self._raise_crash()
-        report = self._report(applied)
-        self._emit("finished")
-        self._raise_crash()
-        return report
+        return self._finish(self._report(applied))
 
     async def _cancel_all(self) -> None:
-        pending: list[asyncio.Task[Any]] = [task for task in self._tasks if not task.done()]
-        pending += [
-            chunk.confirm for chunk in self._chunks.values()
-            if chunk.confirm is not None and not chunk.confirm.done()
-        ]
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        confirms = [chunk.confirm for chunk in self._chunks.values() if chunk.confirm is not None]
+        await self._cancel([*self._tasks, *confirms])
 
     def _report(self, applied: bool | None) -> UploadReport:
         tally = self._tally
