@@ -52,6 +52,7 @@ from ._errors import (
 )
 from ._models import (
     MAX_ATTRIBUTES,
+    MAX_ID_LENGTH,
     MAX_IDS_PER_REQUEST,
     Accepted,
     Action,
@@ -71,6 +72,7 @@ from ._version import __version__
 
 __all__ = [
     "MAX_ATTRIBUTES",
+    "MAX_ID_LENGTH",
     "MAX_IDS_PER_REQUEST",
     "APIError",
     "Accepted",

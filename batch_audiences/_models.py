@@ -22,6 +22,7 @@ from ._errors import ValidationError
 __all__ = [
     "MAX_ATTRIBUTES",
     "MAX_IDS_PER_REQUEST",
+    "MAX_ID_LENGTH",
     "Accepted",
     "Action",
     "AttributeValue",
@@ -46,6 +47,11 @@ __all__ = [
 
 MAX_IDS_PER_REQUEST: Final = 10_000
 MAX_ATTRIBUTES: Final = 15
+#: The longest custom ID accepted, in characters. Batch documents no limit; this one keeps a
+#: runaway value (a whole file read as one line, a quote never closed) a bad item with a clear
+#: message instead of a request body of hundreds of megabytes that the server refuses whole,
+#: failing every valid ID of its chunk with it.
+MAX_ID_LENGTH: Final = 1024
 MAX_PAGE_SIZE: Final = 100
 _NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _TYPED_KEY: Final = re.compile(r"(date|url)\((.*)\)", re.DOTALL)
@@ -154,12 +160,15 @@ def check_name(value: object, field: str = "name") -> str:
 
 
 def check_id(value: object, field: str = "id") -> str:
-    """Return ``value`` if it is a valid custom ID (a non-empty string)."""
+    """Return ``value`` if it is a valid custom ID (a non-empty string of at most
+    :data:`MAX_ID_LENGTH` characters)."""
     # The exact-type test first: it is the fast path of every bulk upload.
     if type(value) is not str and not isinstance(value, str):
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
     if not value or value.isspace():
         raise ValidationError(field, "must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValidationError(field, f"at most {MAX_ID_LENGTH:,} characters, got {len(value):,}")
     return value
 
 
@@ -289,7 +298,7 @@ def _to_action(value: object) -> Action:
 
 
 def _id_field(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if type(value) is not str or not value or value.isspace():
+    if type(value) is not str or not value or value.isspace() or len(value) > MAX_ID_LENGTH:
         check_id(value)
 
 

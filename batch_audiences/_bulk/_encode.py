@@ -15,7 +15,7 @@ import orjson
 
 from .._codec import action_entry, id_entries_json, member_entry
 from .._errors import ValidationError
-from .._models import Action, IdAction, Member
+from .._models import MAX_ID_LENGTH, Action, IdAction, Member, check_id
 from ._chunking import MIXED, PLAIN_ADDS, REMOVES
 from ._reports import UploadMode
 
@@ -54,9 +54,7 @@ def _meaning(item: object, mode: UploadMode) -> tuple[str, bool, Mapping[str, An
             raise ValidationError("action", f"mode 'remove' takes removes only, got an add of {item.id!r}")
         return item.id, add, item.attributes
     if isinstance(item, str):
-        if not item or item.isspace():
-            raise ValidationError("id", "must be a non-empty string")
-        return str(item), mode != "remove", None
+        return str(check_id(item)), mode != "remove", None
     raise ValidationError("item", f"must be a str ID, a Member or an IdAction, got {type(item).__name__}")
 
 
@@ -80,7 +78,10 @@ def encode_batch(
     """Check and encode ``batch`` (items at positions ``start``…) for ``mode``; ``member``: for a
     ``/replace`` body (entries without ``action``). Each invalid item goes to ``invalid`` and is
     left out."""
-    if set(map(type, batch)) == _JUST_STR and "" not in batch and not any(map(str.isspace, batch)):
+    if (
+        set(map(type, batch)) == _JUST_STR and "" not in batch and not any(map(str.isspace, batch))
+        and max(map(len, batch), default=0) <= MAX_ID_LENGTH
+    ):
         # The common case, plain str IDs: checked by C-level operations, no object per ID.
         try:
             piece = id_entries_json(batch, None if member else ("remove" if mode == "remove" else "add"))
