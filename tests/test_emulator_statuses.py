@@ -158,76 +158,66 @@ async def test_a_gzip_body_is_read(emu: Emulator) -> None:
 # -- a broad walk ----------------------------------------------------------------------------
 
 LONG = b"a" * 20_000
+JSON = b"Content-Type: application/json"
 
-ODD_REQUESTS: dict[str, tuple[bytes, bytes, bool]] = {
-    # name: (request head without auth, body, whether auth headers are added)
-    "put-create": (b"PUT /2.8/audiences/create HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n", b"{}", True),
-    "head-list": (b"HEAD /2.8/audiences/list HTTP/1.1\r\nHost: x\r\n", b"", True),
-    "options-star": (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n", b"", True),
-    "trace": (b"TRACE /2.8/audiences/list HTTP/1.1\r\nHost: x\r\n", b"", True),
-    "connect": (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n", b"", True),
-    "unknown-method": (b"FROB /2.8/audiences/list HTTP/1.1\r\nHost: x\r\n", b"", True),
-    "unknown-route": (b"GET /nope HTTP/1.1\r\nHost: x\r\n", b"", True),
-    "root": (b"GET / HTTP/1.1\r\nHost: x\r\n", b"", False),
-    "emulator-post": (b"POST /_emulator/audiences HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n", b"", True),
-    "emulator-unknown": (b"GET /_emulator/nope HTTP/1.1\r\nHost: x\r\n", b"", True),
-    "absolute-uri": (b"GET http://x/2.8/audiences/list HTTP/1.1\r\nHost: x\r\n", b"", True),
-    "bad-percent": (b"GET /2.8/audiences/view?name=%ff%fe HTTP/1.1\r\nHost: x\r\n", b"", True),
-    "bad-percent-path": (b"GET /2.8/audiences/%zz HTTP/1.1\r\nHost: x\r\n", b"", True),
-    "garbage-line": (b"HELLO\r\n", b"", False),
-    "bad-version": (b"GET /2.8/audiences/list HTTP/9.9\r\nHost: x\r\n", b"", True),
-    "http-1.0": (b"GET /2.8/audiences/list HTTP/1.0\r\n", b"", True),
-    "long-url": (b"GET /2.8/audiences/view?name=" + LONG + b" HTTP/1.1\r\nHost: x\r\n", b"", True),
-    "long-header": (b"GET /2.8/audiences/list HTTP/1.1\r\nHost: x\r\nX-Long: " + LONG + b"\r\n", b"", True),
-    "many-headers": (
-        b"GET /2.8/audiences/list HTTP/1.1\r\nHost: x\r\n"
-        + b"".join(b"X-H%d: v\r\n" % i for i in range(200)), b"", True,
-    ),
-    "bad-header-line": (b"GET /2.8/audiences/list HTTP/1.1\r\nHost: x\r\nno colon here\r\n", b"", True),
-    "expect-other": (b"GET /2.8/audiences/list HTTP/1.1\r\nHost: x\r\nExpect: 42-magic\r\n", b"", True),
-    "expect-continue": (
-        b"POST /2.8/audiences/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Expect: 100-continue\r\nContent-Length: 15\r\n", b'{"name": "new"}', True,
-    ),
-    "length-and-chunked": (
-        b"POST /2.8/audiences/create HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-        b"Transfer-Encoding: chunked\r\n", b"0\r\n\r\n", True,
-    ),
-    "bad-chunk": (
-        b"POST /2.8/audiences/update HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n",
-        b"zz\r\nhello\r\n0\r\n\r\n", True,
-    ),
-    "negative-length": (
-        b"POST /2.8/audiences/create HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n", b"", True,
-    ),
-    "bad-gzip": (
-        b"POST /2.8/audiences/update HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Encoding: gzip\r\nContent-Length: 4\r\n", b"nope", True,
-    ),
-    "unknown-encoding": (
-        b"POST /2.8/audiences/update HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Encoding: zork\r\nContent-Length: 2\r\n", b"{}", True,
-    ),
-    "odd-content-type": (
-        b"POST /2.8/audiences/create HTTP/1.1\r\nHost: x\r\nContent-Type: ;;;===\r\n"
-        b"Content-Length: 15\r\n", b'{"name": "new"}', True,
-    ),
-    "binary-body": (
-        b"POST /2.8/audiences/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 4\r\n", b"\xff\xfe\x00\x01", True,
-    ),
-    "json-array": (
-        b"POST /2.8/audiences/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 2\r\n", b"[]", True,
-    ),
-    "deep-json": (
-        b"POST /2.8/audiences/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 20000\r\n", b"[" * 10_000 + b"]" * 10_000, True,
-    ),
-    "no-auth": (b"GET /2.8/audiences/list HTTP/1.1\r\nHost: x\r\n", b"", False),
-    "websocket": (
-        b"GET /2.8/audiences/list HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n", b"", True,
+
+@dataclass(frozen=True)
+class Odd:
+    head: bytes  # the request line and headers, without the auth headers
+    body: bytes
+    auth: bool
+
+
+def odd(line: bytes, *headers: bytes, body: bytes = b"", auth: bool = True, host: bool = True) -> Odd:
+    """A request: ``Host`` added unless ``host`` is false, and a ``Content-Length`` for ``body``
+    unless a header already frames it."""
+    lines = [line, *([b"Host: x"] if host else []), *headers]
+    framed = any(h.lower().startswith((b"content-length", b"transfer-encoding")) for h in headers)
+    if body and not framed:
+        lines.append(b"Content-Length: %d" % len(body))
+    return Odd(b"".join(part + b"\r\n" for part in lines), body, auth)
+
+
+LIST = b"GET /2.8/audiences/list HTTP/1.1"
+CREATE = b"POST /2.8/audiences/create HTTP/1.1"
+UPDATE = b"POST /2.8/audiences/update HTTP/1.1"
+
+ODD_REQUESTS: dict[str, Odd] = {
+    "put-create": odd(b"PUT /2.8/audiences/create HTTP/1.1", body=b"{}"),
+    "head-list": odd(b"HEAD /2.8/audiences/list HTTP/1.1"),
+    "options-star": odd(b"OPTIONS * HTTP/1.1"),
+    "trace": odd(b"TRACE /2.8/audiences/list HTTP/1.1"),
+    "connect": odd(b"CONNECT example.com:443 HTTP/1.1", b"Host: example.com:443", host=False),
+    "unknown-method": odd(b"FROB /2.8/audiences/list HTTP/1.1"),
+    "unknown-route": odd(b"GET /nope HTTP/1.1"),
+    "root": odd(b"GET / HTTP/1.1", auth=False),
+    "emulator-post": odd(b"POST /_emulator/audiences HTTP/1.1", b"Content-Length: 0"),
+    "emulator-unknown": odd(b"GET /_emulator/nope HTTP/1.1"),
+    "absolute-uri": odd(b"GET http://x/2.8/audiences/list HTTP/1.1"),
+    "bad-percent": odd(b"GET /2.8/audiences/view?name=%ff%fe HTTP/1.1"),
+    "bad-percent-path": odd(b"GET /2.8/audiences/%zz HTTP/1.1"),
+    "garbage-line": odd(b"HELLO", host=False, auth=False),
+    "bad-version": odd(b"GET /2.8/audiences/list HTTP/9.9"),
+    "http-1.0": odd(b"GET /2.8/audiences/list HTTP/1.0", host=False),
+    "long-url": odd(b"GET /2.8/audiences/view?name=" + LONG + b" HTTP/1.1"),
+    "long-header": odd(LIST, b"X-Long: " + LONG),
+    "many-headers": odd(LIST, *(b"X-H%d: v" % i for i in range(200))),
+    "bad-header-line": odd(LIST, b"no colon here"),
+    "expect-other": odd(LIST, b"Expect: 42-magic"),
+    "expect-continue": odd(CREATE, JSON, b"Expect: 100-continue", body=b'{"name": "new"}'),
+    "length-and-chunked": odd(CREATE, b"Content-Length: 5", b"Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
+    "bad-chunk": odd(UPDATE, b"Transfer-Encoding: chunked", body=b"zz\r\nhello\r\n0\r\n\r\n"),
+    "negative-length": odd(CREATE, b"Content-Length: -1"),
+    "bad-gzip": odd(UPDATE, JSON, b"Content-Encoding: gzip", body=b"nope"),
+    "unknown-encoding": odd(UPDATE, JSON, b"Content-Encoding: zork", body=b"{}"),
+    "odd-content-type": odd(CREATE, b"Content-Type: ;;;===", body=b'{"name": "new"}'),
+    "binary-body": odd(CREATE, JSON, body=b"\xff\xfe\x00\x01"),
+    "json-array": odd(CREATE, JSON, body=b"[]"),
+    "deep-json": odd(CREATE, JSON, body=b"[" * 10_000 + b"]" * 10_000),
+    "no-auth": odd(LIST, auth=False),
+    "websocket": odd(
+        LIST, b"Upgrade: websocket", b"Connection: Upgrade", b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        b"Sec-WebSocket-Version: 13",
     ),
 }
 
@@ -242,8 +232,8 @@ NOT_HTTP = frozenset({
 
 @pytest.mark.parametrize("name", sorted(ODD_REQUESTS))
 async def test_every_odd_request_gets_a_documented_status(emu: Emulator, name: str) -> None:
-    head, body, with_auth = ODD_REQUESTS[name]
-    reply = await send(emu, head + (auth(emu) if with_auth else b""), body)
+    request = ODD_REQUESTS[name]
+    reply = await send(emu, request.head + (auth(emu) if request.auth else b""), request.body)
     assert reply.status in DOCUMENTED, (name, reply)
     if name in NOT_HTTP:
         assert reply.status == 400, (name, reply)
