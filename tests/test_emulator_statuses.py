@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -245,3 +246,20 @@ async def test_every_odd_request_gets_a_documented_status(emu: Emulator, name: s
 
 def test_the_documented_set_is_the_emulators() -> None:
     assert DOCUMENTED == SERVER_DOCUMENTED
+
+
+async def test_an_error_inside_the_emulator_is_a_json_500_and_logged(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug in the emulator")
+
+    monkeypatch.setattr(emu._store, "view", broken)
+    with caplog.at_level(logging.ERROR, logger="batch_audiences.testing"):
+        reply = await send(emu, b"GET /2.8/audiences/view?name=vip HTTP/1.1\r\nHost: x\r\n" + auth(emu))
+    assert reply.status == 500
+    assert reply.json() == {
+        "error_code": "INTERNAL_ERROR", "error_message": "the emulator failed: RuntimeError",
+    }
+    assert emu.requests[-1].status == 500
+    assert any(r.exc_info and "a bug in the emulator" in str(r.exc_info[1]) for r in caplog.records)
