@@ -104,9 +104,10 @@ def as_api_error(error: BaseException) -> ApiError:
             status = 400 if 400 <= error.status < 500 else 500
         code = "NOT_FOUND" if status == 404 else "INVALID_REQUEST" if status < 500 else "INTERNAL_ERROR"
         return ApiError(status, code, error.text or error.reason)
-    # A bug of the emulator's: answered as Batch would, but logged with its traceback (as aiohttp
-    # would have), so it is not lost.
-    logger.error("the emulator failed on a request", exc_info=error)
+    if not isinstance(error, ConnectionError):  # a client gone is no news
+        # A bug of the emulator's: answered as Batch would, but logged with its traceback (as
+        # aiohttp would have), so it is not lost. (aiohttp would answer a timeout 504.)
+        logger.error("the emulator failed on a request", exc_info=error)
     return ApiError(500, "INTERNAL_ERROR", f"the emulator failed: {type(error).__name__}")
 
 
