@@ -11,6 +11,7 @@ that has the same methods, a bulk engine for millions of IDs, and a local emulat
 True
 """
 
+from ._blocking import AudiencesClient
 from ._bulk_errors import DeadlineExceededError, DependencyFailedError, NotSentError
 from ._client import AsyncAudiencesClient
 from ._config import RetryPolicy
@@ -57,7 +58,14 @@ from ._reports import (
     SkippedAudience,
     UploadReport,
 )
-from ._blocking import AudiencesClient
+from ._sync import (
+    PostgresStore,
+    SnapshotStore,
+    SqliteStore,
+    SyncLockedError,
+    SyncReport,
+    SyncStateError,
+)
 from ._transport import ClientStats
 from ._version import __version__
 
@@ -94,12 +102,18 @@ __all__ = [
     "NewAudience",
     "NotFoundError",
     "NotSentError",
+    "PostgresStore",
     "ProgressEvent",
     "RateLimitError",
     "RetryPolicy",
     "ServerError",
     "ServiceUnavailableError",
     "SkippedAudience",
+    "SnapshotStore",
+    "SqliteStore",
+    "SyncLockedError",
+    "SyncReport",
+    "SyncStateError",
     "ThrottledError",
     "TransportError",
     "UnexpectedResponseError",

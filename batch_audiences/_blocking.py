@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import threading
 from collections.abc import (
     AsyncIterable,
@@ -43,6 +44,7 @@ from ._models import (
     NewAudience,
 )
 from ._reports import BulkReport, ProgressEvent, UploadReport
+from ._sync import SnapshotStore, SyncReport
 from ._transport import ClientStats
 
 __all__ = ["AudiencesClient", "LoopThread"]
@@ -365,6 +367,30 @@ class AudiencesClient:
             self._async.create_many(
                 audiences, concurrency=concurrency, if_exists=if_exists, on_progress=on_progress,
                 retry_budget=retry_budget, deadline=deadline,
+            )
+        )
+
+    def sync(
+        self,
+        name: str,
+        source: Iterable[Member | str] | AsyncIterable[Member | str],
+        *,
+        state: str | os.PathLike[str] | SnapshotStore | None = None,
+        full: bool = False,
+        create: bool = True,
+        dry_run: bool = False,
+        chunk_size: int = MAX_IDS_PER_REQUEST,
+        concurrency: int = 4,
+        on_progress: Callable[[ProgressEvent], object] | None = None,
+        deadline: float | None = None,
+    ) -> SyncReport:
+        """Blocking :meth:`AsyncAudiencesClient.sync` (``source`` and ``on_progress`` are used on
+        the client's event-loop thread, as for :meth:`upload`)."""
+        return self._loop.run(
+            self._async.sync(
+                name, source, state=state, full=full, create=create, dry_run=dry_run,
+                chunk_size=chunk_size, concurrency=concurrency, on_progress=on_progress,
+                deadline=deadline,
             )
         )
 

@@ -1,0 +1,143 @@
+"""Streaming the source into the store: each item checked, put in canonical form, hashed.
+
+Nothing of the source is kept in Python beyond one batch: rows go to the store's scratch table
+as they are read, and the store computes the difference. An item's attribute set is put in the
+canonical form of the wire (``date(...)``/``url(...)`` keys, sorted keys, compact JSON), and
+hashed with BLAKE2b to 64 bits, so the same set hashes the same on every run and machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from itertools import islice
+from typing import Any
+
+import attrs
+import orjson
+
+from .._codec import encode_attributes
+from .._errors import BatchAudiencesError, ValidationError
+from .._models import Member, check_id
+from .._reports import FailedItem
+from ._store import StagedRow, SyncSession
+
+__all__ = ["MAX_FAILED_ITEMS", "StageResult", "canonical_row", "stage_source"]
+
+# Items read and staged at a time.
+_BATCH = 10_000
+# Bad items kept in detail (all are counted).
+MAX_FAILED_ITEMS = 10_000
+_SORT_KEYS = orjson.OPT_SORT_KEYS
+
+
+def canonical_row(custom_id: str, attributes: dict[str, Any] | None) -> StagedRow:
+    """``(id, hash, keys, canonical attributes)`` of one checked member.
+
+    >>> canonical_row("u1", None)
+    ('u1', 0, None, None)
+    >>> row = canonical_row("u1", {"plan": "pro", "age": 3})
+    >>> row[2], row[3]
+    ('["age","plan"]', b'{"age":3,"plan":"pro"}')
+    >>> row[1] == canonical_row("u1", {"age": 3, "plan": "pro"})[1]
+    True
+    """
+    if not attributes:
+        return (custom_id, 0, None, None)
+    wire = encode_attributes(attributes)
+    blob = orjson.dumps(wire, option=_SORT_KEYS)
+    digest = hashlib.blake2b(blob, digest_size=8).digest()
+    # 0 is "no attributes"; a non-empty set hashing to 0 is moved off it.
+    h = int.from_bytes(digest, "big", signed=True) or 1
+    return (custom_id, h, orjson.dumps(sorted(wire)).decode(), blob)
+
+
+@attrs.define
+class StageResult:
+    """What staging read: items, and the bad or duplicate ones with their positions."""
+
+    items_read: int = 0
+    items_failed: int = 0
+    failed_items: list[FailedItem] = attrs.field(factory=list)
+    stopped: str | None = None
+
+    def fail(self, position: int, item: object, error: BatchAudiencesError) -> None:
+        self.items_failed += 1
+        if len(self.failed_items) < MAX_FAILED_ITEMS:
+            self.failed_items.append(FailedItem(position, item, error))
+
+
+def _check(item: object) -> StagedRow:
+    if type(item) is str:
+        return (check_id(item), 0, None, None)
+    if isinstance(item, Member):
+        return canonical_row(item.id, item.attributes)
+    if isinstance(item, str):
+        return (check_id(str.__str__(item)), 0, None, None)
+    raise ValidationError("source", f"items must be str IDs or Member, got {type(item).__name__}")
+
+
+async def _batches(source: Iterator[Any] | AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
+    if hasattr(source, "__anext__"):
+        batch: list[Any] = []
+        async for item in source:  # type: ignore[union-attr]
+            batch.append(item)
+            if len(batch) == _BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+    while batch := list(islice(source, _BATCH)):
+        yield batch
+
+
+async def stage_source(
+    session: SyncSession,
+    source: Iterator[Any] | AsyncIterator[Any],
+    *,
+    deadline_at: float | None,
+) -> StageResult:
+    """Read ``source`` to its end into ``session``; the store writes one batch while the next is read."""
+    loop = asyncio.get_running_loop()
+    result = StageResult()
+    writing: asyncio.Future[list[int]] | None = None
+    written: tuple[list[int], list[object]] = ([], [])
+
+    def collect(duplicates: list[int], positions: list[int], items: list[object]) -> None:
+        for index in duplicates:
+            result.fail(positions[index], items[index],
+                        ValidationError("id", "duplicate ID: its first occurrence is the one synced"))
+
+    try:
+        async for batch in _batches(source):
+            rows: list[StagedRow] = []
+            positions: list[int] = []
+            items: list[object] = []
+            position = result.items_read
+            for item in batch:
+                try:
+                    rows.append(_check(item))
+                except ValidationError as error:
+                    result.fail(position, item, error)
+                else:
+                    positions.append(position)
+                    items.append(item)
+                position += 1
+            result.items_read = position
+            if writing is not None:
+                collect(await writing, *written)
+            writing = asyncio.ensure_future(session.stage(rows))
+            written = (positions, items)
+            if deadline_at is not None and loop.time() >= deadline_at:
+                result.stopped = "the deadline passed while the source was read"
+                break
+        if writing is not None:
+            collect(await writing, *written)
+            writing = None
+    finally:
+        if writing is not None and not writing.done():
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
+    return result
