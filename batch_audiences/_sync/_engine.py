@@ -45,8 +45,6 @@ __all__ = ["default_state_path", "resolve_store", "run_sync"]
 _SETTLE_FIRST = 0.05
 _SETTLE_MAX = 2.0
 _SETTLE_TIMEOUT = 300.0
-# Plan rows read from the store at a time for the upload.
-_PAGE = 10_000
 
 
 def default_state_path() -> str:
@@ -89,11 +87,15 @@ def _check_flag(value: object, field: str) -> bool:
     return value
 
 
-async def _plan_stream(session: SyncSession, size: int, full: bool) -> AsyncIterator[Any]:
-    """The plan as upload items, read from the store a page at a time."""
+async def _plan_stream(session: SyncSession, size: int, full: bool, page: int) -> AsyncIterator[Any]:
+    """The plan as upload items, read from the store a page (one chunk) at a time.
+
+    A page is marked pending as it is read, so reading no further ahead than the upload keeps
+    what a killed run leaves uncertain to the chunks it had in hand.
+    """
     start = 0
     while start < size:
-        rows = await session.read(start, min(_PAGE, size - start))
+        rows = await session.read(start, min(page, size - start))
         if not rows:
             return
         for custom_id, op, blob in rows:
@@ -277,7 +279,7 @@ async def _run(
     upload: UploadReport | None = None
     try:
         upload = await run.client.upload(
-            run.name, _plan_stream(session, plan.size, is_full),
+            run.name, _plan_stream(session, plan.size, is_full, effective),
             mode="replace" if is_full else "update", chunk_size=effective, concurrency=concurrency,
             on_progress=on_event, deadline=remaining,
         )
