@@ -3,16 +3,17 @@
 Nothing of the source is kept in Python beyond one batch: rows go to the store's scratch table
 as they are read, and the store computes the difference. An item's attribute set is put in the
 canonical form of the wire (``date(...)``/``url(...)`` keys, sorted keys, compact JSON), and
-hashed with BLAKE2b to 64 bits, so the same set hashes the same on every run and machine.
+hashed to 64 bits (CRC-32 and Adler-32), so the same set hashes the same on every run and
+machine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator, Iterator
 from itertools import islice
-from typing import Any
+from typing import Any, Final
+from zlib import adler32, crc32
 
 import attrs
 import orjson
@@ -30,6 +31,11 @@ _BATCH = 10_000
 # Bad items kept in detail (all are counted).
 MAX_FAILED_ITEMS = 10_000
 _SORT_KEYS = orjson.OPT_SORT_KEYS
+_PLAIN: Final = frozenset({str, int, bool, float})
+_HALF: Final = 1 << 31
+# Sorted keys (JSON) of the attribute key sequences seen: sources repeat a handful of them.
+_KEYS: dict[tuple[str, ...], str] = {}
+_MAX_KEY_SETS: Final = 4096
 
 
 def canonical_row(custom_id: str, attributes: dict[str, Any] | None) -> StagedRow:
@@ -42,15 +48,30 @@ def canonical_row(custom_id: str, attributes: dict[str, Any] | None) -> StagedRo
     ('["age","plan"]', b'{"age":3,"plan":"pro"}')
     >>> row[1] == canonical_row("u1", {"age": 3, "plan": "pro"})[1]
     True
+    >>> canonical_row("u1", {"plan": "pro", "age": 4})[1] == row[1]
+    False
     """
     if not attributes:
         return (custom_id, 0, None, None)
-    wire = encode_attributes(attributes)
+    # This runs once per source row: plain values (all a CSV gives) skip the codec's reshaping,
+    # which would return them unchanged.
+    for value in attributes.values():
+        if type(value) not in _PLAIN:
+            wire = encode_attributes(attributes)
+            break
+    else:
+        wire = attributes
+    order = tuple(wire)
+    keys = _KEYS.get(order)
+    if keys is None:
+        keys = orjson.dumps(sorted(order)).decode()
+        if len(_KEYS) < _MAX_KEY_SETS:
+            _KEYS[order] = keys
     blob = orjson.dumps(wire, option=_SORT_KEYS)
-    digest = hashlib.blake2b(blob, digest_size=8).digest()
-    # 0 is "no attributes"; a non-empty set hashing to 0 is moved off it.
-    h = int.from_bytes(digest, "big", signed=True) or 1
-    return (custom_id, h, orjson.dumps(sorted(wire)).decode(), blob)
+    # 64 bits, stable across processes and machines: CRC-32 and Adler-32 of the canonical JSON
+    # (as a signed integer, for the databases' bigint). 0 is "no attributes": moved off it.
+    h = (crc32(blob) - _HALF) << 32 | adler32(blob)
+    return (custom_id, h or 1, keys, blob)
 
 
 @attrs.define
