@@ -219,24 +219,28 @@ def run(ctx: Context) -> Result:
     with StubServer() as server:
         big = measure(ctx.workdir, rows, server)
         little = measure(ctx.workdir, small, server)
+    floor = big["floor"]["seconds"]
+
+    def row(name: str, seconds: float, note: str = "", ratio: bool = True) -> Row:
+        return Row(name, [seconds], seconds, 0.0, seconds / floor if ratio else None, note)
+
+    churned_big, churned_small = big["churned"], little["churned"]
     result = Result(
         KEY, TITLE, "s", higher_is_better=False, baseline=f"read_csv only, {rows:,} rows",
         rows=[
-            Row(f"read_csv only, {rows:,} rows", [big["floor"]["seconds"]], big["floor"]["seconds"], 0.0, 1.0),
-            Row(f"sync, 1% churn, {rows:,} rows", [big["churned"]["seconds"]], big["churned"]["seconds"], 0.0,
-                big["churned"]["seconds"] / big["floor"]["seconds"],
-                f"{big['churned']['writes']:.0f} writes, peak RSS {big['churned']['peak_mb']:.0f} MB"),
-            Row(f"sync, unchanged, {rows:,} rows", [big["unchanged"]["seconds"]],
-                big["unchanged"]["seconds"], 0.0, big["unchanged"]["seconds"] / big["floor"]["seconds"],
+            row(f"read_csv only, {rows:,} rows", floor),
+            row(f"sync, 1% churn, {rows:,} rows", churned_big["seconds"],
+                f"{churned_big['writes']:.0f} writes, peak RSS {churned_big['peak_mb']:.0f} MB"),
+            row(f"sync, unchanged, {rows:,} rows", big["unchanged"]["seconds"],
                 f"{big['unchanged']['writes']:.0f} writes"),
-            Row(f"first sync (full), {rows:,} rows", [big["first"]["seconds"]], big["first"]["seconds"], 0.0,
-                big["first"]["seconds"] / big["floor"]["seconds"], "makes the snapshot; not a target"),
-            Row(f"sync, 1% churn, {small:,} rows", [little["churned"]["seconds"]],
-                little["churned"]["seconds"], 0.0, None,
-                f"peak RSS {little['churned']['peak_mb']:.0f} MB"),
+            row(f"first sync (full), {rows:,} rows", big["first"]["seconds"],
+                "makes the snapshot; not a target"),
+            row(f"sync, 1% churn, {small:,} rows", churned_small["seconds"],
+                f"peak RSS {churned_small['peak_mb']:.0f} MB", ratio=False),
         ],
         notes=[f"One run per size (a run of {rows:,} rows takes minutes); SQLite snapshot, chunks of "
-               "10,000, 4 in flight, against a loopback stub that counts writes."],
+               "10,000, 4 in flight, against a loopback stub that counts writes. Sizes: "
+               "BENCH_SYNC_ROWS (default 10,000,000; --quick: 200,000)."],
     )
     churned, growth = big["churned"], big["churned"]["peak_mb"] / little["churned"]["peak_mb"]
     result.checks += [

@@ -465,3 +465,62 @@ def test_the_default_state_lives_in_the_user_state_directory(monkeypatch: pytest
     store = resolve_store(None)
     assert isinstance(store, SqliteStore)
     assert str(store.path) == path
+
+
+# -- the stores' own failures -----------------------------------------------------------------------
+
+
+async def test_a_source_of_only_bad_items_empties_nothing(
+    emu: Emulator, client: AsyncAudiencesClient, state: str
+) -> None:
+    await client.sync("crm", source_v1(), state=state)
+    await settle(emu)
+    mark = len(emu.requests)
+    report = await client.sync("crm", ["", "  ", 7], state=state)
+    assert not report.ok
+    assert report.stop_reason is not None
+    assert "empty" in report.stop_reason
+    assert writes(emu, mark) == []
+    await settle(emu)
+    assert emu.members("crm") == members(source_v1())
+
+
+async def test_an_unusable_state_file_is_one_sdk_error(
+    emu: Emulator, client: AsyncAudiencesClient, tmp_path: Path
+) -> None:
+    from batch_audiences import SyncStateError
+
+    damaged = tmp_path / "damaged.sqlite3"
+    damaged.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(SyncStateError, match=r"damaged\.sqlite3"):
+        await client.sync("crm", ["a"], state=damaged)
+    assert writes(emu) == []
+
+
+async def test_a_postgres_store_that_cannot_be_reached_never_shows_its_password(
+    emu: Emulator, client: AsyncAudiencesClient, free_port: int
+) -> None:
+    from batch_audiences import PostgresStore, SyncStateError
+
+    url = f"postgresql://sync:Sup3r-Secret@127.0.0.1:{free_port}/audiences?connect_timeout=5"
+    assert "Sup3r-Secret" not in repr(PostgresStore(url))
+    with pytest.raises(SyncStateError) as caught:
+        await client.sync("crm", ["a"], state=url)
+    assert "Sup3r-Secret" not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
+async def test_a_wrong_postgres_password_is_reported_without_it(
+    emu: Emulator, client: AsyncAudiencesClient, postgresql_url: str
+) -> None:
+    from urllib.parse import urlsplit
+
+    from batch_audiences import SyncStateError
+
+    real = urlsplit(postgresql_url).password
+    assert real is not None
+    wrong = postgresql_url.replace(real, "Wrong-Pass-123")
+    with pytest.raises(SyncStateError, match="password") as caught:
+        await client.sync("crm", ["a"], state=wrong)
+    assert "Wrong-Pass-123" not in str(caught.value)
+    assert real not in str(caught.value)

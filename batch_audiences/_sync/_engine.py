@@ -227,6 +227,13 @@ async def _run(
         return report(mode="incremental", full_reason=None, added=0, removed=0, changed=0,
                       unchanged=0, resent=0, completed=False, stop_reason=staged.stopped)
 
+    if staged.items_read and staged.items_failed == staged.items_read:
+        # Every item is bad: the audience would be emptied. That cannot be what was meant.
+        return report(mode="incremental", full_reason=None, added=0, removed=0, changed=0,
+                      unchanged=0, resent=0, completed=False,
+                      stop_reason="no item of the source is valid: syncing would empty the audience, "
+                      "so nothing was sent")
+
     nb_ids = await run.settled_size()
     reason: FullReason | None = None
     if nb_ids is None:

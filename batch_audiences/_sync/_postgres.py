@@ -10,8 +10,9 @@ ends, however the process ended. Source rows are staged with ``COPY``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ._store import (
@@ -70,6 +71,27 @@ def _redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _guarded(
+    method: Callable[Concatenate[_PostgresSession, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[_PostgresSession, P], Coroutine[Any, Any, T]]:
+    """A database error during a run, as one SDK error without the password."""
+
+    @functools.wraps(method)
+    async def guarded(self: _PostgresSession, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        import psycopg
+
+        try:
+            return await method(self, *args, **kwargs)
+        except psycopg.Error as error:
+            raise SyncStateError(f"the sync state {self.where} failed: {self.scrub(error)}") from None
+
+    return guarded
+
+
 def _lock_id(key: SnapshotKey) -> int:
     return int.from_bytes(bytes.fromhex(key.digest), "big", signed=True)
 
@@ -108,9 +130,9 @@ class PostgresStore:
             raise SyncStateError(
                 f"cannot connect to the sync state {_redacted(self._url)}: {self._scrub(error)}"
             ) from None
-        session = _PostgresSession(conn, key)
+        session = _PostgresSession(conn, key, _redacted(self._url), self._scrub)
         try:
-            await session.start(_redacted(self._url))
+            await session.start()
         except psycopg.Error as error:
             await session.close()
             raise SyncStateError(
@@ -123,9 +145,14 @@ class PostgresStore:
 
 
 class _PostgresSession:
-    def __init__(self, conn: psycopg.AsyncConnection[Any], key: SnapshotKey) -> None:
+    def __init__(
+        self, conn: psycopg.AsyncConnection[Any], key: SnapshotKey, where: str,
+        scrub: Callable[[BaseException], str],
+    ) -> None:
         self._conn = conn
         self._key = key
+        self.where = where
+        self.scrub = scrub
         self._akey: int | None = None
         self._staged = 0
         self._full = False
@@ -135,10 +162,10 @@ class _PostgresSession:
         cursor = await self._conn.execute(query, params)
         return await cursor.fetchone()
 
-    async def start(self, where: str) -> None:
+    async def start(self) -> None:
         locked = await self._one("SELECT pg_try_advisory_lock(%s)", (_lock_id(self._key),))
         if not locked[0]:
-            raise SyncLockedError(self._key.name, f"pg_advisory_lock({_lock_id(self._key)}) on {where}")
+            raise SyncLockedError(self._key.name, f"pg_advisory_lock({_lock_id(self._key)}) on {self.where}")
         async with self._conn.transaction():
             await self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             for statement in _SCHEMA:
@@ -158,6 +185,7 @@ class _PostgresSession:
         with contextlib.suppress(Exception):
             await self._conn.close()  # ends the session: its advisory lock and temp tables go
 
+    @_guarded
     async def stage(self, rows: Sequence[StagedRow]) -> list[int]:
         import psycopg
 
@@ -187,6 +215,7 @@ class _PostgresSession:
         self._staged = first + len(rows)
         return []
 
+    @_guarded
     async def info(self) -> SnapshotInfo:
         if self._akey is None:
             return SnapshotInfo(exists=False, valid=False, count=0, pending_in=0, pending_out=0)
@@ -201,6 +230,7 @@ class _PostgresSession:
     async def _count(self, query: str) -> int:
         return int((await self._one(query))[0])
 
+    @_guarded
     async def plan(self, full: bool) -> PlanCounts:
         staged = self._staged
         if full or self._akey is None:
@@ -255,6 +285,7 @@ class _PostgresSession:
             resent=int(pend) + gone_pending, unset=unset, size=size,
         )
 
+    @_guarded
     async def begin(self, full: bool) -> None:
         self._full = full
         async with self._conn.transaction():
@@ -271,6 +302,7 @@ class _PostgresSession:
                     f"UPDATE {_A} SET valid = false, updated = now() WHERE akey = %s", (self._akey,)
                 )
 
+    @_guarded
     async def read(self, start: int, limit: int) -> list[PlanRow]:
         if self._full:
             where = "FROM src WHERE n >= %(lo)s AND n < %(hi)s"
@@ -286,6 +318,7 @@ class _PostgresSession:
         )
         return [(custom_id, int(op), None if blob is None else bytes(blob)) for custom_id, op, blob in rows]
 
+    @_guarded
     async def record(self, start: int, count: int, full: bool) -> None:
         span = {"a": self._akey, "lo": start, "hi": start + count}
         conn = self._conn

@@ -164,7 +164,11 @@ class _SqliteSession:
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(func, *args))
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(func, *args))
+        except sqlite3.Error as error:
+            # Locked past the busy timeout, disk full, a damaged file...: one SDK error, named.
+            raise SyncStateError(f"the sync state {self._path} failed: {error}") from error
 
     @property
     def db(self) -> sqlite3.Connection:
