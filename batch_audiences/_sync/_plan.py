@@ -90,6 +90,8 @@ class StageResult:
 
 
 def _check(item: object) -> StagedRow:
+    if type(item) is Member:
+        return canonical_row(item.id, item.attributes)
     if type(item) is str:
         return (check_id(item), 0, None, None)
     if isinstance(item, Member):
@@ -97,6 +99,28 @@ def _check(item: object) -> StagedRow:
     if isinstance(item, str):
         return (check_id(str.__str__(item)), 0, None, None)
     raise ValidationError("source", f"items must be str IDs or Member, got {type(item).__name__}")
+
+
+def _rows(batch: list[Any], first: int, result: StageResult) -> tuple[list[StagedRow], list[int] | None]:
+    """The staged rows of a batch, and the batch offsets they come from (``None``: all of them).
+
+    The common case (every item valid) is one comprehension; a bad item sends the batch down
+    the item-by-item path, which records it with its position.
+    """
+    try:
+        return [_check(item) for item in batch], None
+    except ValidationError:
+        pass
+    rows: list[StagedRow] = []
+    offsets: list[int] = []
+    for offset, item in enumerate(batch):
+        try:
+            rows.append(_check(item))
+        except ValidationError as error:
+            result.fail(first + offset, item, error)
+        else:
+            offsets.append(offset)
+    return rows, offsets
 
 
 async def _batches(source: Iterator[Any] | AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
@@ -124,33 +148,24 @@ async def stage_source(
     loop = asyncio.get_running_loop()
     result = StageResult()
     writing: asyncio.Future[list[int]] | None = None
-    written: tuple[list[int], list[object]] = ([], [])
+    written: tuple[list[Any], int, list[int] | None] = ([], 0, None)
 
-    def collect(duplicates: list[int], positions: list[int], items: list[object]) -> None:
+    def collect(duplicates: list[int], batch: list[Any], first: int, offsets: list[int] | None) -> None:
         for index in duplicates:
-            result.fail(positions[index], items[index],
+            offset = index if offsets is None else offsets[index]
+            result.fail(first + offset, batch[offset],
                         ValidationError("id", "duplicate ID: its first occurrence is the one synced"))
 
     try:
         async for batch in _batches(source):
-            rows: list[StagedRow] = []
-            positions: list[int] = []
-            items: list[object] = []
-            position = result.items_read
-            for item in batch:
-                try:
-                    rows.append(_check(item))
-                except ValidationError as error:
-                    result.fail(position, item, error)
-                else:
-                    positions.append(position)
-                    items.append(item)
-                position += 1
-            result.items_read = position
+            first = result.items_read
+            rows, offsets = _rows(batch, first, result)
+            result.items_read = first + len(batch)
             if writing is not None:
                 collect(await writing, *written)
+            # The store writes this batch (on its own thread) while the next one is read.
             writing = asyncio.ensure_future(session.stage(rows))
-            written = (positions, items)
+            written = (batch, first, offsets)
             if deadline_at is not None and loop.time() >= deadline_at:
                 result.stopped = "the deadline passed while the source was read"
                 break

@@ -202,11 +202,11 @@ class _SqliteSession:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA temp_store = FILE")
-            db.execute("PRAGMA cache_size = -32768")
+            db.execute("PRAGMA cache_size = -16384")
             db.create_function("lost_keys", 2, _lost_keys, deterministic=True)
             db.executescript(_SCHEMA)
             db.executescript(_SCRATCH)
-            db.execute("PRAGMA temp.cache_size = -65536")
+            db.execute("PRAGMA temp.cache_size = -16384")
             row = db.execute(
                 "SELECT akey FROM audiences WHERE base_url = ? AND project_key = ? AND name = ?",
                 (self._key.base_url, self._key.project_key, self._key.name),
