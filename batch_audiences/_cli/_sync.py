@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._errors import AuthenticationError, BatchAudiencesError
@@ -23,7 +24,7 @@ from ._errors import EXIT_FAILED, EXIT_OK, EXIT_SETUP, CLIError
 from ._manifest import guess_format
 from ._output import Console, format_count, format_duration, key_values
 from ._progress import Progress
-from ._upload import FORMATS, _open_input
+from ._upload import FORMATS, _estimate_total, _Input, _open_input
 
 if TYPE_CHECKING:
     from ._main import Interrupter
@@ -32,6 +33,8 @@ __all__ = ["SYNC_EPILOG", "add_sync_arguments", "cmd_sync"]
 
 # Bad rows and items listed in the text report (--json lists up to 10,000).
 _SHOWN = 20
+# The reading progress line is fed every so many rows.
+_READ_STEP = 10_000
 
 SYNC_EPILOG = """\
 how it works:
@@ -75,6 +78,18 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IDs per request, 1 to 10,000 (default: %(default)s)")
 
 
+def _counted(source: _Input, progress: Progress) -> Iterator[Any]:
+    """The file's items, feeding the reading progress line (the source is read before sending)."""
+    count = 0
+    for item in source.items():
+        count += 1
+        if count % _READ_STEP == 0:
+            progress.update(done=count + source.bad_count, failed=source.bad_count)
+        yield item
+    progress.update(done=count + source.bad_count, failed=source.bad_count, force=True)
+    progress.close()
+
+
 def _error_line(error: BatchAudiencesError) -> str:
     return " ".join(str(error).split())
 
@@ -89,21 +104,24 @@ async def cmd_sync(args: argparse.Namespace, console: Console, interrupter: Inte
     # The upload command's reader, in its plain "add" shape: rows are members or IDs.
     args.mode, args.action_column = "add", None
     source = _open_input(args, fmt)
-    progress = Progress(console, f"sync {args.name}", unit="IDs")
+    reading = Progress(console, f"sync {args.name}: reading", unit="rows",
+                       total=_estimate_total(args.file, fmt))
+    sending = Progress(console, f"sync {args.name}: sending", unit="IDs")
 
     def on_progress(event: ProgressEvent) -> None:
-        progress.update(done=event.items_done, failed=event.items_failed, retries=event.retries,
-                        force=event.kind == "finished")
+        sending.update(done=event.items_done, failed=event.items_failed, retries=event.retries,
+                       force=event.kind == "finished")
 
     try:
         async with make_client(args, max_rate=args.max_rate) as client:
             report = await client.sync(
-                args.name, source.items(), state=args.state, full=args.full, create=args.create,
-                dry_run=args.dry_run, chunk_size=args.chunk_size, concurrency=args.concurrency,
-                on_progress=on_progress,
+                args.name, _counted(source, reading), state=args.state, full=args.full,
+                create=args.create, dry_run=args.dry_run, chunk_size=args.chunk_size,
+                concurrency=args.concurrency, on_progress=on_progress,
             )
     finally:
-        progress.close()
+        reading.close()
+        sending.close()
         if source.file is not sys.stdin.buffer:
             source.file.close()
     bad_rows = [{"line": e.line, "error": e.message, "column": e.column} for e in source.bad_rows]
