@@ -9,6 +9,7 @@ ends, however the process ended. Source rows are staged with ``COPY``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Coroutine, Sequence
@@ -153,6 +154,9 @@ class _PostgresSession:
         self._key = key
         self.where = where
         self.scrub = scrub
+        # The upload reads the plan while acknowledgements are recorded: on one connection, a
+        # page's statements must not land inside a chunk's transaction.
+        self._mutex = asyncio.Lock()
         self._akey: int | None = None
         self._staged = 0
         self._full = False
@@ -304,6 +308,10 @@ class _PostgresSession:
 
     @_guarded
     async def read(self, start: int, limit: int) -> list[PlanRow]:
+        async with self._mutex:
+            return await self._read(start, limit)
+
+    async def _read(self, start: int, limit: int) -> list[PlanRow]:
         if self._full:
             where = "FROM src WHERE n >= %(lo)s AND n < %(hi)s"
             select = f"SELECT id, {ADD}, attrs {where} ORDER BY n"
@@ -313,13 +321,18 @@ class _PostgresSession:
         span = {"a": self._akey, "lo": start, "hi": start + limit}
         cursor = await self._conn.execute(select, span)
         rows = await cursor.fetchall()
-        await self._conn.execute(
-            f"INSERT INTO {_P} (akey, id) SELECT %(a)s, id {where} ON CONFLICT DO NOTHING", span
-        )
+        async with self._conn.transaction():
+            await self._conn.execute(
+                f"INSERT INTO {_P} (akey, id) SELECT %(a)s, id {where} ON CONFLICT DO NOTHING", span
+            )
         return [(custom_id, int(op), None if blob is None else bytes(blob)) for custom_id, op, blob in rows]
 
     @_guarded
     async def record(self, start: int, count: int, full: bool) -> None:
+        async with self._mutex:
+            await self._record(start, count, full)
+
+    async def _record(self, start: int, count: int, full: bool) -> None:
         span = {"a": self._akey, "lo": start, "hi": start + count}
         conn = self._conn
         async with conn.transaction():
