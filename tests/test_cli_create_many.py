@@ -54,6 +54,9 @@ def test_create_many_json_report_with_failures_and_line_numbers(emu: Emulator, t
     assert [(f["line"], f["error_type"]) for f in report["failures"]] == [
         (3, "ValidationError"), (4, "AudienceExistsError"), (5, "BadRow"), (7, "ValidationError")]
     assert report["failed"] == 4
+    errors = [line for line in run.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, run.err
+    assert "4 of 6 audiences not created" in errors[0]
     # The invalid name and the repeated one never reached the server.
     assert emu.count(route="create") == 3
 

@@ -60,6 +60,15 @@ async def cmd_create_many(args: argparse.Namespace, console: Console, interrupte
     _print_create_many(console, report, manifest.lines, manifest.bad_rows, interrupted=stop.set)
     if stop.set:
         return EXIT_INTERRUPTED
+    failed = len(report.failed) + len(manifest.bad_rows)
+    if failed:
+        total = report.items_read + len(manifest.bad_rows)
+        first = report.failed[0].error if report.failed else None
+        why = f"; the first: {' '.join(str(first).split())}" if first else " (bad manifest rows, above)"
+        console.error(f"create-many: {format_count(failed)} of {format_count(total)} audiences not "
+                      f"created{why}")
+    elif report.stop_reason:
+        console.error(f"create-many stopped: {report.stop_reason}")
     if any(isinstance(failure.error, AuthenticationError) for failure in report.failed):
         return EXIT_SETUP
     return EXIT_OK if report.ok and not manifest.bad_rows else EXIT_FAILED
@@ -121,6 +130,6 @@ def _name_of(item: object) -> str | None:
 
 
 async def cmd_demo(args: argparse.Namespace, console: Console, interrupter: Interrupter) -> int:
-    from .._demo import demo
+    from ._demo import demo
 
     return await demo(ids=args.ids, audiences=args.audiences, seed=args.seed, console=console)

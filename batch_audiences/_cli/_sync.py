@@ -10,7 +10,6 @@ run sends the rest.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +17,14 @@ from .._errors import AuthenticationError, BatchAudiencesError
 from .._models import MAX_IDS_PER_REQUEST
 from .._reports import ProgressEvent
 from .._sync import SyncReport
-from ._argtypes import positive_float, positive_int
+from ._argtypes import attribute_spec, positive_float, positive_int, text_encoding
 from ._commands import make_client
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_SETUP, CLIError
+from ._input import Input, close_input, estimate_total, open_input
 from ._manifest import guess_format
 from ._output import Console, format_count, format_duration, key_values
 from ._progress import Progress
-from ._upload import FORMATS, _estimate_total, _Input, _open_input
+from ._upload import FORMATS
 
 if TYPE_CHECKING:
     from ._main import Interrupter
@@ -65,9 +65,11 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-column", metavar="C", default=None,
                         help="column (CSV) or key (NDJSON) holding the ID (default: the first "
                         "CSV column, the NDJSON key 'id')")
-    parser.add_argument("--attr", action="append", default=[], metavar="COL[:TYPE]",
+    parser.add_argument("--attr", action="append", default=[], metavar="COL[:TYPE]", type=attribute_spec,
                         help="sync column COL as an attribute (repeatable); TYPE: str, int, float, "
                         "bool, date, url")
+    parser.add_argument("--encoding", type=text_encoding, default="utf-8", metavar="NAME",
+                        help="text encoding of a CSV, NDJSON or text input (default: utf-8)")
     parser.add_argument("--delimiter", metavar="CHAR", default=",",
                         help="CSV field delimiter (default: ',')")
     parser.add_argument("--concurrency", type=positive_int, default=4, metavar="N",
@@ -78,7 +80,7 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IDs per request, 1 to 10,000 (default: %(default)s)")
 
 
-def _counted(source: _Input, progress: Progress) -> Iterator[Any]:
+def _counted(source: Input, progress: Progress) -> Iterator[Any]:
     """The file's items, feeding the reading progress line (the source is read before sending)."""
     count = 0
     for item in source.items():
@@ -101,11 +103,12 @@ async def cmd_sync(args: argparse.Namespace, console: Console, interrupter: Inte
     if fmt == "txt" and (args.attr or args.id_column):
         raise CLIError("a text file holds one ID per line: --attr and --id-column need --format csv "
                        "or ndjson")
-    # The upload command's reader, in its plain "add" shape: rows are members or IDs.
-    args.mode, args.action_column = "add", None
-    source = _open_input(args, fmt)
+    # The upload command's reader, in its plain "add" shape: rows are members or IDs. Nothing
+    # may end the reading early (a partial source would remove the rest): no --max-bad-rows.
+    args.mode, args.action_column, args.rejects, args.max_bad_rows = "add", None, None, None
+    source = open_input(args, fmt)
     reading = Progress(console, f"sync {args.name}: reading", unit="rows",
-                       total=_estimate_total(args.file, fmt))
+                       total=estimate_total(args.file, fmt))
     sending = Progress(console, f"sync {args.name}: sending", unit="IDs")
 
     def on_progress(event: ProgressEvent) -> None:
@@ -122,8 +125,7 @@ async def cmd_sync(args: argparse.Namespace, console: Console, interrupter: Inte
     finally:
         reading.close()
         sending.close()
-        if source.file is not sys.stdin.buffer:
-            source.file.close()
+        close_input(source)
     bad_rows = [{"line": e.line, "error": e.message, "column": e.column} for e in source.bad_rows]
     document = _document(args, report, bad_rows, source.bad_count)
     console.result(document, _text(document))
