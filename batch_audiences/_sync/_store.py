@@ -50,8 +50,8 @@ ADD: Final = 2
 #: One source item as staged: ID, attribute hash, sorted attribute keys (JSON text, ``None``
 #: without attributes) and the canonical attributes (JSON bytes, ``None`` without).
 StagedRow = tuple[str, int, "str | None", "bytes | None"]
-#: One plan row as read for sending: ID, operation, canonical attributes.
-PlanRow = tuple[str, int, "bytes | None"]
+#: One plan row as read for sending: ID, operation, canonical attributes (JSON text or bytes).
+PlanRow = tuple[str, int, "str | bytes | None"]
 
 
 class SyncStateError(BatchAudiencesError):
