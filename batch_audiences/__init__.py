@@ -12,7 +12,22 @@ True
 """
 
 from ._blocking import AudiencesClient
-from ._bulk_errors import DeadlineExceededError, DependencyFailedError, NotSentError
+from ._bulk import (
+    BulkReport,
+    CreatedAudience,
+    DeadlineExceededError,
+    DependencyFailedError,
+    FailedChunk,
+    FailedItem,
+    IfExists,
+    NotSentError,
+    ProgressEvent,
+    ProgressKind,
+    SkippedAudience,
+    UncertainAudience,
+    UploadMode,
+    UploadReport,
+)
 from ._client import AsyncAudiencesClient
 from ._config import RetryPolicy
 from ._errors import (
@@ -31,11 +46,13 @@ from ._errors import (
     ServiceUnavailableError,
     ThrottledError,
     TransportError,
+    UncertainOutcomeError,
     UnexpectedResponseError,
     ValidationError,
 )
 from ._models import (
     MAX_ATTRIBUTES,
+    MAX_ID_LENGTH,
     MAX_IDS_PER_REQUEST,
     Accepted,
     Action,
@@ -43,20 +60,12 @@ from ._models import (
     Audience,
     AudiencePage,
     AudienceType,
+    Confirmation,
     IdAction,
     IndexingState,
     Member,
     NewAudience,
     Url,
-)
-from ._reports import (
-    BulkReport,
-    CreatedAudience,
-    FailedChunk,
-    FailedItem,
-    ProgressEvent,
-    SkippedAudience,
-    UploadReport,
 )
 from ._sync import (
     PostgresStore,
@@ -71,6 +80,7 @@ from ._version import __version__
 
 __all__ = [
     "MAX_ATTRIBUTES",
+    "MAX_ID_LENGTH",
     "MAX_IDS_PER_REQUEST",
     "APIError",
     "Accepted",
@@ -89,12 +99,14 @@ __all__ = [
     "ClientClosedError",
     "ClientStats",
     "ConfigurationError",
+    "Confirmation",
     "CreatedAudience",
     "DeadlineExceededError",
     "DependencyFailedError",
     "FailedChunk",
     "FailedItem",
     "IdAction",
+    "IfExists",
     "IndexingState",
     "IndexingTimeoutError",
     "InvalidSettingError",
@@ -104,6 +116,7 @@ __all__ = [
     "NotSentError",
     "PostgresStore",
     "ProgressEvent",
+    "ProgressKind",
     "RateLimitError",
     "RetryPolicy",
     "ServerError",
@@ -116,7 +129,10 @@ __all__ = [
     "SyncStateError",
     "ThrottledError",
     "TransportError",
+    "UncertainAudience",
+    "UncertainOutcomeError",
     "UnexpectedResponseError",
+    "UploadMode",
     "UploadReport",
     "Url",
     "ValidationError",

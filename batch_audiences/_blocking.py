@@ -29,7 +29,15 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from ._bulk import UploadItem
+from ._bulk import (
+    LATE_WRITE_GRACE,
+    BulkReport,
+    IfExists,
+    ProgressEvent,
+    UploadItem,
+    UploadMode,
+    UploadReport,
+)
 from ._client import AsyncAudiencesClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import ClientClosedError, InvalidSettingError
@@ -43,7 +51,6 @@ from ._models import (
     Member,
     NewAudience,
 )
-from ._reports import BulkReport, ProgressEvent, UploadReport
 from ._sync import SnapshotStore, SyncReport
 from ._transport import ClientStats
 
@@ -321,7 +328,7 @@ class AudiencesClient:
         name: str,
         items: Iterable[UploadItem] | AsyncIterable[UploadItem],
         *,
-        mode: str = "add",
+        mode: UploadMode = "add",
         chunk_size: int = MAX_IDS_PER_REQUEST,
         concurrency: int = 4,
         wait: bool = False,
@@ -329,6 +336,7 @@ class AudiencesClient:
         retry_budget: int | None = None,
         deadline: float | None = None,
         skip_chunks: Collection[int] = (),
+        late_write_grace: float = LATE_WRITE_GRACE,
     ) -> UploadReport:
         """Blocking :meth:`AsyncAudiencesClient.upload`.
 
@@ -346,7 +354,7 @@ class AudiencesClient:
             self._async.upload(
                 name, items, mode=mode, chunk_size=chunk_size, concurrency=concurrency, wait=wait,
                 on_progress=on_progress, retry_budget=retry_budget, deadline=deadline,
-                skip_chunks=skip_chunks,
+                skip_chunks=skip_chunks, late_write_grace=late_write_grace,
             )
         )
 
@@ -356,7 +364,7 @@ class AudiencesClient:
         | AsyncIterable[NewAudience | Mapping[str, Any] | str],
         *,
         concurrency: int = 8,
-        if_exists: str = "error",
+        if_exists: IfExists = "error",
         on_progress: Callable[[ProgressEvent], object] | None = None,
         retry_budget: int | None = None,
         deadline: float | None = None,

@@ -1,7 +1,11 @@
-"""The upload command's input: the file opened with the right reader, its bad rows tallied.
+"""The upload command's input: the file or query opened with the right reader, its bad rows tallied.
 
-:func:`open_input` is the one place the ``upload`` command opens its input (a path or ``-``) and
-picks a reader of :mod:`batch_audiences.sources` for the format. :class:`Input` feeds the bulk
+:func:`add_input_arguments` declares where the rows come from (FILE, by its extension, compressed
+or not; or ``--sql``/``--sql-file`` with ``--db``) and :func:`open_input` is the one place a
+command opens that input and picks a reader of :mod:`batch_audiences.sources` for the format
+(``upload`` and ``sync`` alike). A database password never reaches the terminal: it is
+registered with the console's redaction before anything is read, and messages name the URL with
+the password masked (:func:`describe_input`). :class:`Input` feeds the bulk
 engine the good items and keeps what went wrong: every bad row is counted, the first
 ``MAX_BAD_ROWS`` kept for the report, and each written to ``--rejects`` as soon as it is found;
 ``--max-bad-rows`` and Ctrl-C stop the reading between two chunks.
@@ -14,26 +18,151 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import io
 import os
 import stat
 import sys
 from collections.abc import Callable, Iterator
-from typing import IO, Any, cast
+from pathlib import Path
+from typing import IO, Any, Final, cast
 
 import attrs
 
 # The engine's rule for which items fit which mode: asked, not re-stated.
-from .._bulk import _convert as convert_item
+from .._bulk import check_item
 from .._errors import ValidationError
-from ..sources import RowError, SourceReader, read_csv, read_ndjson, read_text
+from ..sources import (
+    COMPRESSIONS,
+    RowError,
+    SourceReader,
+    read_csv,
+    read_ndjson,
+    read_parquet,
+    read_sql,
+    read_text,
+    safe_url,
+)
+from ..sources._files import compression_of, open_binary
+from ._argtypes import attribute_spec
+from ._errors import CLIError
+from ._output import Console
 from ._rejects import Rejects
 
-__all__ = ["MAX_BAD_ROWS", "Input", "close_input", "estimate_total", "open_input"]
+__all__ = [
+    "DB_URL_ENV",
+    "FORMATS",
+    "MAX_BAD_ROWS",
+    "Input",
+    "add_input_arguments",
+    "check_input_options",
+    "close_input",
+    "describe_input",
+    "estimate_total",
+    "input_format",
+    "open_input",
+]
+
+#: Input formats by extension (after a compression suffix, if any).
+FORMATS: Final = {
+    ".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".txt": "txt",
+    ".parquet": "parquet", ".pq": "parquet",
+}
+#: The environment variable read for the database URL when ``--db`` is not given.
+DB_URL_ENV: Final = "BATCH_AUDIENCES_DB_URL"
 
 # Bad rows kept in memory for the report: a file that is all bad rows must not exhaust memory.
 MAX_BAD_ROWS = 10_000
 # Lines remembered for the rejects file: the longest CSV record it can copy whole.
 _REJECT_WINDOW = 1_000
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """FILE (or ``--sql``/``--sql-file`` with ``--db``) and the options that say how to read it."""
+    parser.add_argument("file", metavar="FILE", nargs="?", default=None,
+                        help="input file (.csv, .ndjson, .jsonl, .txt, .parquet; .gz, .bz2, .xz, .zst "
+                        "compressed), or '-' for standard input; not with --sql")
+    parser.add_argument("--format", choices=("csv", "ndjson", "txt", "parquet"), default=None,
+                        help="input format (default: from the extension, else txt)")
+    parser.add_argument("--sql", metavar="QUERY", default=None,
+                        help="read the rows from this SQL query instead of a file (needs --db)")
+    parser.add_argument("--sql-file", metavar="PATH", default=None,
+                        help="read the rows from the SQL query in PATH instead of a file (needs --db)")
+    parser.add_argument("--db", metavar="URL", default=None,
+                        help=f"database URL for --sql, e.g. postgresql+psycopg://user@host/db "
+                        f"(default: ${DB_URL_ENV}; its password is never printed)")
+    parser.add_argument("--id-column", metavar="C", default=None,
+                        help="column (CSV, Parquet, SQL) or key (NDJSON) holding the ID (default: the "
+                        "first column, the NDJSON key 'id')")
+    parser.add_argument("--attr", action="append", default=[], metavar="COL[:TYPE]", type=attribute_spec,
+                        help="send column COL as an attribute (repeatable); TYPE: str, int, float, "
+                        "bool, date, url (Parquet and SQL: default from the column's own type)")
+    parser.add_argument("--action-column", metavar="C", default=None,
+                        help="update mode: column (CSV) or key (NDJSON) holding 'add' or 'remove' "
+                        "(default: action)")
+    parser.add_argument("--delimiter", metavar="CHAR", default=",",
+                        help="CSV field delimiter (default: ',')")
+
+
+def _query(args: argparse.Namespace) -> str | None:
+    if args.sql is not None and args.sql_file is not None:
+        raise CLIError("give the query once: --sql or --sql-file, not both")
+    if args.sql_file is not None:
+        try:
+            return Path(args.sql_file).read_text(encoding="utf-8")
+        except OSError as error:
+            raise CLIError(f"cannot read --sql-file {args.sql_file}: {error.strerror or error}") from None
+    return str(args.sql) if args.sql is not None else None
+
+
+def _db_url(args: argparse.Namespace) -> str:
+    url = args.db or os.environ.get(DB_URL_ENV, "").strip()
+    if not url:
+        raise CLIError(f"--sql needs a database: pass --db URL or set {DB_URL_ENV}")
+    return str(url)
+
+
+def input_format(args: argparse.Namespace) -> str:
+    """``"sql"``, the ``--format`` given, else the one the file's extension names (``.csv.gz``
+    is CSV), else ``"txt"``."""
+    if args.sql is not None or args.sql_file is not None:
+        if args.file is not None:
+            raise CLIError("give FILE or --sql/--sql-file, not both")
+        return "sql"
+    if args.file is None:
+        raise CLIError("an input is needed: FILE, or --sql QUERY / --sql-file PATH with --db URL")
+    if args.format is not None:
+        return str(args.format)
+    if args.file == "-":
+        return "txt"
+    path = args.file.lower()
+    root, suffix = os.path.splitext(path)
+    if suffix in COMPRESSIONS:
+        suffix = os.path.splitext(root)[1]
+    return FORMATS.get(suffix, "txt")
+
+
+def check_input_options(args: argparse.Namespace, fmt: str, mode: str) -> None:
+    """Options that do not fit the input, refused before anything is read or sent."""
+    if fmt == "txt" and (args.attr or args.id_column or args.action_column):
+        raise CLIError("a text file holds one ID per line: --attr, --id-column and --action-column "
+                       "need --format csv or ndjson")
+    if mode == "update" and fmt in ("txt", "parquet", "sql"):
+        raise CLIError("--mode update needs an action per row: use a CSV or NDJSON file")
+    if fmt in ("parquet", "sql") and args.file == "-":
+        raise CLIError("Parquet cannot be read from standard input: give its path")
+    if args.db is not None and fmt != "sql":
+        raise CLIError("--db is for --sql or --sql-file")
+    if fmt in ("parquet", "sql") and getattr(args, "rejects", None):
+        raise CLIError("--rejects writes rows in the input's own format: it needs a CSV, NDJSON or "
+                       "text input")
+
+
+def describe_input(args: argparse.Namespace, fmt: str) -> str:
+    """The input as a report names it: the file, or the query's database with no password."""
+    if fmt != "sql":
+        return str(args.file)
+    return f"SQL query on {safe_url(_db_url(args))}"
 
 
 class _StopReading(Exception):
@@ -90,6 +219,8 @@ class Input:
     file: IO[bytes]
     mode: str
     chunk_size: int
+    #: The input as reports name it: the file, or the query's database without its password.
+    label: str = ""
     encoding: str = "utf-8"
     rejects: Rejects | None = None
     max_bad_rows: int | None = None
@@ -158,10 +289,12 @@ class Input:
                     self.interrupted = True
                     return
                 start, self._record_start = self._record_start, self.counter.line + 1
+                if self.reader.errors:  # a table or a query has no line feed to take them
+                    self.take_errors()
                 if type(item) is not str:
                     problem = _mode_problem(item, mode, member)
                     if problem is not None:
-                        self._bad(RowError(self.counter.line, problem), start)
+                        self._bad(RowError(self.counter.line or self.reader.line, problem), start)
                         continue
                 self.yielded += 1
                 yield item
@@ -176,16 +309,26 @@ class Input:
 def _mode_problem(item: object, mode: str, member: bool) -> str | None:
     """Why an item read from the file does not fit ``mode``: the engine's own verdict on it."""
     try:
-        convert_item(item, mode, member)
+        check_item(item, mode)
     except ValidationError as error:
         hint = " (use --mode update for mixed actions)" if error.field == "action" else ""
         return f"{error.rule}{hint}"
     return None
 
 
-def open_input(args: argparse.Namespace, fmt: str) -> Input:
-    """The input the options describe: the one place the upload command opens its file."""
-    file: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+def open_input(args: argparse.Namespace, fmt: str, console: Console | None = None) -> Input:
+    """The input the options describe: the one place a command opens its file or query.
+
+    A file ending in ``.gz``, ``.bz2``, ``.xz`` or ``.zst`` is decompressed as it is read.
+    ``console`` learns the database password of ``--sql``, so that no output shows it.
+    """
+    label = describe_input(args, fmt)
+    if fmt in ("parquet", "sql"):
+        # A table or a query has no lines: no line feed, no rejects file (refused earlier).
+        empty = io.BytesIO()
+        return Input(_columnar_reader(args, fmt, console), _LineCounter(empty), empty, args.mode,
+                     args.chunk_size, label, encoding=args.encoding, max_bad_rows=args.max_bad_rows)
+    file: IO[bytes] = sys.stdin.buffer if args.file == "-" else open_binary(args.file)
     # A CSV record may span lines: keep enough of them to write a bad one to the rejects file.
     counter = _LineCounter(file, keep=_REJECT_WINDOW if args.rejects else 0)
     # The readers take any iterable of binary lines (they only iterate it): the counter is one.
@@ -212,8 +355,24 @@ def open_input(args: argparse.Namespace, fmt: str) -> Input:
         if file is not sys.stdin.buffer:
             file.close()
         raise
-    return Input(reader, counter, file, args.mode, args.chunk_size, encoding=args.encoding,
-                  rejects=rejects, max_bad_rows=args.max_bad_rows)
+    return Input(reader, counter, file, args.mode, args.chunk_size, label, encoding=args.encoding,
+                 rejects=rejects, max_bad_rows=args.max_bad_rows)
+
+
+def _columnar_reader(args: argparse.Namespace, fmt: str, console: Console | None) -> SourceReader[Any]:
+    attributes = args.attr or None
+    if fmt == "parquet":
+        with open(args.file, "rb"):  # OSError now, with the path, rather than mid-upload
+            pass
+        return read_parquet(args.file, id_column=args.id_column, attributes=attributes, errors="collect")
+    query = _query(args)
+    url = _db_url(args)
+    if console is not None:
+        from sqlalchemy.engine import make_url  # the [sql] extra: read_sql says if it is missing
+
+        with contextlib.suppress(Exception):  # an unparsable URL: read_sql refuses it, unechoed
+            console.add_secret(make_url(url).password or None)
+    return read_sql(url, query, id_column=args.id_column, attributes=attributes, errors="collect")
 
 
 def close_input(source: Input) -> None:
@@ -223,10 +382,19 @@ def close_input(source: Input) -> None:
         source.rejects.close()
 
 
-def estimate_total(path: str, fmt: str) -> int | None:
-    """Rows in a regular file, from a fast count of its newlines (for the progress bar only)."""
-    if path == "-":
+def estimate_total(args: argparse.Namespace, fmt: str) -> int | None:
+    """Rows in the input, for the progress bar only: a fast count of a plain file's newlines,
+    a Parquet file's own count; ``None`` when only reading it all would tell."""
+    path = args.file
+    if fmt == "sql" or path in (None, "-") or compression_of(path) is not None:
         return None
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet as parquet
+
+            return int(parquet.ParquetFile(path).metadata.num_rows)
+        except Exception:  # only a progress estimate
+            return None
     try:
         with open(path, "rb") as file:
             if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):

@@ -268,6 +268,10 @@ input formats (guessed from the extension, else --format):
                   --id-column key (default "id"), its attributes under "attributes" (or the
                   --attr keys) and, for --mode update, "add" or "remove" under "action"
   .txt (other)    one ID per line
+  .parquet        columns typed by the file's schema; --id-column (default: the first column)
+  .gz .bz2 .xz .zst  compressed, after the format's extension: customers.csv.gz
+  --sql QUERY / --sql-file PATH with --db URL (or $BATCH_AUDIENCES_DB_URL): a query instead of
+                  FILE; columns typed by the database; the URL's password is never printed
   --attr COL[:TYPE] sends column COL as an attribute; TYPE is str (default), int, float, bool,
   date (sent as date(COL), RFC 3339) or url (sent as url(COL)). Up to 15 attributes.
 

@@ -13,18 +13,25 @@ import argparse
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._bulk import ProgressEvent
 from .._errors import AuthenticationError, BatchAudiencesError
 from .._models import MAX_IDS_PER_REQUEST
-from .._reports import ProgressEvent
 from .._sync import SyncReport
-from ._argtypes import attribute_spec, positive_float, positive_int, text_encoding
+from ._argtypes import positive_float, positive_int, text_encoding
 from ._commands import make_client
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_SETUP, CLIError
-from ._input import Input, close_input, estimate_total, open_input
-from ._manifest import guess_format
+from ._input import (
+    Input,
+    add_input_arguments,
+    check_input_options,
+    close_input,
+    describe_input,
+    estimate_total,
+    input_format,
+    open_input,
+)
 from ._output import Console, format_count, format_duration, key_values
 from ._progress import Progress
-from ._upload import FORMATS
 
 if TYPE_CHECKING:
     from ._main import Interrupter
@@ -44,14 +51,17 @@ how it works:
   (the audience's size differs from the snapshot's) replace everything instead. Only what Batch
   accepted is recorded, chunk by chunk: after a failure, a kill or Ctrl-C, run it again.
 
-input: the same formats and options as upload (--id-column, --attr COL[:TYPE], '-' for stdin).
+input: the same formats and options as upload (--id-column, --attr COL[:TYPE], '-' for stdin,
+.parquet, compressed files, --sql QUERY --db URL).
 Duplicate IDs: the first row wins; the others are reported, like bad rows, and not synced."""
 
 
 def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     """The sync command's own arguments."""
-    parser.add_argument("name", metavar="NAME", help="audience to keep equal to the file")
-    parser.add_argument("file", metavar="FILE", help="input file, or '-' for standard input")
+    parser.add_argument("name", metavar="NAME", help="audience to keep equal to the input")
+    add_input_arguments(parser)
+    parser.add_argument("--encoding", type=text_encoding, default="utf-8", metavar="NAME",
+                        help="text encoding of a CSV, NDJSON or text input (default: utf-8)")
     parser.add_argument("--state", metavar="PATH", default=None,
                         help="snapshot store: a SQLite file or a postgresql:// URL (default: the "
                         "user's state directory)")
@@ -60,18 +70,6 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute and show the plan; send nothing, leave the snapshot as it is")
     parser.add_argument("--no-create", dest="create", action="store_false",
                         help="fail if the audience does not exist instead of creating it")
-    parser.add_argument("--format", choices=("csv", "ndjson", "txt"), default=None,
-                        help="input format (default: from the extension, else txt)")
-    parser.add_argument("--id-column", metavar="C", default=None,
-                        help="column (CSV) or key (NDJSON) holding the ID (default: the first "
-                        "CSV column, the NDJSON key 'id')")
-    parser.add_argument("--attr", action="append", default=[], metavar="COL[:TYPE]", type=attribute_spec,
-                        help="sync column COL as an attribute (repeatable); TYPE: str, int, float, "
-                        "bool, date, url")
-    parser.add_argument("--encoding", type=text_encoding, default="utf-8", metavar="NAME",
-                        help="text encoding of a CSV, NDJSON or text input (default: utf-8)")
-    parser.add_argument("--delimiter", metavar="CHAR", default=",",
-                        help="CSV field delimiter (default: ',')")
     parser.add_argument("--concurrency", type=positive_int, default=4, metavar="N",
                         help="requests in flight at once (default: %(default)s)")
     parser.add_argument("--max-rate", type=positive_float, default=None, metavar="R",
@@ -97,18 +95,18 @@ def _error_line(error: BatchAudiencesError) -> str:
 
 
 async def cmd_sync(args: argparse.Namespace, console: Console, interrupter: Interrupter) -> int:
-    fmt = guess_format(args.file, args.format, default="txt", known=FORMATS)
+    fmt = input_format(args)
     if args.chunk_size > MAX_IDS_PER_REQUEST:
         raise CLIError(f"--chunk-size must be at most {MAX_IDS_PER_REQUEST:,}, got {args.chunk_size:,}")
-    if fmt == "txt" and (args.attr or args.id_column):
-        raise CLIError("a text file holds one ID per line: --attr and --id-column need --format csv "
-                       "or ndjson")
+    if args.action_column:
+        raise CLIError("sync takes no --action-column: the input is the audience's whole content")
+    check_input_options(args, fmt, "add")
     # The upload command's reader, in its plain "add" shape: rows are members or IDs. Nothing
     # may end the reading early (a partial source would remove the rest): no --max-bad-rows.
-    args.mode, args.action_column, args.rejects, args.max_bad_rows = "add", None, None, None
-    source = open_input(args, fmt)
+    args.mode, args.rejects, args.max_bad_rows = "add", None, None
+    source = open_input(args, fmt, console)
     reading = Progress(console, f"sync {args.name}: reading", unit="rows",
-                       total=estimate_total(args.file, fmt))
+                       total=estimate_total(args, fmt))
     sending = Progress(console, f"sync {args.name}: sending", unit="IDs")
 
     def on_progress(event: ProgressEvent) -> None:
@@ -127,7 +125,7 @@ async def cmd_sync(args: argparse.Namespace, console: Console, interrupter: Inte
         sending.close()
         close_input(source)
     bad_rows = [{"line": e.line, "error": e.message, "column": e.column} for e in source.bad_rows]
-    document = _document(args, report, bad_rows, source.bad_count)
+    document = _document(args, report, bad_rows, source.bad_count, describe_input(args, fmt))
     console.result(document, _text(document))
     if any(isinstance(chunk.error, AuthenticationError) for chunk in report.failed_chunks):
         return EXIT_SETUP
@@ -135,12 +133,13 @@ async def cmd_sync(args: argparse.Namespace, console: Console, interrupter: Inte
 
 
 def _document(
-    args: argparse.Namespace, report: SyncReport, bad_rows: list[dict[str, Any]], bad_count: int
+    args: argparse.Namespace, report: SyncReport, bad_rows: list[dict[str, Any]], bad_count: int,
+    source: str,
 ) -> dict[str, Any]:
     return {
         "command": "sync",
         "audience": args.name,
-        "file": args.file,
+        "file": source,
         "dry_run": report.dry_run,
         "mode": report.mode,
         "full_reason": report.full_reason,

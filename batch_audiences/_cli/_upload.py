@@ -22,16 +22,24 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
+from .._bulk import ProgressEvent, UploadReport
 from .._client import AsyncAudiencesClient
 from .._errors import AudienceExistsError, AuthenticationError, BatchAudiencesError, NotFoundError
 from .._models import MAX_IDS_PER_REQUEST
-from .._reports import ProgressEvent, UploadReport
-from ._argtypes import attribute_spec, positive_float, positive_int, text_encoding
+from ._argtypes import positive_float, positive_int, text_encoding
 from ._checkpoint import Checkpoint, fingerprint
 from ._commands import make_client, refused, resolved_base_url
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, CLIError
-from ._input import MAX_BAD_ROWS, Input, close_input, estimate_total, open_input
-from ._manifest import guess_format
+from ._input import (
+    MAX_BAD_ROWS,
+    Input,
+    add_input_arguments,
+    check_input_options,
+    close_input,
+    estimate_total,
+    input_format,
+    open_input,
+)
 from ._output import Console, format_count, format_duration, key_values
 from ._progress import Progress
 
@@ -40,7 +48,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_upload_arguments", "cmd_upload"]
 
-FORMATS = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".txt": "txt"}
 # After the first Ctrl-C, requests in flight get this long to finish before they are cancelled.
 GRACE_SECONDS = 30.0
 # Bad rows listed in the text report (all of them are in --json).
@@ -53,22 +60,9 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
     """The upload command's own arguments."""
     parser.add_argument("name", metavar="NAME",
                         help="audience to upload to (it must exist, unless --create)")
-    parser.add_argument("file", metavar="FILE", help="input file, or '-' for standard input")
     parser.add_argument("--mode", choices=("add", "remove", "update", "replace"), default="add",
                         help="what to do with the IDs (default: %(default)s)")
-    parser.add_argument("--format", choices=("csv", "ndjson", "txt"), default=None,
-                        help="input format (default: from the extension, else txt)")
-    parser.add_argument("--id-column", metavar="C", default=None,
-                        help="column (CSV) or key (NDJSON) holding the ID (default: the first "
-                        "CSV column, the NDJSON key 'id')")
-    parser.add_argument("--attr", action="append", default=[], metavar="COL[:TYPE]", type=attribute_spec,
-                        help="send column COL as an attribute (repeatable); TYPE: str, int, float, "
-                        "bool, date, url")
-    parser.add_argument("--action-column", metavar="C", default=None,
-                        help="update mode: column (CSV) or key (NDJSON) holding 'add' or 'remove' "
-                        "(default: action)")
-    parser.add_argument("--delimiter", metavar="CHAR", default=",",
-                        help="CSV field delimiter (default: ',')")
+    add_input_arguments(parser)
     parser.add_argument("--concurrency", type=positive_int, default=4, metavar="N",
                         help="requests in flight at once (default: %(default)s)")
     parser.add_argument("--max-rate", type=positive_float, default=None, metavar="R",
@@ -96,17 +90,15 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_options(args: argparse.Namespace, fmt: str) -> None:
     if args.chunk_size > MAX_IDS_PER_REQUEST:
         raise CLIError(f"--chunk-size must be at most {MAX_IDS_PER_REQUEST:,}, got {args.chunk_size:,}")
-    if fmt == "txt" and (args.attr or args.id_column or args.action_column):
-        raise CLIError("a text file holds one ID per line: --attr, --id-column and --action-column "
-                       "need --format csv or ndjson")
-    if args.mode == "update" and fmt == "txt":
-        raise CLIError("--mode update needs an action per row: use a CSV or NDJSON file")
+    check_input_options(args, fmt, args.mode)
     if args.mode == "remove" and args.attr:
         raise CLIError("--mode remove takes no attributes (--attr)")
     if args.action_column and args.mode != "update":
         raise CLIError("--action-column is for --mode update")
     if args.file == "-" and args.checkpoint:
         raise CLIError("standard input cannot be checkpointed: save it to a file to use --checkpoint")
+    if fmt == "sql" and args.checkpoint:
+        raise CLIError("a query's rows can change between runs: --checkpoint needs a file")
     if args.checkpoint and args.dry_run:
         raise CLIError("--dry-run sends nothing: --checkpoint makes no sense with it")
     if args.rejects:
@@ -119,7 +111,7 @@ def _check_options(args: argparse.Namespace, fmt: str) -> None:
 
 
 async def cmd_upload(args: argparse.Namespace, console: Console, interrupter: Interrupter) -> int:
-    fmt = guess_format(args.file, args.format, default="txt", known=FORMATS)
+    fmt = input_format(args)
     _check_options(args, fmt)
     if args.dry_run:
         return await _dry_run(args, fmt, console, interrupter)
@@ -147,7 +139,7 @@ async def cmd_upload(args: argparse.Namespace, console: Console, interrupter: In
             console.note(f"resuming from {args.checkpoint}: {len(checkpoint.accepted)} chunk(s) "
                          "already accepted will be skipped")
 
-    source = open_input(args, fmt)
+    source = open_input(args, fmt, console)
     try:
         return await _upload(args, fmt, console, interrupter, source, checkpoint)
     finally:
@@ -177,7 +169,7 @@ async def _upload(
     checkpoint: Checkpoint | None,
 ) -> int:
     chunk_size = args.chunk_size
-    progress = Progress(console, f"upload {args.name}", unit="IDs", total=estimate_total(args.file, fmt))
+    progress = Progress(console, f"upload {args.name}", unit="IDs", total=estimate_total(args, fmt))
     last_event: list[ProgressEvent] = []
 
     def on_progress(event: ProgressEvent) -> None:
@@ -348,7 +340,7 @@ def _report_document(
         "command": "upload",
         "audience": args.name,
         "mode": args.mode,
-        "file": args.file,
+        "file": source.label,
         "ok": ok,
         "interrupted": interrupted,
         **document,
@@ -410,7 +402,7 @@ def _bad_row_lines(bad_rows: list[dict[str, Any]], total: int) -> list[str]:
 
 async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interrupter: Interrupter) -> int:
     """Read and check the whole input; send nothing. Exit 1 if any row is bad."""
-    source = open_input(args, fmt)
+    source = open_input(args, fmt, console)
     valid = 0
 
     def stop() -> None:
@@ -434,7 +426,7 @@ async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interru
         "rejects": args.rejects,
         "audience": args.name,
         "mode": args.mode,
-        "file": args.file,
+        "file": source.label,
         "format": fmt,
         "ok": source.bad_count == 0,
         "rows": source.reader.rows,
@@ -444,7 +436,7 @@ async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interru
         "requests": (valid + args.chunk_size - 1) // args.chunk_size if valid else 0,
     }
     lines = [
-        f"dry run: {args.file} ({fmt}), nothing sent",
+        f"dry run: {source.label} ({fmt}), nothing sent",
         key_values([
             ("rows", format_count(document["rows"])),
             ("valid", format_count(valid)),
@@ -464,7 +456,7 @@ async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interru
         return EXIT_INTERRUPTED
     if source.bad_count:
         listed = f"all in {args.rejects}" if args.rejects else "listed above"
-        console.error(f"{format_count(source.bad_count)} bad row(s) in {args.file} ({listed})")
+        console.error(f"{format_count(source.bad_count)} bad row(s) in {source.label} ({listed})")
         return EXIT_FAILED
     return EXIT_OK
 

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .._bulk import check_callback, check_concurrency, check_deadline, open_source
+from .._bulk import ProgressEvent, UploadReport
+from .._bulk._call import check_call_limits, check_concurrency, open_source
 from .._errors import NotFoundError, ValidationError
 from .._models import MAX_IDS_PER_REQUEST, IdAction, IndexingState, Member, check_name
-from .._reports import ProgressEvent, UploadReport
 from ._plan import stage_source
 from ._report import FullReason, SyncReport
 from ._sqlite import SqliteStore
@@ -184,8 +184,7 @@ async def run_sync(
     dry_run = _check_flag(dry_run, "dry_run")
     chunk_size = _check_chunk_size(chunk_size)
     concurrency = check_concurrency(concurrency)
-    callback = check_callback(on_progress)
-    deadline = check_deadline(deadline)
+    callback, _, deadline = check_call_limits(on_progress, None, deadline)
     opened = open_source(source, "source")
     store = resolve_store(state)
     config = client.config

@@ -18,10 +18,10 @@ from zlib import adler32, crc32
 import attrs
 import orjson
 
+from .._bulk import FailedItem
 from .._codec import encode_attributes
 from .._errors import BatchAudiencesError, ValidationError
 from .._models import Member, check_id
-from .._reports import FailedItem
 from ._store import StagedRow, SyncSession
 
 __all__ = ["MAX_FAILED_ITEMS", "StageResult", "canonical_row", "stage_source"]

@@ -6,7 +6,7 @@ from typing import Literal
 
 import attrs
 
-from .._reports import FailedChunk, FailedItem, UploadReport
+from .._bulk import FailedChunk, FailedItem, UploadReport
 
 __all__ = ["FullReason", "SyncMode", "SyncReport"]
 

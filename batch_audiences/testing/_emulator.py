@@ -7,6 +7,7 @@ import math
 import random
 import threading
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import TypeAlias
 
@@ -16,7 +17,7 @@ from ._faults import FaultInjector
 from ._models import EmulatedAudience, FaultPlan, RecordedRequest, ScriptedResponse
 from ._recording import Recorder
 from ._server import ApiServer, ServerSettings
-from ._state import AudienceStore
+from ._state import TAKEN_NAME_REPLIES, AudienceStore
 
 Latency: TypeAlias = "float | tuple[float, float]"
 
@@ -25,6 +26,12 @@ def _check_delay(name: str, value: float) -> float:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
     return float(value)
+
+
+def _check_taken_name(value: str) -> str:
+    if value not in TAKEN_NAME_REPLIES:
+        raise ValueError(f"taken_name must be one of {sorted(TAKEN_NAME_REPLIES)}, got {value!r}")
+    return value
 
 
 def _check_latency(value: Latency) -> Latency:
@@ -80,6 +87,7 @@ class Emulator:
         latency: float | tuple[float, float] = 0.0,
         record_bodies: bool = True,
         attribute_merge: str = "replace",
+        taken_name: str = "explicit",
     ) -> None:
         if attribute_merge not in ("replace", "merge"):
             raise ValueError(f"attribute_merge must be 'replace' or 'merge', got {attribute_merge!r}")
@@ -93,6 +101,7 @@ class Emulator:
         self._port = port
         self._settings = ServerSettings(api_key, project_key, record_bodies)
         self._store = AudienceStore(indexing_delay, replace_delay, attribute_merge=attribute_merge)
+        self._store.taken_name = _check_taken_name(taken_name)
         self._injector = FaultInjector(faults if faults is not None else FaultPlan(), rate_limit)
         self._recorder = Recorder()
         self._latency = _check_latency(latency)
@@ -165,6 +174,15 @@ class Emulator:
     @replace_indexing_delay.setter
     def replace_indexing_delay(self, value: float) -> None:
         self._store.replace_indexing_delay = _check_delay("replace_indexing_delay", value)
+
+    @property
+    def taken_name(self) -> str:
+        """How a create of a taken name is worded: ``"explicit"``, ``"vague"`` or ``"opaque"``."""
+        return self._store.taken_name
+
+    @taken_name.setter
+    def taken_name(self, value: str) -> None:
+        self._store.taken_name = _check_taken_name(value)
 
     @property
     def faults(self) -> FaultPlan:
@@ -319,9 +337,14 @@ class Emulator:
         name: str,
         members: Mapping[str, Mapping[str, object]] | Iterable[str] = (),
         display_name: str | None = None,
+        *,
+        created: datetime | None = None,
     ) -> None:
-        """Create an audience directly, its content already applied (ValueError if it exists)."""
-        self._store.seed(name, members, display_name)
+        """Create an audience directly, its content already applied (ValueError if it exists).
+
+        ``created`` (timezone-aware) backdates it: an audience someone else made earlier.
+        """
+        self._store.seed(name, members, display_name, created)
 
     @property
     def requests(self) -> list[RecordedRequest]:

@@ -1,9 +1,10 @@
 """The aiohttp.web application: routing, fault handling, auth, then the API logic.
 
 Per request: route (404/405) -> apply due writes -> fault decision (scripts, rate limit, random)
--> added latency -> read the body -> scripted/fault answer or drop -> auth (401) -> validation
-(400) -> the store -> maybe drop after or answer slowly. Paths under ``/_emulator/`` are the
-emulator's own inspection routes (:meth:`ApiServer._debug`), outside all of that.
+-> added latency -> read the body -> scripted/fault answer or drop -> maybe hold -> auth (401)
+-> validation (400) -> the store -> maybe drop after or answer slowly. Paths under
+``/_emulator/`` are the emulator's own inspection routes (:meth:`ApiServer._debug`), outside all
+of that.
 """
 
 from __future__ import annotations
@@ -179,6 +180,10 @@ class ApiServer:
             return self._scripted(decision, result)
         if decision.kind == "drop_before":
             return self._drop(request, result, "dropped_before")
+        # A held request is processed late, whether or not the client still waits: aiohttp does
+        # not cancel a handler when its client goes away, so the write is applied all the same.
+        if decision.kind == "hold" and not await self._sleep(decision.delay):
+            return self._drop(request, result, "aborted")
 
         try:
             self._check_auth(request)
@@ -186,7 +191,7 @@ class ApiServer:
         except ApiError as error:
             response = self._error(result, error)
         else:
-            result.status, result.outcome = status, "ok"
+            result.status, result.outcome = status, "held" if decision.kind == "hold" else "ok"
             response = _json_response(status, body)
         response.headers.update(self._injector.rate_headers())
 
