@@ -144,8 +144,9 @@ class _Sync:
     def remaining(self) -> float | None:
         return None if self.deadline_at is None else self.deadline_at - self.loop.time()
 
-    async def settled_size(self) -> int | None:
-        """The audience's ``nb_ids`` once no write is in progress; ``None`` if it does not exist."""
+    async def settled_size(self) -> int | NotFoundError:
+        """The audience's ``nb_ids`` once no write is in progress, or the error saying it does not
+        exist."""
         wait = _SETTLE_FIRST
         limit = self.loop.time() + _SETTLE_TIMEOUT
         if self.deadline_at is not None:
@@ -154,8 +155,8 @@ class _Sync:
             self.requests += 1
             try:
                 audience = await self.client.view(self.name)
-            except NotFoundError:
-                return None
+            except NotFoundError as error:
+                return error
             if audience.indexing_state != IndexingState.IN_PROGRESS or self.loop.time() + wait > limit:
                 # Still indexing at the limit: the count is what it is; drift may be over-reported,
                 # which costs a full replace, never a wrong audience.
@@ -233,15 +234,16 @@ async def _run(
                       stop_reason="no item of the source is valid: syncing would empty the audience, "
                       "so nothing was sent")
 
-    nb_ids = await run.settled_size()
+    size = await run.settled_size()
+    nb_ids = None if isinstance(size, NotFoundError) else size
     reason: FullReason | None = None
-    if nb_ids is None:
+    if isinstance(size, NotFoundError):
         if not create and not dry_run:
             raise NotFoundError(
-                404, "AUDIENCE_NOT_FOUND",
+                size.status, size.error_code,
                 f"audience {run.name!r} does not exist (pass create=True to create it)",
-                method="GET", route="/audiences/view",
-            )
+                method=size.method, route=size.route,
+            ) from size
         reason = "audience_missing"
     elif full:
         reason = "requested"
@@ -249,7 +251,7 @@ async def _run(
         reason = "first_run"
     elif not info.valid:
         reason = "no_snapshot"
-    elif not info.explains(nb_ids):
+    elif nb_ids is not None and not info.explains(nb_ids):
         reason = "drift"
     is_full = reason is not None
     plan = await session.plan(is_full)
