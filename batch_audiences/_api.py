@@ -34,6 +34,7 @@ from ._errors import (
     UnexpectedResponseError,
 )
 from ._evidence import ClockOffset, Verdict, attempt_window, judge_create, judge_remove, offset_from_date
+from ._hooks import ChunkAcknowledged
 from ._models import (
     Accepted,
     Audience,
@@ -125,7 +126,8 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
 
 def _exists_error(error: APIError) -> AudienceExistsError:
     return AudienceExistsError(
-        error.status, error.error_code, error.error_message, method=error.method, route=error.route
+        error.status, error.error_code, error.error_message, method=error.method, route=error.route,
+        headers=error.headers, body=error.body,
     )
 
 
@@ -140,6 +142,9 @@ class Operations:
     def __init__(self, transport: Transport) -> None:
         self._request = transport.request
         self.limiter: RateLimiter = transport.limiter
+        #: Whether the client has hooks (an engine builds their events only then).
+        self.has_hooks = transport.has_hooks
+        self._emit_chunk_acknowledged = transport.emit_chunk_acknowledged
 
     @classmethod
     def of(cls, client: _OnOperations) -> Operations:
@@ -251,6 +256,15 @@ class Operations:
     async def send_ids(self, route: IdsRoute, body: bytes, trace: RequestTrace | None = None) -> Accepted:
         """An update or replace whose body is built already (by :func:`_codec.ids_body`)."""
         return await self._write(_IDS_ROUTES[route], body, trace)
+
+    def chunk_acknowledged(
+        self, name: str, route: IdsRoute, index: int, items: int, token: str | None
+    ) -> None:
+        """Tell the client's hooks that the server accepted chunk ``index`` of an upload."""
+        self._emit_chunk_acknowledged(ChunkAcknowledged(
+            audience=name, chunk_index=index, items=items, indexing_token=token,
+            route=_IDS_ROUTES[route],
+        ))
 
     async def remove(self, name: str, trace: RequestTrace | None = None) -> Accepted:
         """``POST /audiences/remove``; see :meth:`_settle_remove`."""

@@ -41,6 +41,7 @@ from ._bulk import (
 from ._client import AsyncAudiencesClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import ClientClosedError, InvalidSettingError
+from ._hooks import Hook
 from ._models import (
     MAX_IDS_PER_REQUEST,
     Accepted,
@@ -51,6 +52,7 @@ from ._models import (
     Member,
     NewAudience,
 )
+from ._sender import Sender
 from ._sync import SnapshotStore, SyncReport
 from ._transport import ClientStats
 
@@ -208,11 +210,13 @@ class AudiencesClient:
         fail_fast: bool = False,
         retry: RetryPolicy | None = None,
         allow_insecure_http: bool = False,
+        sender: Sender | None = None,
+        hooks: Iterable[Hook] = (),
     ) -> None:
         """Build the client (see :class:`AsyncAudiencesClient` for the arguments).
 
         ``session`` must be ``None``: the facade's session lives on its own event loop, which
-        no caller's session can share.
+        no caller's session can share. ``hooks`` are called on that loop's thread.
         """
         if session is not None:
             raise InvalidSettingError(
@@ -224,6 +228,7 @@ class AudiencesClient:
             api_key, project_key, base_url=base_url, api_version=api_version, timeout=timeout,
             max_retries=max_retries, max_connections=max_connections, max_rate=max_rate,
             fail_fast=fail_fast, retry=retry, allow_insecure_http=allow_insecure_http,
+            sender=sender, hooks=hooks,
         )
         self._loop = LoopThread("batch-audiences-loop")
 

@@ -9,7 +9,8 @@ Fixture names are a contract used by every test module:
 - ``fast_api``: like ``api`` with a high ``max_rate``, for tests that meet many 429s.
 - ``make_api(**client_kwargs)``: builds more such clients (same kind), all closed at teardown.
 - ``fast_retry``: the tiny-wait :class:`RetryPolicy` the clients above use.
-- ``wait_spy``: records each back-off wait computed, with the server's ``Retry-After``.
+- ``wait_spy``: records each back-off wait scheduled, with the server's ``Retry-After`` (a hook
+  that ``make_api`` hands to every client of a test that asks for it).
 - ``free_port``: a TCP port on 127.0.0.1 that nothing listens on.
 - ``clean_env``: the ``BATCH_*`` environment variables removed for the test.
 """
@@ -31,10 +32,12 @@ from batch_audiences import (
     AudiencesClient,
     BulkReport,
     ClientStats,
+    HookEvent,
     RetryPolicy,
+    RetryScheduled,
     UploadReport,
 )
-from batch_audiences.testing import Emulator
+from batch_audiences.testing import Emulator, is_testing, set_testing
 
 from ._postgres import postgresql_url as postgresql_url
 
@@ -155,14 +158,15 @@ def fast_retry() -> RetryPolicy:
 
 @pytest.fixture
 async def make_api(
-    emulator: Emulator, client_kind: str
+    emulator: Emulator, client_kind: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
     """A factory of clients of ``emulator`` in the current kind; every one is closed at teardown.
 
     Keyword arguments go to the client constructor and override the defaults (the emulator's
-    credentials and URL, a fast retry policy).
+    credentials and URL, a fast retry policy, and the ``wait_spy`` hook when the test uses it).
     """
     made: list[Api] = []
+    spy = request.getfixturevalue("wait_spy") if "wait_spy" in request.fixturenames else None
 
     async def make(**kwargs: Any) -> Api:
         settings: dict[str, Any] = {
@@ -173,6 +177,8 @@ async def make_api(
         }
         if "retry" not in kwargs and "max_retries" not in kwargs:
             settings["retry"] = fast_retry_policy()
+        if spy is not None:
+            settings["hooks"] = [spy]
         settings.update(kwargs)
         client: Api
         if client_kind == "async":
@@ -207,7 +213,7 @@ async def fast_api(make_api: Callable[..., Awaitable[Api]]) -> Api:
 
 
 class WaitSpy:
-    """Records every back-off wait the retry policy computes: ``(retry_after, wait)`` pairs.
+    """A hook recording every retry the clients schedule: ``(retry_after, wait)`` pairs.
 
     The server's ``Retry-After`` reaches the policy as ``retry_after``; checking it here tests
     the parsing and the minimum wait without timing anything.
@@ -215,6 +221,10 @@ class WaitSpy:
 
     def __init__(self) -> None:
         self.calls: list[tuple[float | None, float]] = []
+
+    def __call__(self, event: HookEvent) -> None:
+        if isinstance(event, RetryScheduled):
+            self.calls.append((event.retry_after, event.wait))
 
     @property
     def retry_afters(self) -> list[float | None]:
@@ -226,20 +236,18 @@ class WaitSpy:
 
 
 @pytest.fixture
-def wait_spy(monkeypatch: pytest.MonkeyPatch) -> WaitSpy:
-    """Spy on :meth:`RetryPolicy.waits` sequences for the test (clients in any thread)."""
-    from batch_audiences import _config
+def wait_spy() -> WaitSpy:
+    """The retries scheduled by the clients ``make_api`` builds for this test (any thread)."""
+    return WaitSpy()
 
-    spy = WaitSpy()
-    original = _config._Waits.next
 
-    def next_wait(self: Any, retry_after: float | None = None) -> float:
-        wait = original(self, retry_after)
-        spy.calls.append((retry_after, wait))
-        return wait
-
-    monkeypatch.setattr(_config._Waits, "next", next_wait)
-    return spy
+@pytest.fixture(autouse=True)
+def _test_mode_left_off() -> Iterator[None]:
+    """A test that turns the zero-wait test mode on must turn it off: later tests time real waits."""
+    yield
+    leaked = is_testing()
+    set_testing(False)
+    assert not leaked, "the test left batch_audiences.testing.set_testing(True) on"
 
 
 @pytest.fixture

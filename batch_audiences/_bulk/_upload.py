@@ -467,6 +467,8 @@ class _Upload(BulkCall):
         tally.chunks_acknowledged += 1
         self._confirmations.acknowledged(chunk)
         self._emit("acknowledged", chunk)
+        if self._ops.has_hooks:
+            self._ops.chunk_acknowledged(self._name, chunk.route, chunk.index, chunk.count, chunk.token)
 
     def _fail(self, chunk: Chunk, error: BatchAudiencesError) -> None:
         chunk.error = error
