@@ -13,16 +13,20 @@ Fixture names are a contract used by every test module:
   that ``make_api`` hands to every client of a test that asks for it).
 - ``free_port``: a TCP port on 127.0.0.1 that nothing listens on.
 - ``clean_env``: the ``BATCH_*`` environment variables removed for the test.
+
+And one helper: ``serving(handler)``, a one-handler ``aiohttp.web`` server on loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 
 from batch_audiences import (
     Accepted,
@@ -264,3 +268,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for variable in ("BATCH_REST_API_KEY", "BATCH_PROJECT_KEY", "BATCH_API_BASE_URL"):
         monkeypatch.delenv(variable, raising=False)
     return monkeypatch
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """Serve ``handler`` for every method and path on 127.0.0.1 (a free port); yields the base
+    URL, and stops the server on exit."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
