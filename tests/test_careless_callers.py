@@ -430,6 +430,10 @@ def test_closing_a_blocking_client_during_an_upload_ends_it_cleanly(threaded_emu
         if event.kind == "acknowledged":
             acknowledged.add(event.chunk_index)
             if len(acknowledged) >= 5:
+                # From now on every request waits longer than the test does: the upload cannot
+                # finish before close(), however the threads are scheduled, and close() has
+                # requests in flight to end (it must not wait for their answers).
+                threaded_emulator.latency = 10 * HANG
                 enough.set()
 
     def uploader() -> None:
@@ -448,6 +452,7 @@ def test_closing_a_blocking_client_during_an_upload_ends_it_cleanly(threaded_emu
     assert isinstance(outcome[0], ClientClosedError), repr(outcome[0])
     assert 5 <= len(acknowledged) < 50
     assert len(sdk_threads()) == before
+    threaded_emulator.latency = 0.0
     # Resuming with a new client from what progress reported finishes the job exactly.
     with sync_client(threaded_emulator) as again:
         report = again.upload("crm", stream, mode="update", chunk_size=50, wait=True,
