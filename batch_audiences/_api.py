@@ -159,7 +159,9 @@ class Operations:
         status, payload = await self._request("POST", route, body=body, trace=trace)
         accepted = decode(payload, Accepted, status=status, method="POST", route=route)
         # Where the answer is read, so a caller can log what the server said (a request ID…).
-        return attrs.evolve(accepted, status=status, headers=trace.headers or {})
+        # Built anew rather than with attrs.evolve, which looks the fields up on every call.
+        return Accepted(accepted.indexing_token, status, trace.headers or {},
+                        confirmation=accepted.confirmation)
 
     async def _read(
         self, route: str, params: Mapping[str, str], cls: type[T], trace: RequestTrace | None = None

@@ -211,6 +211,8 @@ class Transport:
         # A derived client's own ceiling, under the shared limiter (see derive()).
         self._ceiling: RateLimiter | None = None
         self.hooks = hooks if isinstance(hooks, Hooks) else Hooks(hooks)
+        # Hooks are fixed at construction: whether there are any is asked once, not per step.
+        self._hooked = bool(self.hooks)
         key = config.api_key.reveal()
         base = {
             "Authorization": f"Bearer {key}",
@@ -251,7 +253,7 @@ class Transport:
     @property
     def has_hooks(self) -> bool:
         """Whether anything listens to events (build costly details only when it does)."""
-        return bool(self.hooks)
+        return self._hooked
 
     def emit(self, event: HookEvent) -> None:
         """Give an event to the client's hooks (a failing hook is logged, never raised)."""
@@ -321,7 +323,7 @@ class Transport:
         )
         exchange = _Exchange(method, route, request, trace if trace is not None else RequestTrace(),
                              audience)
-        if self.hooks:
+        if self._hooked:
             exchange.request_id = next(_REQUEST_IDS)
             if audience is None:
                 found = _NAME_FIRST.match(body) if body is not None else None
@@ -340,7 +342,7 @@ class Transport:
         trace = exchange.trace
         trace.attempts += 1
         self._counters.requests += 1
-        hooks = self.hooks
+        hooks = self.hooks if self._hooked else None
         if hooks:
             exchange.started = time.perf_counter()
             hooks.emit(RequestSent(request_id=exchange.request_id, method=exchange.method,
