@@ -149,9 +149,11 @@ def _action_entries(items: Iterable[IdAction], reshape: bool) -> list[dict[str, 
     if reshape:
         return [action_entry(item.id, item.action is Action.ADD, item.attributes) for item in items]
     # action_entry(..., reshape=False), inline: a call per item is a third of the encoding.
+    add = Action.ADD
     return [
-        {"action": item.action._value_, "id": item.id, "attributes": item.attributes}
-        if item.attributes else {"action": item.action._value_, "id": item.id}
+        {"action": "add" if item.action is add else "remove", "id": item.id, "attributes": attributes}
+        if (attributes := item.attributes) else
+        {"action": "add" if item.action is add else "remove", "id": item.id}
         for item in items
     ]
 
@@ -161,7 +163,7 @@ def _member_entries(items: Iterable[Member], reshape: bool) -> list[dict[str, An
         return [member_entry(item.id, item.attributes) for item in items]
     # member_entry(..., reshape=False), inline.
     return [
-        {"id": item.id, "attributes": item.attributes} if item.attributes else {"id": item.id}
+        {"id": item.id, "attributes": attributes} if (attributes := item.attributes) else {"id": item.id}
         for item in items
     ]
 

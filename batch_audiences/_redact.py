@@ -124,6 +124,11 @@ class Redactor:
                 return True
         return False
 
+    def may_show_key(self, value: str) -> bool:
+        """False when ``value`` surely does not show the key: a few substring searches, no
+        regular expression. True means only "look closer" (:meth:`shows_key`, :meth:`text`)."""
+        return self._may_hold(value)
+
     def text(self, value: str) -> str:
         """``value`` with every appearance of the key (or a long fragment of it) replaced."""
         return self._text.sub(REDACTED, value) if self._may_hold(value) else value

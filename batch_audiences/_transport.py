@@ -336,8 +336,8 @@ class Transport:
             await self._ceiling.acquire()
         exchange.sent_at = await self.limiter.acquire()
         # aclose() may have happened while this request waited for its turn or its back-off:
-        # say so, rather than a failure from the sender.
-        if self.closed:
+        # say so, rather than a failure from the sender. (``closed``, inline.)
+        if self._closed or (self._parent is not None and self._parent.closed):
             raise ClientClosedError("this client was closed while the request was in progress")
         trace = exchange.trace
         trace.attempts += 1
@@ -398,14 +398,18 @@ class Transport:
         # error messages, logs, models or hooks.
         body = redactor.body(response.body)
         headers = response.headers
-        # One look at all names and values at once: the common case is a few substring searches.
-        if redactor.shows_key("\n".join(itertools.chain(headers.keys(), headers.values()))):
-            headers = CIMultiDictProxy(CIMultiDict(
-                (redactor.text(name), redactor.text(value)) for name, value in headers.items()
-            ))
         reason = response.reason
-        if reason:
-            reason = redactor.text(reason)
+        # One look at all names, values and the reason phrase at once: in the common case a few
+        # substring searches, and nothing more.
+        if redactor.may_show_key(
+            "\n".join(itertools.chain(headers.keys(), headers.values(), (reason or "",)))
+        ):
+            if redactor.shows_key("\n".join(itertools.chain(headers.keys(), headers.values()))):
+                headers = CIMultiDictProxy(CIMultiDict(
+                    (redactor.text(name), redactor.text(value)) for name, value in headers.items()
+                ))
+            if reason:
+                reason = redactor.text(reason)
         status = response.status
         retry_after = parse_retry_after(headers) if status in (429, 503) else None
         if logger.isEnabledFor(logging.DEBUG):
