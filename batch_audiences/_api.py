@@ -155,9 +155,14 @@ class Operations:
     # -- plumbing -------------------------------------------------------------------------
 
     async def _write(self, route: str, body: bytes, trace: RequestTrace | None) -> Accepted:
+        """Send one write; a success status whose body cannot be read is still a write done
+        (see :meth:`_unread`), for every write route alike."""
         trace = trace if trace is not None else RequestTrace()
-        status, payload = await self._request("POST", route, body=body, trace=trace)
-        accepted = decode(payload, Accepted, status=status, method="POST", route=route)
+        try:
+            status, payload = await self._request("POST", route, body=body, trace=trace)
+            accepted = decode(payload, Accepted, status=status, method="POST", route=route)
+        except UnexpectedResponseError as error:  # from the codec, or a 2xx body over the cap
+            return self._unread(error, trace)
         # Where the answer is read, so a caller can log what the server said (a request ID…).
         # Built anew rather than with attrs.evolve, which looks the fields up on every call.
         return Accepted(accepted.indexing_token, status, trace.headers or {},
@@ -177,8 +182,8 @@ class Operations:
         trace = trace if trace is not None else RequestTrace()
         try:
             return await self._write(_CREATE, encode(request), trace)
-        except UnexpectedResponseError as error:
-            return self._unread(error, trace)
+        except UnexpectedResponseError:
+            raise  # not about the name: an answer that says nothing readable of it
         except APIError as error:
             if not _state_decides(error, trace.uncertain):
                 raise
@@ -274,8 +279,6 @@ class Operations:
         trace = trace if trace is not None else RequestTrace()
         try:
             return await self._write(_REMOVE, encode({"name": name}), trace)
-        except UnexpectedResponseError as error:
-            return self._unread(error, trace)
         except NotFoundError as error:
             if not trace.uncertain:
                 raise

@@ -23,6 +23,7 @@ import yarl
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._errors import ClientClosedError, InvalidSettingError
+from ._loops import run_on_owner
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -219,7 +220,8 @@ class AiohttpSender:
         self._closed = True
         session, self._session = self._session, None
         if session is not None and self._owns_session:
-            await session.close()
+            # On the loop the session was made on, whichever loop calls this (see _loops).
+            await run_on_owner(session.close, self._loop)
 
     async def send(self, request: HTTPRequest) -> HTTPResponse:
         """Make one exchange; see :class:`Sender`."""

@@ -13,33 +13,28 @@ Fixture names are a contract used by every test module:
   that ``make_api`` hands to every client of a test that asks for it).
 - ``free_port``: a TCP port on 127.0.0.1 that nothing listens on.
 - ``clean_env``: the ``BATCH_*`` environment variables removed for the test.
+
+And one helper: ``serving(handler)``, a one-handler ``aiohttp.web`` server on loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import inspect
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 
-from batch_audiences import (
-    Accepted,
-    AsyncAudiencesClient,
-    Audience,
-    AudiencePage,
-    AudiencesClient,
-    BulkReport,
-    ClientStats,
-    HookEvent,
-    RetryPolicy,
-    RetryScheduled,
-    UploadReport,
-)
+from batch_audiences import AsyncAudiencesClient, AudiencesClient, HookEvent, RetryPolicy, RetryScheduled
 from batch_audiences.testing import Emulator, is_testing, set_testing
 
 from ._postgres import postgresql_url as postgresql_url
+from .typing._twins import public_members, twin_name
 
 T = TypeVar("T")
 
@@ -57,8 +52,11 @@ def fast_retry_policy(max_retries: int = MAX_RETRIES) -> RetryPolicy:
 class SyncAdapter:
     """An :class:`AudiencesClient` behind the awaitable interface of :class:`AsyncAudiencesClient`.
 
-    Each blocking call runs in a worker thread (``asyncio.to_thread``), so the emulator, which
-    serves on the test's own loop, keeps answering while the call waits.
+    Its methods are derived from the async client's public members (the pairing rule of
+    ``tests/typing/_twins.py``), not restated: each coroutine method runs its blocking twin in
+    a worker thread (``asyncio.to_thread``), so the emulator, which serves on the test's own
+    loop, keeps answering while the call waits; other methods call the twin at once (argument
+    errors raise at the call, as for the async client) and adapt what it returns.
     """
 
     def __init__(self, client: AudiencesClient) -> None:
@@ -66,62 +64,6 @@ class SyncAdapter:
 
     def __repr__(self) -> str:
         return repr(self.sync)
-
-    @property
-    def stats(self) -> ClientStats:
-        return self.sync.stats
-
-    @property
-    def closed(self) -> bool:
-        return self.sync.closed
-
-    @property
-    def config(self) -> Any:
-        return self.sync.config
-
-    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(function, *args, **kwargs)
-
-    async def create(self, *args: Any, **kwargs: Any) -> Accepted:
-        return await self._call(self.sync.create, *args, **kwargs)
-
-    async def update(self, *args: Any, **kwargs: Any) -> Accepted:
-        return await self._call(self.sync.update, *args, **kwargs)
-
-    async def replace(self, *args: Any, **kwargs: Any) -> Accepted:
-        return await self._call(self.sync.replace, *args, **kwargs)
-
-    async def remove(self, *args: Any, **kwargs: Any) -> Accepted:
-        return await self._call(self.sync.remove, *args, **kwargs)
-
-    async def view(self, *args: Any, **kwargs: Any) -> Audience:
-        return await self._call(self.sync.view, *args, **kwargs)
-
-    async def list(self, *args: Any, **kwargs: Any) -> AudiencePage:
-        return await self._call(self.sync.list, *args, **kwargs)
-
-    async def wait_until_applied(self, *args: Any, **kwargs: Any) -> Audience:
-        return await self._call(self.sync.wait_until_applied, *args, **kwargs)
-
-    async def upload(self, *args: Any, **kwargs: Any) -> UploadReport:
-        return await self._call(self.sync.upload, *args, **kwargs)
-
-    async def create_many(self, *args: Any, **kwargs: Any) -> BulkReport:
-        return await self._call(self.sync.create_many, *args, **kwargs)
-
-    def iter_audiences(self, **kwargs: Any) -> AsyncIterator[Audience]:
-        # Built here, in the caller's thread, so argument errors raise at the call as they do
-        # for the async client; pages are then fetched in a worker thread.
-        iterator = self.sync.iter_audiences(**kwargs)
-        return self._aiter(iterator)
-
-    async def _aiter(self, iterator: Iterator[Audience]) -> AsyncIterator[Audience]:
-        done = object()
-        while True:
-            item = await asyncio.to_thread(next, iterator, done)
-            if item is done:
-                return
-            yield item  # type: ignore[misc]
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.sync.close)
@@ -131,6 +73,58 @@ class SyncAdapter:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _in_a_thread(member: Callable[..., Any]) -> Callable[..., Any]:
+    name = twin_name(member.__name__)
+
+    @functools.wraps(member)
+    async def call(self: SyncAdapter, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(getattr(self.sync, name), *args, **kwargs)
+
+    return call
+
+
+def _at_once(member: Callable[..., Any]) -> Callable[..., Any]:
+    name = twin_name(member.__name__)
+
+    @functools.wraps(member)
+    def call(self: SyncAdapter, *args: Any, **kwargs: Any) -> Any:
+        return _adapted(getattr(self.sync, name)(*args, **kwargs))
+
+    return call
+
+
+def _adapted(result: Any) -> Any:
+    if isinstance(result, AudiencesClient):
+        return SyncAdapter(result)
+    if isinstance(result, Iterator):
+        return _pages_in_a_thread(result)
+    return result
+
+
+async def _pages_in_a_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, iterator, done)
+        if item is done:
+            return
+        yield item  # type: ignore[misc]
+
+
+def _forwarded(name: str) -> property:
+    return property(lambda self: getattr(self.sync, name))
+
+
+for _name, _member in public_members(AsyncAudiencesClient).items():
+    if _name in vars(SyncAdapter):
+        continue
+    if isinstance(_member, property):
+        setattr(SyncAdapter, _name, _forwarded(_name))
+    elif inspect.iscoroutinefunction(_member):
+        setattr(SyncAdapter, _name, _in_a_thread(_member))
+    else:
+        setattr(SyncAdapter, _name, _at_once(_member))
 
 
 #: What the ``api`` fixture yields: either client, awaited the same way.
@@ -264,3 +258,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for variable in ("BATCH_REST_API_KEY", "BATCH_PROJECT_KEY", "BATCH_API_BASE_URL"):
         monkeypatch.delenv(variable, raising=False)
     return monkeypatch
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """Serve ``handler`` for every method and path on 127.0.0.1 (a free port); yields the base
+    URL, and stops the server on exit."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
