@@ -41,6 +41,7 @@ __all__ = [
     "action_entry",
     "converter",
     "decode",
+    "decode_accepted",
     "encode",
     "encode_attributes",
     "entries_json",
@@ -311,15 +312,19 @@ def _structure_page(data: object, _: object) -> AudiencePage:
     )
 
 
-def _structure_accepted(data: object, _: object) -> Accepted:
+def _indexing_token(data: object) -> str | None:
     if data is None:
-        return Accepted(None)
-    if not isinstance(data, Mapping):
+        return None
+    if type(data) is not dict and not isinstance(data, Mapping):  # a dict, without the ABC check
         raise ValueError(f"expected an object, got {type(data).__name__}")
     token = data.get("indexing_token")
     if token is not None and not isinstance(token, str):
         raise ValueError("field 'indexing_token' must be a string")
-    return Accepted(token)
+    return token
+
+
+def _structure_accepted(data: object, _: object) -> Accepted:
+    return Accepted(_indexing_token(data))
 
 
 _STRUCTURE_HOOKS: dict[type[Any], Callable[[object, Any], Any]] = {
@@ -392,10 +397,31 @@ def decode(body: bytes, cls: type[T], *, status: int, method: str, route: str) -
         if hook is not None:  # the SDK's own models, without cattrs' dispatch
             return hook(data, cls)  # type: ignore[no-any-return]
         return converter.structure(data, cls)
-    except (orjson.JSONDecodeError, cattrs.BaseValidationError, ValueError, TypeError,
-            KeyError, AttributeError, OverflowError) as exc:
-        preview = body[:120].decode("utf-8", "replace")
-        raise UnexpectedResponseError(
-            status, None, f"cannot read the answer as {cls.__name__}: {exc} (body: {preview!r})",
-            method=method, route=route,
-        ) from exc
+    except _UNREADABLE as exc:
+        raise _unreadable(body, cls, exc, status=status, method=method, route=route) from exc
+
+
+def decode_accepted(
+    body: bytes, *, status: int, headers: Mapping[str, str], method: str, route: str
+) -> Accepted:
+    """``decode(body, Accepted, ...)`` with the answer's ``status`` and ``headers`` kept in it:
+    the answer to every write, built once."""
+    try:
+        token = _indexing_token(orjson.loads(body) if body.strip() else None)
+    except _UNREADABLE as exc:
+        raise _unreadable(body, Accepted, exc, status=status, method=method, route=route) from exc
+    return Accepted(token, status, headers)
+
+
+_UNREADABLE: Final = (orjson.JSONDecodeError, cattrs.BaseValidationError, ValueError, TypeError,
+                      KeyError, AttributeError, OverflowError)
+
+
+def _unreadable(
+    body: bytes, cls: type[Any], exc: BaseException, *, status: int, method: str, route: str
+) -> UnexpectedResponseError:
+    preview = body[:120].decode("utf-8", "replace")
+    return UnexpectedResponseError(
+        status, None, f"cannot read the answer as {cls.__name__}: {exc} (body: {preview!r})",
+        method=method, route=route,
+    )

@@ -341,3 +341,24 @@ def test_an_id_json_cannot_carry_is_named_on_the_bulk_path() -> None:
 
     with pytest.raises(ValidationError, match=r"ids\[1\]\.id"):
         encode(UpdateRequest("n", [IdAction.add("a", {"p": 1}), IdAction.add("b\udc00")]))
+
+
+@pytest.mark.parametrize("raw", [b'{"indexing_token":"t1"}', b"", b"  ", b"null", b'{"other":1}'])
+def test_an_accepted_answer_read_with_its_status_is_the_decoded_one(raw: bytes) -> None:
+    from batch_audiences._codec import decode_accepted
+
+    accepted = decode_accepted(raw, status=202, headers={"X-Request-Id": "r1"}, method="POST", route="/r")
+    assert accepted == decode(raw, Accepted, status=202, method="POST", route="/r")
+    assert accepted.status == 202
+    assert accepted.headers == {"X-Request-Id": "r1"}
+
+
+@pytest.mark.parametrize("raw", [b"[1]", b'{"indexing_token":3}', b"{not json"])
+def test_an_unreadable_accepted_answer_raises_as_decode_does(raw: bytes) -> None:
+    from batch_audiences._codec import decode_accepted
+
+    with pytest.raises(UnexpectedResponseError) as expected:
+        decode(raw, Accepted, status=202, method="POST", route="/r")
+    with pytest.raises(UnexpectedResponseError) as got:
+        decode_accepted(raw, status=202, headers={}, method="POST", route="/r")
+    assert str(got.value) == str(expected.value)
