@@ -79,6 +79,14 @@ from ._models import (
     Url,
 )
 from ._sender import MAX_RESPONSE_BYTES, AiohttpSender, HTTPRequest, HTTPResponse, Sender, SendError
+from ._sync import (
+    PostgresStore,
+    SnapshotStore,
+    SqliteStore,
+    SyncLockedError,
+    SyncReport,
+    SyncStateError,
+)
 from ._transport import ClientStats
 from ._version import __version__
 
@@ -127,6 +135,7 @@ __all__ = [
     "NewAudience",
     "NotFoundError",
     "NotSentError",
+    "PostgresStore",
     "ProgressEvent",
     "ProgressKind",
     "RateLimitError",
@@ -139,6 +148,11 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "SkippedAudience",
+    "SnapshotStore",
+    "SqliteStore",
+    "SyncLockedError",
+    "SyncReport",
+    "SyncStateError",
     "Throttled",
     "ThrottledError",
     "TransportError",

@@ -437,6 +437,7 @@ class AudiencesClient:
     wait_until_applied = _blocking(AsyncAudiencesClient.wait_until_applied)
     upload = _blocking(AsyncAudiencesClient.upload)
     create_many = _blocking(AsyncAudiencesClient.create_many)
+    sync = _blocking(AsyncAudiencesClient.sync)
 
     def _iterate(self, source: AsyncIterator[T]) -> Iterator[T]:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -38,6 +39,7 @@ from ._models import (
     check_name,
 )
 from ._sender import Sender
+from ._sync import SnapshotStore, SyncReport, run_sync
 from ._transport import ClientStats, Transport
 
 __all__ = ["AsyncAudiencesClient"]
@@ -426,4 +428,50 @@ class AsyncAudiencesClient:
         return await run_create_many(
             self._ops, audiences, concurrency=concurrency, if_exists=if_exists,
             on_progress=on_progress, retry_budget=retry_budget, deadline=deadline,
+        )
+
+    async def sync(
+        self,
+        name: str,
+        source: Iterable[Member | str] | AsyncIterable[Member | str],
+        *,
+        state: str | os.PathLike[str] | SnapshotStore | None = None,
+        full: bool = False,
+        create: bool = True,
+        dry_run: bool = False,
+        chunk_size: int = MAX_IDS_PER_REQUEST,
+        concurrency: int = 4,
+        on_progress: Callable[[ProgressEvent], object] | None = None,
+        deadline: float | None = None,
+    ) -> SyncReport:
+        """Make audience ``name`` hold exactly ``source``, sending only what changed since the
+        last sync.
+
+        ``source``: the desired content, any iterable or async iterable of ``str`` IDs or
+        :class:`Member`, read lazily (e.g. ``sources.read_csv(...)``). ``state``: where the
+        snapshot of what was last pushed lives: a SQLite file path (default: ``sync.sqlite3`` in
+        the user's state directory), a ``postgresql://`` URL (extra ``[postgres]``), or a store.
+
+        The first run, a run without a usable snapshot, ``full=True``, a missing audience
+        (created when ``create``) and drift (its size differs from the snapshot's) replace the
+        whole audience, losslessly; otherwise only removes, adds and changed IDs are sent, through
+        :meth:`upload`'s ordered engine. The snapshot records only what Batch accepted, chunk by
+        chunk, so a run that fails or is killed is completed by the next one. ``dry_run=True``
+        computes and reports the plan; it sends no write and leaves the snapshot as it was.
+
+        Bad items and duplicate IDs (the first occurrence wins) are reported with their position
+        in ``failed_items`` and never sent. A second sync of the same audience while one runs
+        raises :class:`SyncLockedError`. ``chunk_size``, ``concurrency``, ``on_progress`` (the
+        upload's events) and ``deadline`` (seconds, for the whole sync) are as for
+        :meth:`upload`.
+
+        >>> async def nightly(client):  # doctest: +SKIP
+        ...     rows = sources.read_csv("pro.csv", id_column="user_id", attributes=["plan"])
+        ...     report = await client.sync("pro-plan", rows)
+        ...     print(report.summary())
+        """
+        return await run_sync(
+            self, name, source, state=state, full=full, create=create, dry_run=dry_run,
+            chunk_size=chunk_size, concurrency=concurrency, on_progress=on_progress,
+            deadline=deadline,
         )
