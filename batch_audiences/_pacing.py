@@ -2,38 +2,44 @@
 budget of one bulk call.
 
 Batch publishes no rate figure for the audience routes, so :class:`RateLimiter` starts unlimited
-(or at ``max_rate``) and learns from the server, AIMD-style:
+(or at ``max_rate``) and learns the limit from the server's 429s, the way TCP congestion control
+learns a path's capacity from lost packets (CUBIC's curve, as in botocore's "adaptive" retry mode,
+and BBR's habit of probing a little above what was measured):
 
-- a 429 cuts the pace of the whole client, not just of the request that got it: requests already
-  waiting for their turn are re-queued at the new pace. The new pace is half the pace actually
-  offered (a rate far above it was not binding), but never below 90 % of what the server was
-  measurably accepting, so one 429 costs little once the limit is known;
-- a ``Retry-After`` (or ``X-RateLimit-Reset``) pauses every request of the client, including
-  those already waiting;
-- throttle-free running probes upward again: fast (doubling per second, as TCP's slow start)
-  while the limit is still unknown; once it has been measured, by 0.1 % per accepted request,
-  so that the 10 % given up by a cut is probed back over about a hundred requests: about one
-  429 per hundred requests at steady state, whether the limit is one request a second or a
-  hundred;
-- a 429 answering a request sent *before* the last cut says nothing new: it is honoured
-  (``Retry-After``) but does not cut again, so a burst of in-flight 429s is one signal, not ten;
-- a cut must show an effect. If the pace were the cause, going from pace P1 with a share s1 of
-  429s (measured between the two cuts before) to pace P2 would leave a share of about
-  ``1 - (1 - s1) * P1 / P2`` (the server accepting the same number per second). When 429s keep
-  coming well above that, they are not the pace's
-  doing (a server or proxy that throttles a share of requests whatever the rate): the cuts are
-  undone (back to ``max_rate``, or unlimited), that share is remembered as noise, and from then
-  on only a share of 429s clearly above it cuts the pace. Each such 429 is still honoured and
-  retried; the pace is just not driven down to a crawl, one cut at a time.
+- **The cut.** A 429 sets the limit estimate ``W`` to what the server measurably *accepted*
+  (successes per second since the previous cut, and over the last two seconds, whichever is
+  lower; never more than the pace offered) and drops the pace to 90 % of it. Nothing measured
+  yet (the very first answers of a job): the pace offered is halved. The cut applies to the
+  whole client: requests already waiting for their turn are re-queued at the new pace.
+- **The climb.** From there the pace returns to ``W`` along a concave cubic curve (fast at
+  first, flat near ``W``) within ``K`` seconds, ``K`` being the time of about
+  ``_REQUESTS_PER_CYCLE`` requests at ``W`` (between ``_MIN_CLIMB`` and ``_MAX_CLIMB``
+  seconds). Then it probes above ``W``, doubling every ``_DOUBLING`` seconds, until the next
+  429 says where the limit is now. So a limit that rose is found within seconds, and at a
+  steady limit the client meets one 429 (plus the few already in flight) per cycle of about
+  ``_REQUESTS_PER_CYCLE`` requests, whatever the rate: a few percent of 429s, at 95-99 % of
+  the limit. Growth depends on time, not on answers, and stops at ``_PROBE_CAP`` times ``W``.
+- **Echoes.** A 429 answering a request sent *before* the last cut says nothing new: it is
+  honoured (``Retry-After``) but does not cut again, so a burst of in-flight 429s is one signal.
+  Within the first ``_JUDGE_AFTER`` requests after a cut a further 429 cuts again only when
+  429s are the majority (a limit far below the pace: the start of a job, or a limit that fell).
+- **Noise.** A cut must show an effect. If the pace were the cause, going from pace P1 with a
+  share s1 of 429s to pace P2 leaves a share of about ``1 - (1 - s1) * P1 / P2`` (the server
+  accepting the same number per second). When 429s keep coming well above that, they are not
+  the pace's doing (a server or proxy that throttles a share of requests whatever the rate):
+  the cuts are undone, that share is remembered as noise, and from then on only a share of 429s
+  clearly above it cuts the pace. Each such 429 is still honoured and retried.
+- **Advice.** A ``Retry-After`` (or ``X-RateLimit-Reset``) pauses every request of the client,
+  including those already waiting; the climb starts when the pause ends. A success carrying
+  ``X-RateLimit-Remaining: 0`` says the pace is at the limit: the probe above ``W`` waits.
 
-The rates a cut is based on (requests offered, and accepted, over the last two seconds) are
-counted in buckets of a tenth of a second (:class:`_Window`), so that the bookkeeping of a
-request is a few additions, whatever the rate: the common case, a client never throttled, pays
-next to nothing for being able to react to its first 429.
+The rates a cut is based on are counted in buckets of a tenth of a second (:class:`_Window`),
+so that the bookkeeping of a request is a few additions, whatever the rate.
 
 Requests reserve a start time rather than queueing on a lock: :meth:`RateLimiter.acquire`
-computes the slot and sleeps with ``asyncio.sleep``, so the event loop is never blocked. A
-limiter in fail-fast mode raises :class:`ThrottledError` instead of waiting.
+computes the slot and waits for it without blocking the event loop. :meth:`RateLimiter.close`
+ends every wait at once with :class:`ClientClosedError`. A limiter in fail-fast mode raises
+:class:`ThrottledError` instead of waiting.
 
 :class:`RetryBudget` is what a bulk call (``upload``, ``create_many``) hands to the transport
 with each request: it decides whether one more retry may be made, counting retries against the
@@ -45,9 +51,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
-from ._errors import ThrottledError
+from ._errors import ClientClosedError, ThrottledError
 
 __all__ = ["RateLimiter", "RetryBudget"]
 
@@ -55,13 +61,17 @@ __all__ = ["RateLimiter", "RetryBudget"]
 _WINDOW = 2.0
 _BUCKETS = 20
 _BUCKETS_PER_SECOND = _BUCKETS / _WINDOW
-# Relative rate increase per accepted request, once the limit has been measured (counted in
-# requests, not seconds, so the share of 429s does not depend on how low the limit is)…
-_PROBE_PER_SUCCESS = 0.001
-# …and per second while it has not (the rate was cut on a guess): find it fast, as TCP's slow start.
-_SLOW_START_PER_SECOND = 1.0
-# After a 429, stay this far under what the server was measurably accepting.
-_HEADROOM = 0.9
+# After a cut, the pace restarts at this share of the limit estimate.
+_BACKOFF = 0.9
+# The climb back to the estimate lasts about this many requests at the estimated rate…
+_REQUESTS_PER_CYCLE = 30
+# …but no less and no more than these many seconds.
+_MIN_CLIMB = 1.0
+_MAX_CLIMB = 30.0
+# Past the estimate, the pace doubles every this many seconds (TCP's slow start, in time)…
+_DOUBLING = 1.0
+# …up to this multiple of the estimate.
+_PROBE_CAP = 64.0
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
 _MIN_RATE = 0.2
 # The pace assumed when the first request of a client is throttled, before anything is known.
@@ -76,6 +86,7 @@ _NOISE_EVIDENCE = 3
 _NOISE_MARGIN = 0.1
 # Counts since a cut are halved past this many requests, so shares follow recent behaviour.
 _SHARE_MEMORY = 400
+_CLOSED_MESSAGE = "this client was closed while the request waited for its turn"
 
 
 class _Window:
@@ -136,7 +147,9 @@ class RateLimiter:
     ``max_rate`` is a hard ceiling in requests per second (``None``: no ceiling). :attr:`rate` is
     the pace in force now (``None`` while no throttling has been seen and no ceiling is set).
     ``fail_fast`` makes :meth:`acquire` raise :class:`ThrottledError` rather than wait.
-    ``clock`` and ``sleep`` are ``time.monotonic`` and ``asyncio.sleep`` unless a test swaps them.
+    ``clock`` is ``time.monotonic`` unless a test swaps it. ``sleep`` is the one place where the
+    limiter waits: by default a wait that :meth:`close` can end; a test may pass a virtual sleep
+    (or one that returns at once, to make every pause zero-length).
     """
 
     def __init__(
@@ -145,24 +158,31 @@ class RateLimiter:
         *,
         fail_fast: bool = False,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
     ) -> None:
         self.max_rate = max_rate
         self.fail_fast = fail_fast
         self._clock = clock
-        self._sleep = sleep
-        self._rate: float | None = max_rate
+        self.sleep = sleep
+        self._closed = False
+        self._waiters: set[asyncio.Future[None]] = set()
+        # The control law: no estimate (None) means the pace is max_rate (None: unlimited).
+        self._estimate: float | None = None
+        self._floor = 0.0  # the pace right after the cut
+        self._climb_from = -math.inf  # when the climb started (the cut, or the end of its pause)
+        self._climb = _MIN_CLIMB  # seconds to climb back to the estimate
+        self._probe_held = False  # X-RateLimit-Remaining: 0 seen since the climb ended
         self._next_slot = -math.inf
         self._paused_until = -math.inf
         self._last_decrease = -math.inf
         self._last_start = -math.inf
-        self._last_probe = clock()
         self._sends = _Window()
         self._successes = _Window()
-        self._measured = False
+        # Successes since the last cut (or the end of its pause), for the accepted rate.
+        self._epoch_successes = 0
         #: Number of 429 answers reported to this limiter.
         self.throttles = 0
-        #: Number of 429s that cut the rate (the others were stale echoes of an earlier one).
+        #: Number of 429s that cut the rate (the others were echoes of an earlier one, or noise).
         self.decreases = 0
         #: Share of requests the server throttles whatever the pace, once learned (else None).
         self.noise: float | None = None
@@ -175,10 +195,34 @@ class RateLimiter:
         self._prev_pace: float | None = None
         self._judged = True
 
+    # -- the pace ---------------------------------------------------------------------------------
+
     @property
     def rate(self) -> float | None:
         """Requests per second in force now, or ``None`` when unlimited."""
-        return self._rate
+        return self._rate_at(self._clock())
+
+    @property
+    def estimate(self) -> float | None:
+        """The server's limit as last measured (requests per second), or ``None``."""
+        return self._estimate
+
+    def _rate_at(self, now: float) -> float | None:
+        estimate = self._estimate
+        if estimate is None:
+            return self.max_rate
+        elapsed = now - self._climb_from
+        climb = self._climb
+        if elapsed < climb:
+            # Concave cubic from the floor to the estimate: quick at first, flat near the limit.
+            left = 1.0 - max(elapsed, 0.0) / climb
+            rate = estimate - (estimate - self._floor) * left * left * left
+        elif self._probe_held:
+            rate = estimate
+        else:
+            rate = estimate * min(2.0 ** ((elapsed - climb) / _DOUBLING), _PROBE_CAP)
+        ceiling = self.max_rate
+        return min(rate, ceiling) if ceiling is not None else rate
 
     @property
     def paused_until(self) -> float:
@@ -190,28 +234,71 @@ class RateLimiter:
         now = self._clock()
         return max(0.0, self._next_slot - now, self._paused_until - now)
 
+    # -- waiting for a turn -----------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """How many requests are waiting for their turn now."""
+        return len(self._waiters)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """End every wait now with :class:`ClientClosedError`; later turns raise it too."""
+        self._closed = True
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(ClientClosedError(_CLOSED_MESSAGE))
+
+    async def _pause(self, seconds: float) -> None:
+        if self.sleep is not None:
+            await self.sleep(seconds)
+            if self._closed:
+                raise ClientClosedError(_CLOSED_MESSAGE)
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        handle = loop.call_later(seconds, _wake, waiter)
+        self._waiters.add(waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._waiters.discard(waiter)
+
     async def acquire(self) -> float:
         """Wait for this request's turn and return the time it starts at.
 
         A request that was waiting when a 429 cut the rate, or when a ``Retry-After`` paused the
         client, takes a new turn under the new conditions. Raises :class:`ThrottledError`
-        instead of waiting when the limiter is fail-fast.
+        instead of waiting when the limiter is fail-fast, :class:`ClientClosedError` once
+        :meth:`close` was called (also to requests that were waiting then).
         """
         while True:
+            if self._closed:
+                raise ClientClosedError(_CLOSED_MESSAGE)
             now = self._clock()
             start = self._next_slot
             if self._paused_until > start:
                 start = self._paused_until
             if start <= now:  # its turn has come: the path of every request of an unpaced client
-                if self._rate is not None:
-                    self._next_slot = now + 1.0 / self._rate
+                rate = self._rate_at(now) if self._estimate is not None else self.max_rate
+                if rate is not None:
+                    self._next_slot = now + 1.0 / rate
                 return self._started(now)
             if self.fail_fast:
                 raise ThrottledError(start - now)
-            if self._rate is not None:
-                self._next_slot = start + 1.0 / self._rate
-            await self._sleep(start - now)
-            # Re-checked after the sleep: the conditions may have changed while we waited.
+            rate = self._rate_at(start) if self._estimate is not None else self.max_rate
+            if rate is not None:
+                self._next_slot = start + 1.0 / rate
+            await self._pause(start - now)
+            # Re-checked after the wait: the conditions may have changed meanwhile.
+            if self._closed:
+                raise ClientClosedError(_CLOSED_MESSAGE)
             if start >= self._paused_until and now >= self._last_decrease:
                 return self._started(self._clock())
 
@@ -230,31 +317,43 @@ class RateLimiter:
         sends.last = now
         return now
 
-    def on_success(self) -> None:
-        """Count an accepted request, and probe upward when the rate is capped by throttling."""
+    # -- answers ----------------------------------------------------------------------------------
+
+    def on_success(self, headers: Mapping[str, str] | None = None) -> None:
+        """Count an accepted request; ``headers`` (the answer's) may hold ``X-RateLimit-*``."""
         now = self._clock()
         successes = self._successes  # _Window.add, inlined: this runs for every request
         if now >= successes.edge:
             successes.open(now)
         successes.counts[successes.index] += 1
         successes.last = now
-        rate = self._rate
-        if rate is None:  # unlimited: nothing to probe
-            self._last_probe = now
-            return
-        elapsed = min(max(now - self._last_probe, 0.0), 1.0)
-        self._last_probe = now
-        ceiling = self.max_rate
-        if ceiling is not None and rate >= ceiling:
-            return
-        rate *= 1.0 + (_PROBE_PER_SUCCESS if self._measured else _SLOW_START_PER_SECOND * elapsed)
-        self._rate = min(rate, ceiling) if ceiling is not None else rate
+        self._epoch_successes += 1
+        if headers is not None and self._estimate is not None:
+            remaining = headers.get("X-RateLimit-Remaining")
+            if remaining is not None:
+                self._advised(now, remaining.strip())
 
-    def on_throttle(self, sent_at: float, retry_after: float | None) -> None:
+    def _advised(self, now: float, remaining: str) -> None:
+        """``X-RateLimit-Remaining`` on a success: hold the probe at the limit while it says 0."""
+        if remaining == "0":
+            if not self._probe_held and now - self._climb_from >= self._climb:
+                # The probe reached the limit: it is the estimate now, held there.
+                rate = self._rate_at(now)
+                if rate is not None:
+                    self._estimate = rate
+                self._probe_held = True
+        elif self._probe_held and remaining.isdigit():
+            # Room again (the limit rose): probe from here.
+            self._probe_held = False
+            self._climb_from = now - self._climb
+
+    def on_throttle(
+        self, sent_at: float, retry_after: float | None, headers: Mapping[str, str] | None = None
+    ) -> None:
         """React to a 429 for a request that started at ``sent_at`` (a value from :meth:`acquire`).
 
         Pauses every request for ``retry_after`` seconds when given; cuts the rate unless the
-        request started before the last cut (see the module docstring).
+        request started before the last cut, or the 429s are noise (see the module docstring).
         """
         now = self._clock()
         self.throttles += 1
@@ -269,24 +368,33 @@ class RateLimiter:
         self._throttled += 1
         if not self._pace_is_the_cause(now):
             return
+        self._cut(now)
+
+    def _cut(self, now: float) -> None:
         self.decreases += 1
-        accepted = self._accepted_rate(now)
+        rate = self._rate_at(now)
         # The pace refused is the one actually offered: a rate far above it was not binding.
         offered = self._offered_rate(now)
-        if self._rate is None:
-            base = offered or _FIRST_GUESS
-        else:
-            base = min(self._rate, offered) if offered else self._rate
-        new_rate = base / 2.0
+        base = (offered or _FIRST_GUESS) if rate is None else min(rate, offered or rate)
+        accepted = self._accepted_rate(now)
         if accepted is not None:
-            # What the server just accepted is the best guess of its limit: stay a bit under it,
-            # but always slow down a little, since the present pace was just refused.
-            new_rate = min(max(new_rate, _HEADROOM * accepted), _HEADROOM * base)
-        self._measured = accepted is not None
-        new_rate = max(new_rate, _MIN_RATE)
+            estimate = min(accepted, base)
+            floor = _BACKOFF * estimate
+        else:  # nothing measured: halve, and find the limit from there
+            estimate = floor = base / 2.0
         if self.max_rate is not None:
-            new_rate = min(new_rate, self.max_rate)
-        self._rate = new_rate
+            estimate = min(estimate, self.max_rate)
+        estimate = max(estimate, _MIN_RATE)
+        self._estimate = estimate
+        self._floor = min(max(floor, _MIN_RATE), estimate)
+        self._climb = min(max(_REQUESTS_PER_CYCLE / estimate, _MIN_CLIMB), _MAX_CLIMB)
+        if accepted is None:
+            self._climb = 0.0  # straight to probing
+        self._probe_held = False
+        # The climb, and the measure of what the server accepts, start when a pause ends.
+        begin = max(now, self._paused_until)
+        self._climb_from = begin
+        self._epoch_successes = 0
         self._prev_sent, self._prev_throttled = self._sent, self._throttled
         # Only an epoch between two cuts has a pace set by this limiter: the first one (the
         # start of a job) is a burst, no reference for judging.
@@ -296,10 +404,9 @@ class RateLimiter:
         self._epoch_start = now
         self._judged = False
         self._last_decrease = now
-        self._last_probe = now
         # Turns reserved at the old pace are void (their holders re-queue when they wake): the
         # next turn follows the last request that actually started, at the new pace.
-        self._next_slot = max(now, self._last_start + 1.0 / new_rate, self._paused_until)
+        self._next_slot = max(now, self._last_start + 1.0 / self._floor, self._paused_until)
 
     def _pace_is_the_cause(self, now: float) -> bool:
         """Whether a fresh 429 should cut the pace (see the module docstring); may undo the
@@ -324,8 +431,8 @@ class RateLimiter:
 
     def _forget_cuts(self, now: float) -> None:
         """The 429s were noise: back to the pace the limiter started with."""
-        rate = self._rate = self.max_rate
-        self._measured = False
+        self._estimate = None
+        rate = self.max_rate
         self._sent = self._throttled = 0
         self._epoch_start = now
         self._prev_pace = None
@@ -334,18 +441,30 @@ class RateLimiter:
         self._next_slot = max(now, self._paused_until, self._last_start + (1.0 / rate if rate else 0.0))
 
     def _accepted_rate(self, now: float) -> float | None:
+        """What the server accepted per second: the lower of the last two seconds' rate and the
+        rate since the last cut (or the end of its pause); None when too little was seen."""
+        rates = []
         count, first = self._successes.span(now)
-        if count < 3:
-            return None
-        # The spacing of the successes themselves: measured from the first to the last, so the
-        # idle time before the first request of a job does not count as a slow server.
-        return (count - 1) / max(self._successes.last - first, 1e-3)
+        if count >= 3:
+            # The spacing of the successes themselves: measured from the first to the last, so
+            # the idle time before the first request of a job does not count as a slow server.
+            rates.append((count - 1) / max(self._successes.last - first, 1e-3))
+        if self._estimate is not None and self._epoch_successes:
+            elapsed = now - self._climb_from
+            if elapsed > 0:
+                rates.append(self._epoch_successes / elapsed)
+        return min(rates) if rates else None
 
     def _offered_rate(self, now: float) -> float | None:
         count, first = self._sends.span(now)
         if count < 2:
             return None
         return count / max(now - first, 1e-3)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class RetryBudget:

@@ -171,6 +171,7 @@ class Transport:
     async def aclose(self) -> None:
         """Close the session if this transport made it; a caller's session stays open."""
         self._closed = True
+        self.limiter.close()  # requests waiting for their turn end now, with ClientClosedError
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
@@ -253,7 +254,7 @@ class Transport:
             if debug:
                 logger.debug("%s %s -> %d (attempt %d)", method, route, status, trace.attempts)
             if 200 <= status < 300:
-                limiter.on_success()
+                limiter.on_success(response_headers)
                 return status, payload
 
             retry_after = parse_retry_after(response_headers) if status in (429, 503) else None
@@ -262,7 +263,7 @@ class Transport:
             honoured = retry_after if retry_after is None or retry_after <= policy.max_retry_after else None
             if status == 429:
                 self._throttled += 1
-                limiter.on_throttle(sent_at, honoured)
+                limiter.on_throttle(sent_at, honoured, response_headers)
             if (
                 policy.should_retry_status(status)
                 and not limiter.fail_fast

@@ -3,6 +3,7 @@ and the retry budget of bulk calls."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -84,7 +85,7 @@ async def test_a_cut_slows_down_requests_already_waiting() -> None:
 
     time.during_next_sleep = throttled
     second = await pacer.acquire()  # reserved 100.01 at the old pace
-    assert pacer.rate == pytest.approx(50.0)
+    assert pacer.estimate == pytest.approx(50.0)  # nothing measured yet: halved
     assert second - first == pytest.approx(1 / 50)  # re-queued at the new pace
 
 
@@ -96,14 +97,16 @@ async def test_a_429_of_a_request_sent_before_the_last_cut_does_not_cut_again() 
     time.now += 0.1
     pacer.on_throttle(a, None)
     pacer.on_throttle(b, None)  # sent before the cut: an echo of the same congestion
-    assert pacer.rate == pytest.approx(5.0)
+    assert pacer.estimate == pytest.approx(5.0)
     assert (pacer.throttles, pacer.decreases) == (2, 1)
     c = await pacer.acquire()
     d = await pacer.acquire()
     pacer.on_throttle(c, None)  # sent after it: news, but one 429 alone may be noise
-    assert pacer.rate == pytest.approx(5.0)
+    assert pacer.decreases == 1
     pacer.on_throttle(d, None)  # every request since the cut throttled: the pace is the cause
-    assert pacer.rate == pytest.approx(2.5)
+    assert pacer.decreases == 2
+    assert pacer.estimate is not None
+    assert pacer.estimate < 5.0
 
 
 async def test_a_cut_stays_just_under_what_the_server_accepted() -> None:
@@ -118,7 +121,52 @@ async def test_a_cut_stays_just_under_what_the_server_accepted() -> None:
     assert pacer.rate == pytest.approx(22.5, rel=0.01)
 
 
-async def test_probing_is_fast_before_the_limit_is_known_and_slow_after() -> None:
+async def run_at(time: VirtualTime, pacer: RateLimiter, rate: float, count: int) -> float:
+    """``count`` requests accepted at ``rate`` per second; returns when the last one started."""
+    sent = 0.0
+    for _ in range(count):
+        sent = await pacer.acquire()
+        time.now += 1.0 / rate
+        pacer.on_success()
+    return sent
+
+
+async def test_after_a_cut_the_pace_climbs_back_in_seconds_then_probes_above() -> None:
+    time = VirtualTime()
+    pacer = limiter(time)
+    sent = await run_at(time, pacer, 20.0, 40)  # the server took 20 per second…
+    pacer.on_throttle(sent, None)  # …and then refused one
+    cut = time.now
+    assert pacer.estimate == pytest.approx(20.0, rel=0.03)
+    estimate = pacer.estimate
+    assert pacer.rate == pytest.approx(0.9 * estimate)
+    # The climb back lasts the time of about 30 requests at the estimate (1.5 s at 20/s), concave:
+    # most of the way back within its first half, whatever the rate.
+    time.now = cut + 0.75
+    assert 0.97 * estimate <= (pacer.rate or 0) < estimate
+    time.now = cut + 1.5
+    assert pacer.rate == pytest.approx(estimate)
+    # Then it probes above: doubling every second, so a limit that rose is found in seconds.
+    time.now = cut + 2.5
+    assert pacer.rate == pytest.approx(2 * estimate)
+    time.now = cut + 60
+    assert pacer.rate == pytest.approx(64 * estimate)  # bounded
+
+
+async def test_a_limit_that_rises_is_followed_within_seconds() -> None:
+    time = VirtualTime()
+    pacer = limiter(time)
+    sent = await run_at(time, pacer, 5.0, 15)
+    pacer.on_throttle(sent, None)
+    cut = time.now
+    # The limit is now 20/s. The old limiter needed about 1,400 requests to get there.
+    while (pacer.rate or 0) < 20.0:
+        await run_at(time, pacer, 1000.0, 1)  # back-to-back requests: the pace is all that binds
+    assert time.now - cut <= 8.5
+    assert len(time.sleeps) <= 70
+
+
+async def test_first_429_with_nothing_measured_halves_and_probes_from_there() -> None:
     time = VirtualTime()
     pacer = limiter(time)
     pacer.on_throttle(await pacer.acquire(), None)  # nothing known: a guess
@@ -126,22 +174,26 @@ async def test_probing_is_fast_before_the_limit_is_known_and_slow_after() -> Non
     assert guess is not None
     assert guess > 0
     time.now += 1.0
-    pacer.on_success()
     assert pacer.rate == pytest.approx(2 * guess)  # slow start: doubles in a second
 
+
+async def test_x_ratelimit_remaining_zero_holds_the_probe_at_the_limit() -> None:
     time = VirtualTime()
-    pacer = limiter(time, max_rate=100)
-    for _ in range(21):
-        pacer.on_success()
-        time.now += 0.05
-    pacer.on_throttle(time.now, None)
-    measured = pacer.rate
-    assert measured is not None
-    for _ in range(100):
-        time.now += 1.0
-        pacer.on_success()
-    # Once measured: 0.1 % per accepted request, however long they take.
-    assert pacer.rate == pytest.approx(measured * 1.001**100)
+    pacer = limiter(time)
+    sent = await run_at(time, pacer, 20.0, 40)
+    pacer.on_throttle(sent, None)
+    estimate = pacer.estimate
+    assert estimate is not None
+    time.now += 2.0  # past the climb: probing above the estimate
+    probing = pacer.rate
+    assert probing is not None
+    assert probing > estimate
+    pacer.on_success({"X-RateLimit-Remaining": "0"})  # the server says: that was the last one
+    time.now += 5.0
+    assert pacer.rate == pytest.approx(probing)  # held, not doubled five times
+    pacer.on_success({"X-RateLimit-Remaining": "4"})  # room again
+    time.now += 1.0
+    assert pacer.rate == pytest.approx(2 * probing)
 
 
 async def test_probing_never_passes_max_rate() -> None:
@@ -220,3 +272,45 @@ async def test_fail_fast_fails_the_chunk_that_would_have_waited(make_api: Any, e
     assert report.chunks_acknowledged == 1
     assert any(isinstance(chunk.error, ThrottledError) for chunk in report.failed_chunks)
     assert emulator.count(route="update") == 1
+
+
+# -- closing wakes every request queued in the limiter (issue 10, lifecycle) ---------------------
+
+
+async def test_aclose_ends_every_request_queued_in_the_limiter_at_once(emulator: Emulator) -> None:
+    from batch_audiences import AsyncAudiencesClient, ClientClosedError
+
+    from ._compat import async_timeout
+
+    emulator.add_audience("vip")
+    client = AsyncAudiencesClient(
+        emulator.api_key, emulator.project_key, base_url=emulator.base_url, max_rate=2
+    )
+    views = [asyncio.ensure_future(client.view("vip")) for _ in range(40)]
+    # The first view goes at once; the 39 others are queued 0.5 s apart (about 20 s in all).
+    async with async_timeout(10):
+        while emulator.count(route="view") < 1:
+            await asyncio.sleep(0.01)
+    await client.aclose()
+    # Far less than the 19 s the queue would take: closing must wake them, not let them run out.
+    async with async_timeout(2):
+        outcomes = await asyncio.gather(*views, return_exceptions=True)
+    closed = [o for o in outcomes if isinstance(o, ClientClosedError)]
+    assert len(closed) == 39, outcomes
+    assert emulator.count(route="view") == 1  # no queued view reached the server after the close
+
+
+async def test_acquire_after_close_raises_and_waiters_wake_in_virtual_time() -> None:
+    from batch_audiences import ClientClosedError
+
+    pacer = RateLimiter(max_rate=1)  # the real sleep: only close() can end these waits early
+    assert await pacer.acquire() > 0
+    waiters = [asyncio.ensure_future(pacer.acquire()) for _ in range(5)]
+    await asyncio.sleep(0)  # let them queue
+    assert pacer.waiting == 5
+    pacer.close()
+    results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 1.0)
+    assert all(isinstance(r, ClientClosedError) for r in results), results
+    assert pacer.waiting == 0
+    with pytest.raises(ClientClosedError):
+        await pacer.acquire()
