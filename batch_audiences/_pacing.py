@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
 from ._errors import ClientClosedError, ThrottledError
@@ -61,19 +62,32 @@ __all__ = ["RateLimiter", "RetryBudget"]
 _WINDOW = 2.0
 _BUCKETS = 20
 _BUCKETS_PER_SECOND = _BUCKETS / _WINDOW
-# After a cut, the pace restarts at this share of the limit estimate.
-_BACKOFF = 0.9
+# After a cut, the pace restarts at this share of the limit estimate…
+_BACKOFF = 0.95
+# …and one cut divides the pace by at most this much.
+_DEEPEST_CUT = 1 / 8
 # The climb back to the estimate lasts about this many requests at the estimated rate…
 _REQUESTS_PER_CYCLE = 30
-# …but no less and no more than these many seconds.
+# …but no less and no more than these many seconds; the shortest when the estimate just moved
+# by more than _STABLE (a share of it).
 _MIN_CLIMB = 1.0
 _MAX_CLIMB = 30.0
-# Past the estimate, the pace doubles every this many seconds (TCP's slow start, in time)…
-_DOUBLING = 1.0
+_STABLE = 0.15
+# Past the estimate, the pace grows as CUBIC's window does: twice the estimate after this many
+# seconds, 9 times after twice as long…
+_PROBE_SCALE = 1.0
 # …up to this multiple of the estimate.
 _PROBE_CAP = 64.0
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
 _MIN_RATE = 0.2
+# Fewer successes than this in the last two seconds are no measure of the limit.
+_MIN_EVIDENCE = 8
+# The pace kept by the client is measured over this many starts.
+_KEPT_STARTS = 4
+# The share of 429s a cut is based on is that of the last answers…
+_LAST_ANSWERS = 20
+# …when there are at least this many.
+_MIN_ANSWERS = 4
 # The pace assumed when the first request of a client is throttled, before anything is known.
 _FIRST_GUESS = 1.0
 # Requests sent since a cut before its effect is judged; until then a further 429 cuts again only
@@ -82,7 +96,9 @@ _FIRST_GUESS = 1.0
 _JUDGE_AFTER = 20
 _CLEAR_OVERLOAD = 2
 _NOISE_EVIDENCE = 3
-# A share of 429s this far above what the pace explains is noise, not a limit.
+# While climbing back below the estimate, at least this share of 429s is noise, not a limit…
+_NOISE_SHARE = 0.15
+# …and once noise is known, a share this far above it is a limit again.
 _NOISE_MARGIN = 0.1
 # Counts since a cut are halved past this many requests, so shares follow recent behaviour.
 _SHARE_MEMORY = 400
@@ -178,22 +194,24 @@ class RateLimiter:
         self._last_start = -math.inf
         self._sends = _Window()
         self._successes = _Window()
-        # Successes since the last cut (or the end of its pause), for the accepted rate.
-        self._epoch_successes = 0
+        self._refusals = _Window()
+        self._recent: deque[float] = deque(maxlen=_MIN_EVIDENCE)  # times of the last successes
+        # The pace in force at the last starts, with their times.
+        self._starts: deque[tuple[float, float | None]] = deque(maxlen=_MIN_EVIDENCE)
+        # The last answers (True: accepted; 429s only when fresh), and how many were accepted.
+        self._answers: deque[bool] = deque(maxlen=_LAST_ANSWERS)
+        self._answers_ok = 0
+        self._noisy_climbs = 0  # climbs in a row that met many 429s
         #: Number of 429 answers reported to this limiter.
         self.throttles = 0
         #: Number of 429s that cut the rate (the others were echoes of an earlier one, or noise).
         self.decreases = 0
         #: Share of requests the server throttles whatever the pace, once learned (else None).
         self.noise: float | None = None
-        # Requests started, and 429s for them, since the last cut (this "epoch", which started
-        # at _epoch_start) and in the one before it, with its pace; whether the last cut was
-        # judged.
+        # Requests started, and fresh 429s for them, since the last cut (this "epoch", which
+        # started at _epoch_start).
         self._sent = self._throttled = 0
         self._epoch_start: float | None = None
-        self._prev_sent = self._prev_throttled = 0
-        self._prev_pace: float | None = None
-        self._judged = True
 
     # -- the pace ---------------------------------------------------------------------------------
 
@@ -213,14 +231,19 @@ class RateLimiter:
             return self.max_rate
         elapsed = now - self._climb_from
         climb = self._climb
-        if elapsed < climb:
+        if elapsed <= 0.0:  # the cut, or the pause after it, has just happened
+            rate = self._floor
+        elif elapsed < climb:
             # Concave cubic from the floor to the estimate: quick at first, flat near the limit.
-            left = 1.0 - max(elapsed, 0.0) / climb
+            left = 1.0 - elapsed / climb
             rate = estimate - (estimate - self._floor) * left * left * left
         elif self._probe_held:
             rate = estimate
         else:
-            rate = estimate * min(2.0 ** ((elapsed - climb) / _DOUBLING), _PROBE_CAP)
+            # Convex cubic above it: barely more at first (a limit just above is found with one
+            # 429), then faster and faster (a limit that rose is found within seconds).
+            beyond = (elapsed - climb) / _PROBE_SCALE
+            rate = estimate * min(1.0 + beyond * beyond * beyond, _PROBE_CAP)
         ceiling = self.max_rate
         return min(rate, ceiling) if ceiling is not None else rate
 
@@ -285,22 +308,50 @@ class RateLimiter:
             start = self._next_slot
             if self._paused_until > start:
                 start = self._paused_until
+            rate = self._rate_at(now) if self._estimate is not None else self.max_rate
             if start <= now:  # its turn has come: the path of every request of an unpaced client
-                rate = self._rate_at(now) if self._estimate is not None else self.max_rate
                 if rate is not None:
-                    self._next_slot = now + 1.0 / rate
-                return self._started(now)
+                    # Spaced from the last request that started (which may have started late).
+                    start = self._last_start + 1.0 / rate
+                    if start <= now:
+                        if self._estimate is not None and start > self._climb_from:
+                            # The pace was not used meanwhile (no request waited): it says
+                            # nothing of the limit, so the climb and the probe wait too.
+                            self._climb_from += now - start
+                        self._next_slot = now + 1.0 / rate
+                        return self._started(now)
+                else:
+                    return self._started(now)
             if self.fail_fast:
                 raise ThrottledError(start - now)
-            rate = self._rate_at(start) if self._estimate is not None else self.max_rate
             if rate is not None:
                 self._next_slot = start + 1.0 / rate
             await self._pause(start - now)
             # Re-checked after the wait: the conditions may have changed meanwhile.
             if self._closed:
                 raise ClientClosedError(_CLOSED_MESSAGE)
-            if start >= self._paused_until and now >= self._last_decrease:
-                return self._started(self._clock())
+            if start < self._paused_until or now < self._last_decrease:
+                continue
+            woke = await self._spaced(start, now)
+            if woke is None:
+                continue
+            return self._started(woke)
+
+    async def _spaced(self, start: float, now: float) -> float | None:
+        """After a wait for a turn: the time the request may start, at least one turn after the
+        last request that started (which may have started late: a busy event loop), as a server
+        allowing no burst demands; None when a cut or a pause came meanwhile (take a new turn)."""
+        while True:
+            woke = self._clock()
+            rate = self._rate_at(woke) if self._estimate is not None else self.max_rate
+            gap = self._last_start + 1.0 / rate - woke if rate is not None else 0.0
+            if gap <= 1e-4:
+                return woke
+            await self._pause(gap)
+            if self._closed:
+                raise ClientClosedError(_CLOSED_MESSAGE)
+            if start < self._paused_until or now < self._last_decrease:
+                return None
 
     def _started(self, now: float) -> float:
         if now > self._last_start:
@@ -310,6 +361,7 @@ class RateLimiter:
             self._sent //= 2
             self._throttled //= 2
             self._epoch_start = now - (now - self._epoch_start) / 2
+        self._starts.append((now, self._rate_at(now) if self._estimate is not None else self.max_rate))
         sends = self._sends  # _Window.add, inlined: this runs for every request
         if now >= sends.edge:
             sends.open(now)
@@ -327,7 +379,8 @@ class RateLimiter:
             successes.open(now)
         successes.counts[successes.index] += 1
         successes.last = now
-        self._epoch_successes += 1
+        self._recent.append(now)
+        self._answer(True)
         if headers is not None and self._estimate is not None:
             remaining = headers.get("X-RateLimit-Remaining")
             if remaining is not None:
@@ -363,70 +416,102 @@ class RateLimiter:
                 self._paused_until = until
                 self._next_slot = max(self._next_slot, until)
         if sent_at < self._last_decrease:
-            self._prev_throttled += 1  # the 429 belongs to the pace in force before the cut
-            return
+            return  # the 429 belongs to the pace in force before the cut
         self._throttled += 1
+        self._refusals.add(now)
+        self._answer(False)
         if not self._pace_is_the_cause(now):
             return
-        self._cut(now)
+        self._cut(now, sent_at)
 
-    def _cut(self, now: float) -> None:
+    def _climbing(self, now: float) -> bool:
+        """Whether the pace is on its way back to the estimate (not above it)."""
+        return self._estimate is not None and now - self._climb_from < self._climb
+
+    def _cut(self, now: float, sent_at: float) -> None:
         self.decreases += 1
-        rate = self._rate_at(now)
-        # The pace refused is the one actually offered: a rate far above it was not binding.
+        # The pace refused: the one in force when the request was sent. Its predecessor's went
+        # through (else this would not be news): the limit is between the two.
+        rate = self._rate_at(min(sent_at, now))
+        for started, pace in reversed(self._starts):
+            if started < sent_at:
+                if pace is not None and (rate is None or pace < rate):
+                    rate = pace
+                break
         offered = self._offered_rate(now)
-        base = (offered or _FIRST_GUESS) if rate is None else min(rate, offered or rate)
-        accepted = self._accepted_rate(now)
-        if accepted is not None:
-            estimate = min(accepted, base)
+        # A pace far above what was offered was not binding (the client was not using it).
+        base = (offered or _FIRST_GUESS) if rate is None else min(rate, 2.0 * (offered or rate))
+        # Nor one above what the last starts actually kept (a busy event loop wakes late).
+        kept = self._kept_rate(now) if rate is not None else None
+        if kept is not None:
+            base = min(base, kept)
+        # A second cut while climbing back: the pace is far above the limit (a limit that fell,
+        # or the start of a job), and the estimate rests on few answers: probe from it at once.
+        overloaded = self._climbing(now)
+        if overloaded and self._sent:
+            # Far above the limit, what got through since the cut is what counts.
+            accepted: float | None = max(0.0, 1.0 - self._throttled / self._sent)
+        else:
+            accepted = self._accepted_share()
+        if accepted:
+            # What got through of the pace offered is the best guess of the limit: at the limit,
+            # nearly all of it; far above, the limit's share of it. A pace that probed past the
+            # limit is ahead of what the server accepted meanwhile: no more than that.
+            estimate = base * max(accepted, _DEEPEST_CUT)
             floor = _BACKOFF * estimate
         else:  # nothing measured: halve, and find the limit from there
             estimate = floor = base / 2.0
         if self.max_rate is not None:
             estimate = min(estimate, self.max_rate)
         estimate = max(estimate, _MIN_RATE)
-        self._estimate = estimate
+        previous, self._estimate = self._estimate, estimate
         self._floor = min(max(floor, _MIN_RATE), estimate)
-        self._climb = min(max(_REQUESTS_PER_CYCLE / estimate, _MIN_CLIMB), _MAX_CLIMB)
-        if accepted is None:
+        if previous is not None and abs(estimate - previous) <= _STABLE * previous:
+            # The limit holds still: probe it seldom, so that 429s stay few.
+            self._climb = min(max(_REQUESTS_PER_CYCLE / estimate, _MIN_CLIMB), _MAX_CLIMB)
+        else:
+            # The limit moved (or is new): probe again soon, in case it moves on.
+            self._climb = _MIN_CLIMB
+        if overloaded or not accepted:
             self._climb = 0.0  # straight to probing
         self._probe_held = False
-        # The climb, and the measure of what the server accepts, start when a pause ends.
-        begin = max(now, self._paused_until)
-        self._climb_from = begin
-        self._epoch_successes = 0
-        self._prev_sent, self._prev_throttled = self._sent, self._throttled
-        # Only an epoch between two cuts has a pace set by this limiter: the first one (the
-        # start of a job) is a burst, no reference for judging.
-        start = self._epoch_start
-        self._prev_pace = None if start is None else self._sent / max(now - start, 1e-3)
+        # The climb, and the counts that judge it, start when a pause ends.
+        self._climb_from = max(now, self._paused_until)
         self._sent = self._throttled = 0
         self._epoch_start = now
-        self._judged = False
         self._last_decrease = now
         # Turns reserved at the old pace are void (their holders re-queue when they wake): the
         # next turn follows the last request that actually started, at the new pace.
         self._next_slot = max(now, self._last_start + 1.0 / self._floor, self._paused_until)
 
     def _pace_is_the_cause(self, now: float) -> bool:
-        """Whether a fresh 429 should cut the pace (see the module docstring); may undo the
-        last cut when it showed no effect."""
+        """Whether a fresh 429 should cut the pace (see the module docstring); may decide that
+        the 429s are noise, and undo the cuts."""
         sent, throttled = self._sent, self._throttled
-        if not self._judged:
-            if sent < _JUDGE_AFTER:
-                return throttled >= _CLEAR_OVERLOAD and 2 * throttled >= sent
-            self._judged = True
-            before = self._prev_pace
-            if before is not None and self._prev_sent >= _JUDGE_AFTER and throttled >= _NOISE_EVIDENCE:
-                pace = sent / max(now - (self._epoch_start or now), 1e-3)
-                explained = 1.0 - (1.0 - self._prev_throttled / self._prev_sent) * before / pace
-                share = throttled / sent
-                if share > max(explained, 0.0) + _NOISE_MARGIN:
-                    self.noise = share
-                    self._forget_cuts(now)
-                    return False
+        overload = throttled >= _CLEAR_OVERLOAD and 2 * throttled >= sent
         if self.noise is not None:
-            return sent >= _JUDGE_AFTER and throttled > (self.noise + _NOISE_MARGIN) * sent
+            if self._climbing(now) and sent >= _JUDGE_AFTER and throttled < self.noise / 2 * sent:
+                self.noise = None  # the last cut did stop most 429s: a limit after all
+                return True
+            return overload or (sent >= _JUDGE_AFTER and throttled > (self.noise + _NOISE_MARGIN) * sent)
+        if not self._climbing(now):
+            return True  # above the estimate (or unpaced): this 429 says where the limit is
+        # Climbing back, below what the server accepted: 429s here are few if the pace is the
+        # cause. Many, but not most: they come whatever the pace.
+        if overload:
+            return True
+        if sent < _JUDGE_AFTER:
+            return False
+        if throttled >= _NOISE_EVIDENCE and throttled >= _NOISE_SHARE * sent:
+            # Once might be an estimate above the limit; twice in a row, after a cut to what got
+            # through, the pace is not the cause.
+            self._noisy_climbs += 1
+            if self._noisy_climbs >= 2:
+                self.noise = throttled / sent
+                self._forget_cuts(now)
+                return False
+        else:
+            self._noisy_climbs = 0
         return True
 
     def _forget_cuts(self, now: float) -> None:
@@ -435,25 +520,43 @@ class RateLimiter:
         rate = self.max_rate
         self._sent = self._throttled = 0
         self._epoch_start = now
-        self._prev_pace = None
         # Turns reserved at the cut pace are void; waiting requests re-queue when they wake.
         self._last_decrease = now
         self._next_slot = max(now, self._paused_until, self._last_start + (1.0 / rate if rate else 0.0))
 
-    def _accepted_rate(self, now: float) -> float | None:
-        """What the server accepted per second: the lower of the last two seconds' rate and the
-        rate since the last cut (or the end of its pause); None when too little was seen."""
-        rates = []
-        count, first = self._successes.span(now)
-        if count >= 3:
-            # The spacing of the successes themselves: measured from the first to the last, so
-            # the idle time before the first request of a job does not count as a slow server.
-            rates.append((count - 1) / max(self._successes.last - first, 1e-3))
-        if self._estimate is not None and self._epoch_successes:
-            elapsed = now - self._climb_from
-            if elapsed > 0:
-                rates.append(self._epoch_successes / elapsed)
-        return min(rates) if rates else None
+    def _accepted_share(self) -> float | None:
+        """The share of the last answers that were not 429s (None: too few answers); called
+        on a 429, which is the last of them."""
+        answers = self._answers
+        if len(answers) < _MIN_ANSWERS:
+            return None
+        # Without the 429 that asks for the cut: one 429 says the limit was just passed (by a
+        # probe), not that a twentieth of the pace is too much.
+        return min(1.0, self._answers_ok / (len(answers) - 1))
+
+    def _answer(self, ok: bool) -> None:
+        answers = self._answers
+        if len(answers) == answers.maxlen:
+            self._answers_ok -= answers[0]
+        answers.append(ok)
+        self._answers_ok += ok
+
+    def _accepted_rate(self) -> float | None:
+        """What the server accepted per second lately: the spacing of the last few successes
+        (the best of recent samples, as BBR takes the highest delivery rate: here, the pace at
+        the top of a probe, which the server let through)."""
+        recent = self._recent
+        if len(recent) < _MIN_EVIDENCE or self._clock() - recent[0] > _WINDOW:
+            return None
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-3)
+
+    def _kept_rate(self, now: float) -> float | None:
+        """The pace the last few starts kept (few: a probe's pace moves fast)."""
+        starts = self._starts
+        if len(starts) < _KEPT_STARTS or now - starts[0][0] > _WINDOW:
+            return None
+        first = starts[-_KEPT_STARTS][0]
+        return (_KEPT_STARTS - 1) / max(starts[-1][0] - first, 1e-3)
 
     def _offered_rate(self, now: float) -> float | None:
         count, first = self._sends.span(now)

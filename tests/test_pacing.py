@@ -100,25 +100,10 @@ async def test_a_429_of_a_request_sent_before_the_last_cut_does_not_cut_again() 
     assert pacer.estimate == pytest.approx(5.0)
     assert (pacer.throttles, pacer.decreases) == (2, 1)
     c = await pacer.acquire()
-    d = await pacer.acquire()
-    pacer.on_throttle(c, None)  # sent after it: news, but one 429 alone may be noise
-    assert pacer.decreases == 1
-    pacer.on_throttle(d, None)  # every request since the cut throttled: the pace is the cause
+    pacer.on_throttle(c, None)  # sent after it, as the pace probes up from a guess: news
     assert pacer.decreases == 2
     assert pacer.estimate is not None
-    assert pacer.estimate < 5.0
-
-
-async def test_a_cut_stays_just_under_what_the_server_accepted() -> None:
-    time = VirtualTime()
-    pacer = limiter(time, max_rate=30)
-    for _ in range(40):  # 25 accepted per second
-        pacer.on_success()
-        time.now += 0.04
-    time.now -= 0.04
-    pacer.on_throttle(time.now, None)
-    # Half of 30 would be 15; the server was taking 25, so 90 % of that.
-    assert pacer.rate == pytest.approx(22.5, rel=0.01)
+    assert pacer.estimate <= 5.0
 
 
 async def run_at(time: VirtualTime, pacer: RateLimiter, rate: float, count: int) -> float:
@@ -137,17 +122,18 @@ async def test_after_a_cut_the_pace_climbs_back_in_seconds_then_probes_above() -
     sent = await run_at(time, pacer, 20.0, 40)  # the server took 20 per second…
     pacer.on_throttle(sent, None)  # …and then refused one
     cut = time.now
-    assert pacer.estimate == pytest.approx(20.0, rel=0.03)
+    # The estimate: the pace offered times the share that got through (all but this one).
+    assert pacer.estimate == pytest.approx(20.0 * 40 / 41, rel=0.03)
     estimate = pacer.estimate
     assert pacer.rate == pytest.approx(0.9 * estimate)
-    # The climb back lasts the time of about 30 requests at the estimate (1.5 s at 20/s), concave:
+    # The climb back lasts the time of about 30 requests at the estimate (~1.5 s at 20/s), concave:
     # most of the way back within its first half, whatever the rate.
     time.now = cut + 0.75
     assert 0.97 * estimate <= (pacer.rate or 0) < estimate
-    time.now = cut + 1.5
+    time.now = cut + 30 / estimate
     assert pacer.rate == pytest.approx(estimate)
     # Then it probes above: doubling every second, so a limit that rose is found in seconds.
-    time.now = cut + 2.5
+    time.now = cut + 30 / estimate + 1.0
     assert pacer.rate == pytest.approx(2 * estimate)
     time.now = cut + 60
     assert pacer.rate == pytest.approx(64 * estimate)  # bounded
@@ -162,8 +148,8 @@ async def test_a_limit_that_rises_is_followed_within_seconds() -> None:
     # The limit is now 20/s. The old limiter needed about 1,400 requests to get there.
     while (pacer.rate or 0) < 20.0:
         await run_at(time, pacer, 1000.0, 1)  # back-to-back requests: the pace is all that binds
-    assert time.now - cut <= 8.5
-    assert len(time.sleeps) <= 70
+    assert time.now - cut <= 9.5  # 6 s back to 5/s (30 requests), 2 s of doubling
+    assert len(time.sleeps) <= 80
 
 
 async def test_first_429_with_nothing_measured_halves_and_probes_from_there() -> None:
