@@ -311,13 +311,15 @@ class RateLimiter:
             rate = self._rate_at(now) if self._estimate is not None else self.max_rate
             if start <= now:  # its turn has come: the path of every request of an unpaced client
                 if rate is not None:
+                    idle_from = max(self._next_slot, self._climb_from)
+                    if self._estimate is not None and now > idle_from:
+                        # The pace was not used meanwhile (no request waited): that says
+                        # nothing of the limit, so the climb and the probe wait too.
+                        self._climb_from += now - idle_from
+                        rate = self._rate_at(now) or rate
                     # Spaced from the last request that started (which may have started late).
                     start = self._last_start + 1.0 / rate
                     if start <= now:
-                        if self._estimate is not None and start > self._climb_from:
-                            # The pace was not used meanwhile (no request waited): it says
-                            # nothing of the limit, so the climb and the probe wait too.
-                            self._climb_from += now - start
                         self._next_slot = now + 1.0 / rate
                         return self._started(now)
                 else:

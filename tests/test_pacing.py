@@ -4,6 +4,7 @@ and the retry budget of bulk calls."""
 from __future__ import annotations
 
 import asyncio
+import time as time_
 from collections.abc import Callable
 from typing import Any
 
@@ -122,21 +123,49 @@ async def test_after_a_cut_the_pace_climbs_back_in_seconds_then_probes_above() -
     sent = await run_at(time, pacer, 20.0, 40)  # the server took 20 per second…
     pacer.on_throttle(sent, None)  # …and then refused one
     cut = time.now
-    # The estimate: the pace offered times the share that got through (all but this one).
-    assert pacer.estimate == pytest.approx(20.0 * 40 / 41, rel=0.03)
+    # The estimate: the pace refused (all the others of the last answers got through).
     estimate = pacer.estimate
-    assert pacer.rate == pytest.approx(0.9 * estimate)
-    # The climb back lasts the time of about 30 requests at the estimate (~1.5 s at 20/s), concave:
-    # most of the way back within its first half, whatever the rate.
-    time.now = cut + 0.75
-    assert 0.97 * estimate <= (pacer.rate or 0) < estimate
-    time.now = cut + 30 / estimate
+    assert estimate is not None
+    assert estimate == pytest.approx(20.0, rel=0.01)
+    assert pacer.rate == pytest.approx(0.95 * estimate)
+    climb = 1.0  # a new estimate: back to it within a second (a limit that moved may move on)
+    # Concave: most of the way back within the first half of the climb.
+    time.now = cut + climb / 2
+    assert 0.99 * estimate <= (pacer.rate or 0) < estimate
+    time.now = cut + climb
     assert pacer.rate == pytest.approx(estimate)
-    # Then it probes above: doubling every second, so a limit that rose is found in seconds.
-    time.now = cut + 30 / estimate + 1.0
+    # Then it probes above, slowly at first (a limit just above is met with one 429)…
+    time.now = cut + climb + 0.2
+    assert pacer.rate == pytest.approx(estimate * 1.008)
+    # …then faster and faster, so that a limit that rose is found within seconds.
+    time.now = cut + climb + 1.0
     assert pacer.rate == pytest.approx(2 * estimate)
-    time.now = cut + 60
+    time.now = cut + climb + 2.0
+    assert pacer.rate == pytest.approx(9 * estimate)
+    time.now = cut + 600
     assert pacer.rate == pytest.approx(64 * estimate)  # bounded
+    # A limit that holds still is probed seldom: about 30 requests' worth of climb, not 1 s.
+    sent = await run_at(time, pacer, 20.0, 40)
+    pacer.on_throttle(sent, None)
+    again = pacer.estimate
+    assert again is not None
+    assert again == pytest.approx(estimate, rel=0.05)
+    time.now += 1.0
+    assert (pacer.rate or 0) < again
+    time.now += 30 / again - 1.0
+    assert pacer.rate == pytest.approx(again)
+
+
+async def test_the_climb_and_the_probe_wait_while_the_pace_is_not_used() -> None:
+    time = VirtualTime()
+    pacer = limiter(time)
+    sent = await run_at(time, pacer, 20.0, 40)
+    pacer.on_throttle(sent, None)
+    estimate = pacer.estimate
+    assert estimate is not None
+    time.now += 60.0  # idle for a minute: nothing was learnt about the limit meanwhile
+    await pacer.acquire()
+    assert (pacer.rate or 0) <= estimate
 
 
 async def test_a_limit_that_rises_is_followed_within_seconds() -> None:
@@ -148,8 +177,8 @@ async def test_a_limit_that_rises_is_followed_within_seconds() -> None:
     # The limit is now 20/s. The old limiter needed about 1,400 requests to get there.
     while (pacer.rate or 0) < 20.0:
         await run_at(time, pacer, 1000.0, 1)  # back-to-back requests: the pace is all that binds
-    assert time.now - cut <= 9.5  # 6 s back to 5/s (30 requests), 2 s of doubling
-    assert len(time.sleeps) <= 80
+    assert time.now - cut <= 3.0  # 1 s back to 5/s (the estimate is new), 1.4 s of probing
+    assert len(time.sleeps) <= 40
 
 
 async def test_first_429_with_nothing_measured_halves_and_probes_from_there() -> None:
@@ -160,7 +189,7 @@ async def test_first_429_with_nothing_measured_halves_and_probes_from_there() ->
     assert guess is not None
     assert guess > 0
     time.now += 1.0
-    assert pacer.rate == pytest.approx(2 * guess)  # slow start: doubles in a second
+    assert pacer.rate == pytest.approx(2 * guess)
 
 
 async def test_x_ratelimit_remaining_zero_holds_the_probe_at_the_limit() -> None:
@@ -170,7 +199,7 @@ async def test_x_ratelimit_remaining_zero_holds_the_probe_at_the_limit() -> None
     pacer.on_throttle(sent, None)
     estimate = pacer.estimate
     assert estimate is not None
-    time.now += 2.0  # past the climb: probing above the estimate
+    time.now += 2.0  # past the climb (1.5 s): probing above the estimate
     probing = pacer.rate
     assert probing is not None
     assert probing > estimate
@@ -179,7 +208,7 @@ async def test_x_ratelimit_remaining_zero_holds_the_probe_at_the_limit() -> None
     assert pacer.rate == pytest.approx(probing)  # held, not doubled five times
     pacer.on_success({"X-RateLimit-Remaining": "4"})  # room again
     time.now += 1.0
-    assert pacer.rate == pytest.approx(2 * probing)
+    assert pacer.rate == pytest.approx(2 * probing)  # probing on from there
 
 
 async def test_probing_never_passes_max_rate() -> None:
@@ -250,6 +279,65 @@ async def test_a_bulk_call_converges_under_a_server_limit_with_few_429s(
     assert 0.4 * limit <= rate <= 1.5 * limit, rate
 
 
+@pytest.mark.parametrize("burst", [1, 40], ids=["burst 1", "burst R"])
+async def test_the_pace_settles_near_the_emulators_limit_in_both_shapes(burst: int) -> None:
+    from batch_audiences import AsyncAudiencesClient
+
+    limit = 40.0
+    async with Emulator(indexing_delay=0, record_bodies=False, rate_limit=limit, burst=burst,
+                        rate_limit_retry_after="off", rate_limit_headers=False) as emu:
+        emu.add_audience("crm")
+        emu.rate_limit = limit  # counters from zero
+        async with AsyncAudiencesClient(emu.api_key, emu.project_key, base_url=emu.base_url) as client:
+            report = await client.upload("crm", (f"u{n}" for n in range(2_000)), chunk_size=10,
+                                         retry_budget=10_000)
+            estimate = client._transport.limiter.estimate
+        accepted, refused = emu.rate_limit_counts()
+    assert report.ok, report.summary()
+    assert accepted == 200
+    # Few 429s (the start of the job included), and an estimate of the limit near it.
+    assert refused <= 0.2 * (accepted + refused), (accepted, refused)
+    assert estimate is not None
+    assert 0.6 * limit <= estimate <= 1.4 * limit, estimate
+
+
+async def test_the_pace_follows_a_limit_that_falls_and_rises() -> None:
+    from batch_audiences import AsyncAudiencesClient, ProgressEvent
+
+    async with Emulator(indexing_delay=0, rate_limit=40, burst=1, rate_limit_retry_after="off",
+                        rate_limit_headers=False) as emu:
+        emu.add_audience("crm")
+        emu.rate_limit = 40
+        moved: list[float] = []
+
+        def move(event: ProgressEvent) -> None:
+            # The limit falls to 10/s after 60 accepted requests, and rises back after 30 more.
+            if event.chunks_acknowledged >= 60 and not moved:
+                emu.set_rate(10)
+                moved.append(time_.monotonic())
+            elif event.chunks_acknowledged >= 90 and len(moved) == 1:
+                emu.set_rate(40)
+                moved.append(time_.monotonic())
+
+        async with AsyncAudiencesClient(emu.api_key, emu.project_key, base_url=emu.base_url) as client:
+            report = await client.upload("crm", (f"u{n}" for n in range(2_400)), chunk_size=10,
+                                         on_progress=move, retry_budget=10_000)
+        records = [r for r in emu.requests if r.route == "update"]
+    assert report.ok, report.summary()
+    assert len(moved) == 2
+    fell, rose = moved
+    low = [r for r in records if fell <= r.received_at < rose]
+    high = [r for r in records if r.received_at >= rose]
+    # At 10/s the pace came down: most requests of that phase got through (few 429s).
+    assert sum(r.status == 202 for r in low) >= 0.6 * len(low), len(low)
+    # Back at 40/s the pace climbed back: the last 150 requests went at well over 10/s, as the
+    # emulator's own clock measures them (the server's arrival times, not a sleep).
+    accepted_high = [r.received_at for r in high if r.status == 202]
+    assert len(accepted_high) >= 140
+    span = accepted_high[-1] - accepted_high[-100]
+    assert 99 / span >= 20, f"{99 / span:.1f} requests/s at the end, against a limit of 40"
+
+
 async def test_fail_fast_fails_the_chunk_that_would_have_waited(make_api: Any, emulator: Emulator) -> None:
     emulator.add_audience("crm")
     api = await make_api(max_rate=1, fail_fast=True)
@@ -275,8 +363,8 @@ async def test_aclose_ends_every_request_queued_in_the_limiter_at_once(emulator:
     views = [asyncio.ensure_future(client.view("vip")) for _ in range(40)]
     # The first view goes at once; the 39 others are queued 0.5 s apart (about 20 s in all).
     async with async_timeout(10):
-        while emulator.count(route="view") < 1:
-            await asyncio.sleep(0.01)
+        done, _ = await asyncio.wait(views, return_when=asyncio.FIRST_COMPLETED)
+    assert len(done) == 1
     await client.aclose()
     # Far less than the 19 s the queue would take: closing must wake them, not let them run out.
     async with async_timeout(2):
