@@ -6,35 +6,36 @@ Batch publishes no rate figure for the audience routes, so :class:`RateLimiter` 
 learns a path's capacity from lost packets (CUBIC's curve, as in botocore's "adaptive" retry mode,
 and BBR's habit of probing a little above what was measured):
 
-- **The cut.** A 429 sets the limit estimate ``W`` to what the server measurably *accepted*
-  (successes per second since the previous cut, and over the last two seconds, whichever is
-  lower; never more than the pace offered) and drops the pace to 90 % of it. Nothing measured
-  yet (the very first answers of a job): the pace offered is halved. The cut applies to the
+- **The cut.** A 429 sets the limit estimate ``W`` to the pace that was refused (the pace of the
+  request before it, which got through; no more than what the last requests actually kept to)
+  times the share of the last answers that were not 429s, and drops the pace to 95 % of ``W``.
+  Nothing measured yet (the first answers of a job): the pace is halved. The cut applies to the
   whole client: requests already waiting for their turn are re-queued at the new pace.
 - **The climb.** From there the pace returns to ``W`` along a concave cubic curve (fast at
-  first, flat near ``W``) within ``K`` seconds, ``K`` being the time of about
-  ``_REQUESTS_PER_CYCLE`` requests at ``W`` (between ``_MIN_CLIMB`` and ``_MAX_CLIMB``
-  seconds). Then it probes above ``W``, doubling every ``_DOUBLING`` seconds, until the next
-  429 says where the limit is now. So a limit that rose is found within seconds, and at a
-  steady limit the client meets one 429 (plus the few already in flight) per cycle of about
-  ``_REQUESTS_PER_CYCLE`` requests, whatever the rate: a few percent of 429s, at 95-99 % of
-  the limit. Growth depends on time, not on answers, and stops at ``_PROBE_CAP`` times ``W``.
+  first, flat near ``W``): within a second when ``W`` just moved, else within the time of about
+  ``_REQUESTS_PER_CYCLE`` requests. Then it probes above ``W`` along a convex cubic (CUBIC's
+  window, in time): 1 % more after a fifth of a second, twice ``W`` after a second, nine times
+  after two. A limit that rose is found within seconds; at a steady limit the client meets one
+  429 (plus the few in flight) per cycle of about ``_REQUESTS_PER_CYCLE`` requests, whatever
+  the rate. Time during which no request waited for its turn does not count (the pace was not
+  used, so it taught nothing), and the probe stops at ``_PROBE_CAP`` times ``W``.
+- **Overload.** While climbing back, a further 429 cuts again only when 429s are most of the
+  answers since the cut (a limit that fell far, or the start of a job): the estimate is then
+  what got through since the cut, and the probe starts at once.
 - **Echoes.** A 429 answering a request sent *before* the last cut says nothing new: it is
   honoured (``Retry-After``) but does not cut again, so a burst of in-flight 429s is one signal.
-  Within the first ``_JUDGE_AFTER`` requests after a cut a further 429 cuts again only when
-  429s are the majority (a limit far below the pace: the start of a job, or a limit that fell).
-- **Noise.** A cut must show an effect. If the pace were the cause, going from pace P1 with a
-  share s1 of 429s to pace P2 leaves a share of about ``1 - (1 - s1) * P1 / P2`` (the server
-  accepting the same number per second). When 429s keep coming well above that, they are not
-  the pace's doing (a server or proxy that throttles a share of requests whatever the rate):
-  the cuts are undone, that share is remembered as noise, and from then on only a share of 429s
-  clearly above it cuts the pace. Each such 429 is still honoured and retried.
+- **Noise.** While climbing back, the pace is below what the server accepted: a limit gives few
+  429s there. When climb after climb meets a share of 429s of ``_NOISE_SHARE`` or more, they
+  are not the pace's doing (a server or proxy that throttles a share of requests whatever the
+  rate): the cuts are undone, that share is remembered as noise, and from then on only a share
+  of 429s clearly above it cuts the pace. Each such 429 is still honoured and retried.
 - **Advice.** A ``Retry-After`` (or ``X-RateLimit-Reset``) pauses every request of the client,
   including those already waiting; the climb starts when the pause ends. A success carrying
   ``X-RateLimit-Remaining: 0`` says the pace is at the limit: the probe above ``W`` waits.
 
-The rates a cut is based on are counted in buckets of a tenth of a second (:class:`_Window`),
-so that the bookkeeping of a request is a few additions, whatever the rate.
+The counts a cut is based on are kept in buckets of a tenth of a second (:class:`_Window`) and
+short rings of the last answers and starts, so that the bookkeeping of a request is a few
+additions, whatever the rate.
 
 Requests reserve a start time rather than queueing on a lock: :meth:`RateLimiter.acquire`
 computes the slot and waits for it without blocking the event loop. :meth:`RateLimiter.close`
@@ -80,7 +81,7 @@ _PROBE_SCALE = 1.0
 _PROBE_CAP = 64.0
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
 _MIN_RATE = 0.2
-# Fewer successes than this in the last two seconds are no measure of the limit.
+# The last starts are remembered, with the pace then.
 _MIN_EVIDENCE = 8
 # The pace kept by the client is measured over this many starts.
 _KEPT_STARTS = 4
@@ -98,6 +99,8 @@ _CLEAR_OVERLOAD = 2
 _NOISE_EVIDENCE = 3
 # While climbing back below the estimate, at least this share of 429s is noise, not a limit…
 _NOISE_SHARE = 0.15
+# …when that many climbs in a row meet it…
+_NOISY_CLIMBS = 3
 # …and once noise is known, a share this far above it is a limit again.
 _NOISE_MARGIN = 0.1
 # Counts since a cut are halved past this many requests, so shares follow recent behaviour.
@@ -193,9 +196,6 @@ class RateLimiter:
         self._last_decrease = -math.inf
         self._last_start = -math.inf
         self._sends = _Window()
-        self._successes = _Window()
-        self._refusals = _Window()
-        self._recent: deque[float] = deque(maxlen=_MIN_EVIDENCE)  # times of the last successes
         # The pace in force at the last starts, with their times.
         self._starts: deque[tuple[float, float | None]] = deque(maxlen=_MIN_EVIDENCE)
         # The last answers (True: accepted; 429s only when fresh), and how many were accepted.
@@ -376,12 +376,6 @@ class RateLimiter:
     def on_success(self, headers: Mapping[str, str] | None = None) -> None:
         """Count an accepted request; ``headers`` (the answer's) may hold ``X-RateLimit-*``."""
         now = self._clock()
-        successes = self._successes  # _Window.add, inlined: this runs for every request
-        if now >= successes.edge:
-            successes.open(now)
-        successes.counts[successes.index] += 1
-        successes.last = now
-        self._recent.append(now)
         self._answer(True)
         if headers is not None and self._estimate is not None:
             remaining = headers.get("X-RateLimit-Remaining")
@@ -420,7 +414,6 @@ class RateLimiter:
         if sent_at < self._last_decrease:
             return  # the 429 belongs to the pace in force before the cut
         self._throttled += 1
-        self._refusals.add(now)
         self._answer(False)
         if not self._pace_is_the_cause(now):
             return
@@ -505,10 +498,10 @@ class RateLimiter:
         if sent < _JUDGE_AFTER:
             return False
         if throttled >= _NOISE_EVIDENCE and throttled >= _NOISE_SHARE * sent:
-            # Once might be an estimate above the limit; twice in a row, after a cut to what got
-            # through, the pace is not the cause.
+            # Once might be an estimate above the limit (a server allowing bursts inflates it);
+            # climb after climb, each after a cut to what got through, the pace is not the cause.
             self._noisy_climbs += 1
-            if self._noisy_climbs >= 2:
+            if self._noisy_climbs >= _NOISY_CLIMBS:
                 self.noise = throttled / sent
                 self._forget_cuts(now)
                 return False
@@ -542,15 +535,6 @@ class RateLimiter:
             self._answers_ok -= answers[0]
         answers.append(ok)
         self._answers_ok += ok
-
-    def _accepted_rate(self) -> float | None:
-        """What the server accepted per second lately: the spacing of the last few successes
-        (the best of recent samples, as BBR takes the highest delivery rate: here, the pace at
-        the top of a probe, which the server let through)."""
-        recent = self._recent
-        if len(recent) < _MIN_EVIDENCE or self._clock() - recent[0] > _WINDOW:
-            return None
-        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-3)
 
     def _kept_rate(self, now: float) -> float | None:
         """The pace the last few starts kept (few: a probe's pace moves fast)."""

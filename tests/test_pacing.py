@@ -295,10 +295,11 @@ async def test_the_pace_settles_near_the_emulators_limit_in_both_shapes(burst: i
         accepted, refused = emu.rate_limit_counts()
     assert report.ok, report.summary()
     assert accepted == 200
-    # Few 429s (the start of the job included), and an estimate of the limit near it.
+    # Few 429s (the start of the job included), and an estimate of the limit near it: with a
+    # second's worth of burst, a probe that drained the bucket saw up to twice the rate go through.
     assert refused <= 0.2 * (accepted + refused), (accepted, refused)
     assert estimate is not None
-    assert 0.6 * limit <= estimate <= 1.4 * limit, estimate
+    assert 0.6 * limit <= estimate <= (1.4 if burst == 1 else 2.0) * limit, estimate
 
 
 async def test_the_pace_follows_a_limit_that_falls_and_rises() -> None:
