@@ -23,7 +23,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff over the package, the tests and the benchmarks."""
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "batch_audiences", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "batch_audiences", "tests", "benchmarks", "docs", "noxfile.py")
 
 
 @nox.session
@@ -31,6 +31,14 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package (settings in pyproject.toml)."""
     session.install("-e", ".", "mypy>=1.10")
     session.run("mypy", "--strict")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (MkDocs Material, API reference by mkdocstrings), built strictly:
+    a broken reference, link or included README section fails the build. Output in ``site/``."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

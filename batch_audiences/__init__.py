@@ -11,7 +11,23 @@ that has the same methods, a bulk engine for millions of IDs, and a local emulat
 True
 """
 
-from ._bulk_errors import DeadlineExceededError, DependencyFailedError, NotSentError
+from ._blocking import AudiencesClient
+from ._bulk import (
+    BulkReport,
+    CreatedAudience,
+    DeadlineExceededError,
+    DependencyFailedError,
+    FailedChunk,
+    FailedItem,
+    IfExists,
+    NotSentError,
+    ProgressEvent,
+    ProgressKind,
+    SkippedAudience,
+    UncertainAudience,
+    UploadMode,
+    UploadReport,
+)
 from ._client import AsyncAudiencesClient
 from ._config import RetryPolicy
 from ._errors import (
@@ -30,11 +46,13 @@ from ._errors import (
     ServiceUnavailableError,
     ThrottledError,
     TransportError,
+    UncertainOutcomeError,
     UnexpectedResponseError,
     ValidationError,
 )
 from ._models import (
     MAX_ATTRIBUTES,
+    MAX_ID_LENGTH,
     MAX_IDS_PER_REQUEST,
     Accepted,
     Action,
@@ -42,27 +60,19 @@ from ._models import (
     Audience,
     AudiencePage,
     AudienceType,
+    Confirmation,
     IdAction,
     IndexingState,
     Member,
     NewAudience,
     Url,
 )
-from ._reports import (
-    BulkReport,
-    CreatedAudience,
-    FailedChunk,
-    FailedItem,
-    ProgressEvent,
-    SkippedAudience,
-    UploadReport,
-)
-from ._blocking import AudiencesClient
 from ._transport import ClientStats
 from ._version import __version__
 
 __all__ = [
     "MAX_ATTRIBUTES",
+    "MAX_ID_LENGTH",
     "MAX_IDS_PER_REQUEST",
     "APIError",
     "Accepted",
@@ -81,12 +91,14 @@ __all__ = [
     "ClientClosedError",
     "ClientStats",
     "ConfigurationError",
+    "Confirmation",
     "CreatedAudience",
     "DeadlineExceededError",
     "DependencyFailedError",
     "FailedChunk",
     "FailedItem",
     "IdAction",
+    "IfExists",
     "IndexingState",
     "IndexingTimeoutError",
     "InvalidSettingError",
@@ -95,6 +107,7 @@ __all__ = [
     "NotFoundError",
     "NotSentError",
     "ProgressEvent",
+    "ProgressKind",
     "RateLimitError",
     "RetryPolicy",
     "ServerError",
@@ -102,7 +115,10 @@ __all__ = [
     "SkippedAudience",
     "ThrottledError",
     "TransportError",
+    "UncertainAudience",
+    "UncertainOutcomeError",
     "UnexpectedResponseError",
+    "UploadMode",
     "UploadReport",
     "Url",
     "ValidationError",

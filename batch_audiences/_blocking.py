@@ -28,7 +28,15 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from ._bulk import UploadItem
+from ._bulk import (
+    LATE_WRITE_GRACE,
+    BulkReport,
+    IfExists,
+    ProgressEvent,
+    UploadItem,
+    UploadMode,
+    UploadReport,
+)
 from ._client import AsyncAudiencesClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import ClientClosedError, InvalidSettingError
@@ -42,7 +50,6 @@ from ._models import (
     Member,
     NewAudience,
 )
-from ._reports import BulkReport, ProgressEvent, UploadReport
 from ._transport import ClientStats
 
 __all__ = ["AudiencesClient", "LoopThread"]
@@ -319,7 +326,7 @@ class AudiencesClient:
         name: str,
         items: Iterable[UploadItem] | AsyncIterable[UploadItem],
         *,
-        mode: str = "add",
+        mode: UploadMode = "add",
         chunk_size: int = MAX_IDS_PER_REQUEST,
         concurrency: int = 4,
         wait: bool = False,
@@ -327,6 +334,7 @@ class AudiencesClient:
         retry_budget: int | None = None,
         deadline: float | None = None,
         skip_chunks: Collection[int] = (),
+        late_write_grace: float = LATE_WRITE_GRACE,
     ) -> UploadReport:
         """Blocking :meth:`AsyncAudiencesClient.upload`.
 
@@ -344,7 +352,7 @@ class AudiencesClient:
             self._async.upload(
                 name, items, mode=mode, chunk_size=chunk_size, concurrency=concurrency, wait=wait,
                 on_progress=on_progress, retry_budget=retry_budget, deadline=deadline,
-                skip_chunks=skip_chunks,
+                skip_chunks=skip_chunks, late_write_grace=late_write_grace,
             )
         )
 
@@ -354,7 +362,7 @@ class AudiencesClient:
         | AsyncIterable[NewAudience | Mapping[str, Any] | str],
         *,
         concurrency: int = 8,
-        if_exists: str = "error",
+        if_exists: IfExists = "error",
         on_progress: Callable[[ProgressEvent], object] | None = None,
         retry_budget: int | None = None,
         deadline: float | None = None,

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
-from ._bulk import UploadItem, run_upload
-from ._codec import decode, encode
-from ._config import ClientConfig, RetryPolicy, build_config
-from ._create_many import run_create_many
-from ._errors import (
-    APIError,
-    AudienceExistsError,
-    IndexingTimeoutError,
-    InvalidSettingError,
-    NotFoundError,
-    UnexpectedResponseError,
-    ValidationError,
+from ._api import Operations, PollSchedule
+from ._bulk import (
+    LATE_WRITE_GRACE,
+    BulkReport,
+    IfExists,
+    ProgressEvent,
+    UploadItem,
+    UploadMode,
+    UploadReport,
+    run_create_many,
+    run_upload,
 )
+from ._config import ClientConfig, RetryPolicy, build_config
+from ._errors import InvalidSettingError, ValidationError
 from ._models import (
     MAX_IDS_PER_REQUEST,
     MAX_PAGE_SIZE,
@@ -32,30 +32,13 @@ from ._models import (
     AudienceType,
     CreateRequest,
     IdAction,
-    IndexingState,
     Member,
     NewAudience,
-    ReplaceRequest,
-    UpdateRequest,
     check_name,
 )
-from ._reports import BulkReport, ProgressEvent, UploadReport
-from ._transport import ClientStats, RequestTrace, Transport
+from ._transport import ClientStats, Transport
 
 __all__ = ["AsyncAudiencesClient"]
-
-T = TypeVar("T")
-
-_CREATE = "/audiences/create"
-_UPDATE = "/audiences/update"
-_REPLACE = "/audiences/replace"
-_REMOVE = "/audiences/remove"
-_VIEW = "/audiences/view"
-_LIST = "/audiences/list"
-
-# wait_until_applied polls at growing intervals, up to this factor of the first one.
-_POLL_GROWTH = 1.5
-_MAX_POLL_FACTOR = 10.0
 
 
 def _check_page_size(value: object, field: str) -> int:
@@ -79,23 +62,6 @@ def _check_token(value: object) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise ValidationError("indexing_token", "must be a non-empty string")
     return value
-
-
-def _says_exists(error: APIError) -> bool:
-    """Whether an error answer to a create means "that name is taken".
-
-    Batch does not document this answer; a 409, or a 4xx whose code or message speaks of an
-    existing audience, is read as such.
-    """
-    if error.status == 409:
-        return True
-    # Auth, not-found and throttling answers have classes of their own, whatever they say.
-    if not 400 <= error.status < 500 or error.status in (401, 403, 404, 429):
-        return False
-    text = f"{error.error_code or ''} {error.error_message}".lower()
-    if any(negation in text for negation in ("not exist", "n't exist", "no longer exist")):
-        return False
-    return "exist" in text or "duplicate" in text
 
 
 class AsyncAudiencesClient:
@@ -160,6 +126,7 @@ class AsyncAudiencesClient:
         )
         self._transport = Transport(self._config, session=session)
         self._transport.limiter.fail_fast = fail_fast
+        self._ops = Operations(self._transport)
 
     def __repr__(self) -> str:
         config = self._config
@@ -198,16 +165,6 @@ class AsyncAudiencesClient:
         """Close the client's own session. Safe to call twice."""
         await self._transport.aclose()
 
-    # -- plumbing -------------------------------------------------------------------------
-
-    async def _write(self, route: str, request: object, trace: RequestTrace | None = None) -> Accepted:
-        status, body = await self._transport.request("POST", route, body=encode(request), trace=trace)
-        return decode(body, Accepted, status=status, method="POST", route=route)
-
-    async def _read(self, route: str, params: Mapping[str, str], cls: type[T]) -> T:
-        status, body = await self._transport.request("GET", route, params=params)
-        return decode(body, cls, status=status, method="GET", route=route)
-
     # -- the six routes -------------------------------------------------------------------
 
     async def create(
@@ -219,39 +176,25 @@ class AsyncAudiencesClient:
     ) -> Accepted:
         """Create an empty audience.
 
-        Raises :class:`AudienceExistsError` when the name is taken. A create whose first try
-        broke after it was sent is retried; if the retry finds the name taken, a view confirms
-        the audience exists and the create is reported as done (``indexing_token`` is then
-        ``None``): one call, one audience, and no error for a write that happened.
+        Raises :class:`AudienceExistsError` when the name is taken: a refusal (any 4xx but
+        401/403/404/429, whatever its wording) is checked with one view, which decides.
+
+        A create whose try broke after it was sent is retried. If a later try is refused (or
+        fails with a 5xx) and the audience exists, its ``created`` time against the time the
+        broken try left, on the server's clock (from the answers' ``Date``), decides who made
+        it: this call (returns ``Accepted(None, confirmation=Confirmation.INFERRED)``), someone
+        earlier or later (:class:`AudienceExistsError`), or no evidence either way
+        (:class:`UncertainOutcomeError`: the audience exists, but may not be yours). A success
+        status with an unreadable body returns ``Accepted(None)`` and logs a warning.
         """
-        return await self._create(CreateRequest(name, type, display_name), RequestTrace())
-
-    async def _create(self, request: CreateRequest, trace: RequestTrace) -> Accepted:
-        # Shared with create_many, which passes a trace bound to its retry budget.
-        try:
-            return await self._write(_CREATE, request, trace)
-        except APIError as exc:
-            if not _says_exists(exc):
-                raise
-            if trace.uncertain and await self._exists(request.name):
-                return Accepted(None)
-            raise AudienceExistsError(
-                exc.status, exc.error_code, exc.error_message, method=exc.method, route=exc.route
-            ) from exc
-
-    async def _exists(self, name: str) -> bool:
-        try:
-            await self.view(name)
-        except NotFoundError:
-            return False
-        return True
+        return await self._ops.create(CreateRequest(name, type, display_name))
 
     async def update(self, name: str, actions: Iterable[IdAction]) -> Accepted:
         """Add and remove IDs: 1 to 10,000 :class:`IdAction` in one request.
 
         If the same ID appears several times, the last action for it counts.
         """
-        return await self._write(_UPDATE, UpdateRequest(name, actions))
+        return await self._ops.update(name, actions)
 
     async def replace(self, name: str, members: Iterable[Member | str]) -> Accepted:
         """Make the audience hold exactly ``members`` (0 to 10,000; ``Member`` or str IDs).
@@ -259,29 +202,22 @@ class AsyncAudiencesClient:
         For more than 10,000 members use :meth:`upload` with ``mode="replace"``, which keeps
         the later chunks from being wiped by the replace.
         """
-        return await self._write(_REPLACE, ReplaceRequest(name, members))
+        return await self._ops.replace(name, members)
 
     async def remove(self, name: str) -> Accepted:
         """Delete the audience.
 
-        ``indexing_token`` is ``None`` when the server answers without a body, or when a
-        retry after a broken connection found the audience already gone.
+        ``indexing_token`` is ``None`` when the server answers without a body or with one the
+        SDK cannot read. When a try broke after it was sent and a later one finds the audience
+        gone (404, or a 5xx and a view that finds nothing), the audience is gone but nothing
+        shows this call removed it: the result is
+        ``Accepted(None, confirmation=Confirmation.UNCERTAIN)``, never reported as this call's.
         """
-        check_name(name)
-        trace = RequestTrace()
-        try:
-            return await self._write(_REMOVE, {"name": name}, trace)
-        except NotFoundError:
-            if trace.uncertain:
-                return Accepted(None)
-            raise
+        return await self._ops.remove(name)
 
     async def view(self, name: str, *, indexing_token: str | None = None) -> Audience:
         """Describe one audience; with ``indexing_token``, the state of that write."""
-        params = {"name": check_name(name)}
-        if _check_token(indexing_token) is not None:
-            params["indexing_token"] = indexing_token  # type: ignore[assignment]
-        return await self._read(_VIEW, params, Audience)
+        return await self._ops.view(check_name(name), _check_token(indexing_token))
 
     async def list(self, *, limit: int = 10, cursor: str | None = None) -> AudiencePage:
         """One page of the project's audiences (``limit`` 1 to 100).
@@ -289,12 +225,10 @@ class AsyncAudiencesClient:
         Pass the page's ``next_from`` as ``cursor`` for the next page; ``count`` (the total)
         is set on the first page only. :meth:`iter_audiences` does this for you.
         """
-        params = {"limit": str(_check_page_size(limit, "limit"))}
-        if cursor is not None:
-            if not isinstance(cursor, str) or not cursor:
-                raise ValidationError("cursor", "must be a non-empty string")
-            params["from"] = cursor
-        return await self._read(_LIST, params, AudiencePage)
+        limit = _check_page_size(limit, "limit")
+        if cursor is not None and (not isinstance(cursor, str) or not cursor):
+            raise ValidationError("cursor", "must be a non-empty string")
+        return await self._ops.list(limit, cursor)
 
     def iter_audiences(self, *, page_size: int = 100) -> AsyncIterator[Audience]:
         """Every audience of the project, fetched page by page as you iterate.
@@ -316,10 +250,7 @@ class AsyncAudiencesClient:
                 return
             if page.next_from in seen:
                 # A server that hands back a cursor twice would otherwise be listed forever.
-                raise UnexpectedResponseError(
-                    200, None, f"list returned cursor {page.next_from!r} twice; stopping",
-                    method="GET", route=_LIST,
-                )
+                raise self._ops.repeated_cursor(page.next_from)
             seen.add(page.next_from)
             cursor = page.next_from
 
@@ -333,26 +264,17 @@ class AsyncAudiencesClient:
     ) -> Audience:
         """Poll :meth:`view` until the write is no longer ``IN_PROGRESS``; return the audience.
 
-        Intervals start at ``poll_interval`` and grow by half each time, up to ten times it.
+        The first look is at once; then intervals start at ``poll_interval`` and double, up to
+        ten times it, or one second if more (the schedule the upload engine uses too).
         Raises :class:`IndexingTimeoutError` once ``timeout`` seconds have passed.
         """
         check_name(name)
         _check_token(indexing_token)
         timeout = _check_seconds(timeout, "timeout")
         interval = _check_seconds(poll_interval, "poll_interval")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        ceiling = interval * _MAX_POLL_FACTOR
-        while True:
-            audience = await self.view(name, indexing_token=indexing_token)
-            if audience.indexing_state != IndexingState.IN_PROGRESS:
-                return audience
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                state = audience.indexing_state
-                raise IndexingTimeoutError(name, indexing_token, timeout, getattr(state, "value", state))
-            await asyncio.sleep(min(interval, remaining))
-            interval = min(interval * _POLL_GROWTH, ceiling)
+        return await self._ops.wait_applied(
+            name, indexing_token, timeout=timeout, schedule=PollSchedule(interval)
+        )
 
     # -- bulk -----------------------------------------------------------------------------
 
@@ -361,7 +283,7 @@ class AsyncAudiencesClient:
         name: str,
         items: Iterable[UploadItem] | AsyncIterable[UploadItem],
         *,
-        mode: str = "add",
+        mode: UploadMode = "add",
         chunk_size: int = MAX_IDS_PER_REQUEST,
         concurrency: int = 4,
         wait: bool = False,
@@ -369,6 +291,7 @@ class AsyncAudiencesClient:
         retry_budget: int | None = None,
         deadline: float | None = None,
         skip_chunks: Collection[int] = (),
+        late_write_grace: float = LATE_WRITE_GRACE,
     ) -> UploadReport:
         """Stream any number of IDs into audience ``name``, in chunks of up to 10,000, in order.
 
@@ -386,6 +309,12 @@ class AsyncAudiencesClient:
         The final content equals applying the stream one item at a time, whatever
         ``concurrency`` is: a chunk acting on an ID that an earlier chunk also acts on is sent
         only once that chunk is applied. ``wait=True`` returns only once every write is applied.
+
+        A try that timed out or broke may still be applied by the server later, after the chunk
+        was sent again. A chunk with such a try counts as applied, for the chunks that must come
+        after it, only ``late_write_grace`` seconds (default 5) after the try was given up, so a
+        late write landing within that time cannot undo a later chunk. One held longer by the
+        server still can: the README's "Retries and pacing" states the limit.
 
         Every item is checked as it is read: an invalid one is reported (``failed_items``, with
         its position) and not sent; the rest goes on. A chunk that fails for good is reported in
@@ -414,9 +343,10 @@ class AsyncAudiencesClient:
                 print(report.summary())
         """
         return await run_upload(
-            self._transport, name, items, mode=mode, chunk_size=chunk_size,
+            self._ops, name, items, mode=mode, chunk_size=chunk_size,
             concurrency=concurrency, wait=wait, on_progress=on_progress,
             retry_budget=retry_budget, deadline=deadline, skip_chunks=skip_chunks,
+            late_write_grace=late_write_grace,
         )
 
     async def create_many(
@@ -425,7 +355,7 @@ class AsyncAudiencesClient:
         | AsyncIterable[NewAudience | Mapping[str, Any] | str],
         *,
         concurrency: int = 8,
-        if_exists: str = "error",
+        if_exists: IfExists = "error",
         on_progress: Callable[[ProgressEvent], object] | None = None,
         retry_budget: int | None = None,
         deadline: float | None = None,
@@ -448,6 +378,6 @@ class AsyncAudiencesClient:
         ...     return report.counts
         """
         return await run_create_many(
-            self, audiences, concurrency=concurrency, if_exists=if_exists,
+            self._ops, audiences, concurrency=concurrency, if_exists=if_exists,
             on_progress=on_progress, retry_budget=retry_budget, deadline=deadline,
         )

@@ -11,9 +11,11 @@ optional field is ``None``) and strict where it is not (a missing name or token 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from itertools import chain
+from operator import attrgetter
+from typing import Any, Final, TypeVar
 
 import cattrs
 import orjson
@@ -23,6 +25,7 @@ from ._errors import UnexpectedResponseError, ValidationError
 from ._isodates import fromisoformat
 from ._models import (
     Accepted,
+    Action,
     Audience,
     AudiencePage,
     AudienceType,
@@ -36,7 +39,18 @@ from ._models import (
     typed_kind,
 )
 
-__all__ = ["converter", "decode", "encode", "encode_attributes", "format_datetime"]
+__all__ = [
+    "action_entry",
+    "converter",
+    "decode",
+    "encode",
+    "encode_attributes",
+    "entries_json",
+    "format_datetime",
+    "id_entries_json",
+    "ids_body",
+    "member_entry",
+]
 
 T = TypeVar("T")
 
@@ -99,50 +113,104 @@ def encode_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return attributes if out is None else out  # type: ignore[return-value]
 
 
+def action_entry(
+    custom_id: str, add: bool, attributes: Mapping[str, Any] | None, *, reshape: bool = True
+) -> dict[str, Any]:
+    """One entry of an update body: ``{"action", "id"[, "attributes"]}``, the only place it is spelled.
+
+    ``reshape=False`` when the attributes are known to go out as they are (see :func:`_as_is`).
+    """
+    if attributes:
+        return {"action": "add" if add else "remove", "id": custom_id,
+                "attributes": encode_attributes(attributes) if reshape else attributes}
+    return {"action": "add" if add else "remove", "id": custom_id}
+
+
+def member_entry(
+    custom_id: str, attributes: Mapping[str, Any] | None, *, reshape: bool = True
+) -> dict[str, Any]:
+    """One entry of a replace body: ``{"id"[, "attributes"]}``."""
+    if attributes:
+        return {"id": custom_id, "attributes": encode_attributes(attributes) if reshape else attributes}
+    return {"id": custom_id}
+
+
+_WIRE_AS_IS: Final = frozenset({str, int, bool, float})
+_attributes_of: Final = attrgetter("attributes")
+
+
+def _as_is(items: Iterable[IdAction] | Iterable[Member]) -> bool:
+    """Whether no attribute value of ``items`` needs reshaping by :func:`encode_attributes`.
+
+    One C-level pass over every value of a whole body (the models hold their attributes as
+    plain dicts): the common bulk body then skips a Python call per item.
+    """
+    values = chain.from_iterable(map(dict.values, filter(None, map(_attributes_of, items))))
+    return _WIRE_AS_IS.issuperset(map(type, values))
+
+
 def _unstructure_action(item: IdAction) -> dict[str, Any]:
-    # ``_value_`` rather than ``.value``: the enum's property costs as much as the whole dict.
-    if item.attributes:
-        return {"action": item.action._value_, "id": item.id,
-                "attributes": encode_attributes(item.attributes)}
-    return {"action": item.action._value_, "id": item.id}
+    return action_entry(item.id, item.action is Action.ADD, item.attributes)
 
 
 def _unstructure_member(item: Member) -> dict[str, Any]:
-    if item.attributes:
-        return {"id": item.id, "attributes": encode_attributes(item.attributes)}
-    return {"id": item.id}
+    return member_entry(item.id, item.attributes)
 
 
-# The two bulk bodies. Each item built its entry when it was checked (``_wire``, see
-# ``_models._WireEntry``): ``None`` when its attributes need reshaping, missing on a copy or an
-# unpickled item. Those few are built here by the per-item hooks above.
+# The two bulk bodies, a fresh entry per item.
 
 
 def _unstructure_update(request: UpdateRequest) -> dict[str, Any]:
-    try:
-        ids = [item._wire or _unstructure_action(item) for item in request.ids]
-    except AttributeError:
-        ids = [_unstructure_action(item) for item in request.ids]
-    return {"name": request.name, "ids": ids}
+    add, reshape = Action.ADD, not _as_is(request.ids)
+    return {"name": request.name, "ids": [
+        action_entry(item.id, item.action is add, item.attributes, reshape=reshape) for item in request.ids
+    ]}
 
 
 def _unstructure_replace(request: ReplaceRequest) -> dict[str, Any]:
-    try:
-        ids = [item._wire or _unstructure_member(item) for item in request.ids]
-    except AttributeError:
-        ids = [_unstructure_member(item) for item in request.ids]
-    return {"name": request.name, "ids": ids}
+    reshape = not _as_is(request.ids)
+    return {"name": request.name, "ids": [
+        member_entry(item.id, item.attributes, reshape=reshape) for item in request.ids
+    ]}
 
 
-# What cattrs hands out is the caller's to change, so it never holds an item's own entry.
+def entries_json(entries: list[dict[str, Any]]) -> bytes:
+    """The entries of a list body as JSON, without the brackets: a piece of an ``"ids"`` array.
+
+    Pieces are complete JSON values separated by commas, so pieces joined by ``b","`` are still
+    valid; nothing is ever spliced inside a value (where user data lives).
+    """
+    return orjson.dumps(entries)[1:-1]
 
 
-def _copy_update(request: UpdateRequest) -> dict[str, Any]:
-    return {"name": request.name, "ids": [_unstructure_action(item) for item in request.ids]}
+def id_entries_json(ids: list[str], action: str | None) -> bytes:
+    """Entries for bare IDs, as :func:`entries_json` would write them: ``{"action": action, "id":
+    id}`` each, or ``{"id": id}`` when ``action`` is ``None`` (a replace).
+
+    The hot path of an upload of plain IDs, written around the IDs themselves when that is
+    provably the same JSON. Proof: inside a JSON string, ``"``, ``\\`` and the control
+    characters must be escaped, and every escape starts with a backslash (RFC 8259, section 7).
+    So when orjson's encoding of the IDs holds no backslash, no ID holds any of those characters,
+    and (orjson having accepted them, they are valid UTF-8) ``"`` + ID + ``"`` is a JSON string
+    that decodes to that very ID. Otherwise (an
+    ID with a quote, a backslash or a control character) the entries are built as dicts. Raises
+    ``orjson.JSONEncodeError`` for a string UTF-8 cannot carry (a lone surrogate).
+
+    >>> id_entries_json(["a", 'b"c'], "add") == entries_json(
+    ...     [{"action": "add", "id": "a"}, {"action": "add", "id": 'b"c'}])
+    True
+    """
+    if b"\\" in orjson.dumps(ids):
+        if action is None:
+            return entries_json([{"id": custom_id} for custom_id in ids])
+        return entries_json([{"action": action, "id": custom_id} for custom_id in ids])
+    head = '{"id":"' if action is None else f'{{"action":"{action}","id":"'
+    return "".join((head, ('"},' + head).join(ids), '"}')).encode()
 
 
-def _copy_replace(request: ReplaceRequest) -> dict[str, Any]:
-    return {"name": request.name, "ids": [_unstructure_member(item) for item in request.ids]}
+def ids_body(name: str, pieces: Iterable[bytes]) -> bytes:
+    """An update or replace body from :func:`entries_json` pieces (empty pieces are dropped)."""
+    return b"".join((b'{"name":', orjson.dumps(name), b',"ids":[', b",".join(p for p in pieces if p), b"]}"))
 
 
 def _unstructure_create(request: CreateRequest) -> dict[str, Any]:
@@ -159,10 +227,7 @@ _UNSTRUCTURE_HOOKS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
     ReplaceRequest: _unstructure_replace,
     CreateRequest: _unstructure_create,
 }
-_CONVERTER_HOOKS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
-    **_UNSTRUCTURE_HOOKS, UpdateRequest: _copy_update, ReplaceRequest: _copy_replace,
-}
-for _cls, _unhook in _CONVERTER_HOOKS.items():
+for _cls, _unhook in _UNSTRUCTURE_HOOKS.items():
     converter.register_unstructure_hook(_cls, _unhook)
 
 

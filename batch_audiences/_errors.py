@@ -10,6 +10,7 @@
     ├── ThrottledError                  the client-side limiter would wait, and fail-fast was asked
     ├── IndexingTimeoutError (TimeoutError)
     ├── TransportError                  connection failure or timeout, after retries
+    ├── UncertainOutcomeError           a write's answer was lost and the state cannot tell
     └── APIError                        the server answered with an error
         ├── BadRequestError             400 and other 4xx
         │   └── AudienceExistsError     create of a name that is taken
@@ -45,6 +46,7 @@ __all__ = [
     "ServiceUnavailableError",
     "ThrottledError",
     "TransportError",
+    "UncertainOutcomeError",
     "UnexpectedResponseError",
     "ValidationError",
     "error_from_response",
@@ -128,6 +130,23 @@ class TransportError(BatchAudiencesError):
         self.route = route
         self.reason = reason
         self.attempts = attempts
+
+
+class UncertainOutcomeError(BatchAudiencesError):
+    """A write's answer was lost, and the state afterwards cannot tell whether this call did it.
+
+    Raised by ``create`` when a try broke after sending, a later try found the name taken, and
+    no evidence (the audience's ``created`` time against the server's ``Date``) tells whether the
+    audience is this call's or someone else's. The audience exists; check it is yours before
+    writing to it. ``__cause__`` is the last try's error.
+    """
+
+    def __init__(self, method: str, route: str, name: str, reason: str) -> None:
+        super().__init__(f"{method} {route} for {name!r}: outcome unknown: {reason}")
+        self.method = method
+        self.route = route
+        self.name = name
+        self.reason = reason
 
 
 class APIError(BatchAudiencesError):

@@ -22,6 +22,7 @@ from ._errors import ValidationError
 __all__ = [
     "MAX_ATTRIBUTES",
     "MAX_IDS_PER_REQUEST",
+    "MAX_ID_LENGTH",
     "Accepted",
     "Action",
     "AttributeValue",
@@ -29,6 +30,7 @@ __all__ = [
     "Audience",
     "AudiencePage",
     "AudienceType",
+    "Confirmation",
     "CreateRequest",
     "IdAction",
     "IndexingState",
@@ -45,6 +47,11 @@ __all__ = [
 
 MAX_IDS_PER_REQUEST: Final = 10_000
 MAX_ATTRIBUTES: Final = 15
+#: The longest custom ID accepted, in characters. Batch documents no limit; this one keeps a
+#: runaway value (a whole file read as one line, a quote never closed) a bad item with a clear
+#: message instead of a request body of hundreds of megabytes that the server refuses whole,
+#: failing every valid ID of its chunk with it.
+MAX_ID_LENGTH: Final = 1024
 MAX_PAGE_SIZE: Final = 100
 _NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _TYPED_KEY: Final = re.compile(r"(date|url)\((.*)\)", re.DOTALL)
@@ -93,6 +100,26 @@ class IndexingState(str, enum.Enum):
     REPLACED = "REPLACED"
 
 
+class Confirmation(str, enum.Enum):
+    """How a create or remove is known to have happened: :attr:`Accepted.confirmation`.
+
+    When a try breaks after its bytes left (a timeout, a dropped connection), the write may have
+    happened with its answer lost. A retry then meets the result (a taken name, a missing
+    audience), and the state is all there is to judge by; see "Retries and pacing" in the README
+    for the rule and its tolerance.
+    """
+
+    #: The server answered this write with a success status.
+    ANSWERED = "answered"
+    #: The answer was lost; the audience's ``created`` time, on the server's clock, falls within
+    #: the time this call's tries were out (create only). Only an audience of the same name made
+    #: by someone else within that window, give or take one second, would look the same.
+    INFERRED = "inferred"
+    #: The answer was lost; the state is as asked but nothing shows this call made it so (a
+    #: remove that found the audience gone: a removed audience leaves no trace to date).
+    UNCERTAIN = "uncertain"
+
+
 class Action(str, enum.Enum):
     """What an update does to one ID."""
 
@@ -133,12 +160,15 @@ def check_name(value: object, field: str = "name") -> str:
 
 
 def check_id(value: object, field: str = "id") -> str:
-    """Return ``value`` if it is a valid custom ID (a non-empty string)."""
+    """Return ``value`` if it is a valid custom ID (a non-empty string of at most
+    :data:`MAX_ID_LENGTH` characters)."""
     # The exact-type test first: it is the fast path of every bulk upload.
     if type(value) is not str and not isinstance(value, str):
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
     if not value or value.isspace():
         raise ValidationError(field, "must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValidationError(field, f"at most {MAX_ID_LENGTH:,} characters, got {len(value):,}")
     return value
 
 
@@ -230,20 +260,18 @@ def check_attributes(value: object, field: str = "attributes") -> dict[str, Any]
     return dict(value)
 
 
-# The value types that go out on the wire as they are; any other (Url, datetime, list, enum
-# member...) needs reshaping by the codec first.
-_WIRE_AS_IS: Final = frozenset({str, int, bool, float})
 _isfinite: Final = math.isfinite
 
 
-def _checked_for_wire(value: object, field: str = "attributes") -> tuple[dict[str, Any] | None, bool]:
-    """:func:`check_attributes`, and whether the map can go out on the wire as it is.
+def _attributes_field(value: object) -> dict[str, Any] | None:
+    """The ``attributes`` converter: :func:`check_attributes`, with the common case inline.
 
-    The first loop is the common case of a bulk body (a plain dict, plain keys, values that
-    pass their checks on the spot): it proves the map valid *and* wire-ready in one pass, and
-    raises nothing. Anything else goes through :func:`check_attributes` in full, so every
-    error is the one it raises.
+    The loop is the common case of a bulk body (a plain dict, plain keys, values that pass their
+    checks on the spot): it proves the map valid in one pass and raises nothing. Anything else
+    goes through :func:`check_attributes` in full, so every error is the one it raises.
     """
+    if value is None:
+        return None
     if type(value) is dict and len(value) <= MAX_ATTRIBUTES:
         for key, item in value.items():
             kind = type(item)
@@ -255,26 +283,9 @@ def _checked_for_wire(value: object, field: str = "attributes") -> tuple[dict[st
             ):
                 break
         else:
-            return value.copy(), True
-    checked = check_attributes(value, field)
-    if checked is None:
-        return None, True
-    for item in checked.values():
-        if type(item) not in _WIRE_AS_IS:
-            return checked, False
-    return checked, True
-
-
-class _WireEntry:
-    """A hidden slot for an item's entry in a request body, built when the item is checked.
-
-    Not an ``attrs`` field: it is derived from the fields, so it stays out of ``repr``, ``==``,
-    ``attrs.fields`` and ``attrs.asdict``. ``None`` when the attributes need reshaping (the codec
-    does it); missing on a copy or an unpickled item, which the codec then encodes from its fields.
-    """
-
-    __slots__ = ("_wire",)
-    _wire: dict[str, Any] | None
+            # A copy: the caller's dict may change after the item is built.
+            return value.copy()
+    return check_attributes(value)
 
 
 def _to_action(value: object) -> Action:
@@ -286,8 +297,20 @@ def _to_action(value: object) -> Action:
         raise ValidationError("action", f"must be 'add' or 'remove', got {value!r}") from None
 
 
-@attrs.frozen(eq=True, hash=False, init=False)
-class IdAction(_WireEntry):
+def _id_field(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if type(value) is not str or not value or value.isspace() or len(value) > MAX_ID_LENGTH:
+        check_id(value)
+
+
+def _no_attributes_on_remove(
+    instance: IdAction, attribute: attrs.Attribute[dict[str, Any] | None], value: dict[str, Any] | None
+) -> None:
+    if value and instance.action is Action.REMOVE:
+        raise ValidationError("attributes", "are allowed only with action 'add', not on a remove")
+
+
+@attrs.frozen(eq=True, hash=False)
+class IdAction:
     """One line of an update: add an ID (with attributes) or remove it.
 
     >>> from batch_audiences import IdAction
@@ -297,81 +320,25 @@ class IdAction(_WireEntry):
     True
     """
 
-    id: str
-    action: Action = Action.ADD
-    attributes: dict[str, Any] | None = None
-
-    # Written by hand, not generated by attrs: a bulk body builds 10,000 of these, and the
-    # checks inline in one function cost about a third less than attrs' converters, validator
-    # and post-init hook called in turn. Same checks, same order, same errors.
-    def __init__(
-        self, id: str, action: Action | str = Action.ADD, attributes: Attributes | None = None
-    ) -> None:
-        if type(action) is not Action:
-            action = _to_action(action)
-        as_is = True
-        if attributes is not None:
-            attributes, as_is = _checked_for_wire(attributes)
-        if type(id) is not str or not id or id.isspace():
-            check_id(id)
-        if attributes:
-            if action is _REMOVE:
-                raise ValidationError("attributes", "are allowed only with action 'add', not on a remove")
-            _set_action_wire(
-                self, {"action": action._value_, "id": id, "attributes": attributes} if as_is else None
-            )
-        else:
-            _set_action_wire(self, {"action": action._value_, "id": id})
-        _set_action_id(self, id)
-        _set_action(self, action)
-        _set_action_attributes(self, attributes)
+    id: str = attrs.field(validator=_id_field)
+    action: Action = attrs.field(default=Action.ADD, converter=_to_action)
+    attributes: dict[str, Any] | None = attrs.field(
+        default=None, converter=_attributes_field, validator=_no_attributes_on_remove
+    )
 
     @classmethod
     def add(cls, id: str, attributes: Attributes | None = None) -> IdAction:
         """Add ``id`` to the audience, with optional attributes."""
-        if cls is not IdAction:
-            return cls(id, _ADD, attributes)
-        # ``__init__`` for an add, inline: this is the call a bulk body makes 10,000 times, and
-        # calling the class, then the attribute check, costs a fifth of it. Same checks, same
-        # order (attributes, then the ID), same errors: anything off the common case below goes
-        # through ``_checked_for_wire``, whose first loop this one is.
-        self = _new(IdAction)
-        as_is = True
-        if attributes is None:
-            pass
-        elif type(attributes) is dict and len(attributes) <= MAX_ATTRIBUTES:
-            for key, item in attributes.items():
-                kind = type(item)
-                if (
-                    kind is str or kind is bool or (kind is int and _MIN_INT <= item < _MAX_INT)
-                    or (kind is float and _isfinite(item))
-                ) and type(key) is str and key and key[-1] != ")":
-                    continue
-                attributes, as_is = _checked_for_wire(attributes)
-                break
-            else:
-                attributes = attributes.copy()
-        else:
-            attributes, as_is = _checked_for_wire(attributes)
-        if type(id) is not str or not id or id.isspace():
-            check_id(id)
-        if attributes:
-            _set_action_wire(self, {"action": "add", "id": id, "attributes": attributes} if as_is else None)
-        else:
-            _set_action_wire(self, {"action": "add", "id": id})
-        _set_action_id(self, id)
-        _set_action(self, _ADD)
-        _set_action_attributes(self, attributes)
-        return self
+        return cls(id, Action.ADD, attributes)
 
     @classmethod
     def remove(cls, id: str) -> IdAction:
         """Remove ``id`` from the audience."""
-        return cls(id, _REMOVE)
+        return cls(id, Action.REMOVE)
 
 
-@attrs.frozen(eq=True, hash=False, init=False)
-class Member(_WireEntry):
+@attrs.frozen(eq=True, hash=False)
+class Member:
     """One member of a replace: an ID and its optional attributes.
 
     >>> from batch_audiences import Member
@@ -379,34 +346,8 @@ class Member(_WireEntry):
     'user-1'
     """
 
-    id: str
-    attributes: dict[str, Any] | None = None
-
-    # By hand for the same reason as IdAction's.
-    def __init__(self, id: str, attributes: Attributes | None = None) -> None:
-        as_is = True
-        if attributes is not None:
-            attributes, as_is = _checked_for_wire(attributes)
-        if type(id) is not str or not id or id.isspace():
-            check_id(id)
-        if attributes:
-            _set_member_wire(self, {"id": id, "attributes": attributes} if as_is else None)
-        else:
-            _set_member_wire(self, {"id": id})
-        _set_member_id(self, id)
-        _set_member_attributes(self, attributes)
-
-
-# The frozen classes' slots, set directly (as attrs' own __init__ does, through object.__setattr__).
-_ADD: Final = Action.ADD
-_new: Final = object.__new__
-_REMOVE: Final = Action.REMOVE
-_set_action_id = IdAction.__dict__["id"].__set__
-_set_action = IdAction.__dict__["action"].__set__
-_set_action_attributes = IdAction.__dict__["attributes"].__set__
-_set_member_id = Member.__dict__["id"].__set__
-_set_member_attributes = Member.__dict__["attributes"].__set__
-_set_action_wire = _set_member_wire = _WireEntry.__dict__["_wire"].__set__
+    id: str = attrs.field(validator=_id_field)
+    attributes: dict[str, Any] | None = attrs.field(default=None, converter=_attributes_field)
 
 
 def _check_count(items: Sequence[object], field: str, minimum: int) -> None:
@@ -525,11 +466,17 @@ class ReplaceRequest:
 class Accepted:
     """The answer to a write: the token to follow its indexing with.
 
-    ``indexing_token`` is ``None`` when the server sent no body (older API versions on remove),
-    or when a retried create or remove was confirmed by a view instead of by its own answer.
+    ``indexing_token`` is ``None`` when the server sent no body or one the SDK cannot read (the
+    success status says the write happened), or when the answer was lost and the outcome was
+    judged from the state: ``confirmation`` says which (:class:`Confirmation`). ``status`` and
+    ``headers`` are those of the answer (say, to log a request ID); ``None`` and empty when no
+    answer of its own settled the write. Neither takes part in ``==``.
     """
 
     indexing_token: str | None = None
+    status: int | None = attrs.field(default=None, eq=False)
+    headers: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
+    confirmation: Confirmation = attrs.field(default=Confirmation.ANSWERED, kw_only=True)
 
 
 @attrs.frozen

@@ -71,6 +71,11 @@ class RequestTrace:
     retries: int = 0
     uncertain: bool = False
     budget: RetryBudget | None = None
+    #: The headers of the success answer, once there is one.
+    headers: Mapping[str, str] | None = None
+    #: When (``time.time()``) the first try that may have been applied left: the evidence a
+    #: create whose answer was lost is judged by. ``None`` while every try was answered.
+    uncertain_since: float | None = None
 
     def may_retry(self, max_retries: int, wait: float | None = None) -> bool:
         """Whether one more try is allowed after ``self.attempts`` tries (``wait``: the least delay)."""
@@ -210,6 +215,7 @@ class Transport:
                 )
             trace.attempts += 1
             self._requests += 1
+            attempt_sent = time.time()
             try:
                 async with session.request(
                     method, url, data=_payload(body), params=params, headers=headers,
@@ -235,6 +241,8 @@ class Transport:
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 if not isinstance(exc, _NOT_SENT):
                     trace.uncertain = True
+                    if trace.uncertain_since is None:
+                        trace.uncertain_since = attempt_sent
                 what = _describe(exc)
                 if not policy.retry_connection_errors or not trace.may_retry(policy.max_retries):
                     raise TransportError(method, route, what, attempts=trace.attempts) from exc
@@ -255,6 +263,7 @@ class Transport:
                 logger.debug("%s %s -> %d (attempt %d)", method, route, status, trace.attempts)
             if 200 <= status < 300:
                 limiter.on_success(response_headers)
+                trace.headers = response_headers
                 return status, payload
 
             retry_after = parse_retry_after(response_headers) if status in (429, 503) else None

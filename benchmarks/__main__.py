@@ -11,14 +11,26 @@ from pathlib import Path
 from types import ModuleType
 
 try:
-    from . import creates, imports, memory, pacing, sequential, serialization, upload
+    from . import (
+        creates,
+        imports,
+        memory,
+        pacing,
+        sequential,
+        serialization,
+        sources,
+        sources_memory,
+        upload,
+    )
 except ImportError as error:  # httpx or requests: the contenders the SDK is compared with
     sys.exit(f"{error}: install the benchmark extra first, e.g. pip install -e '.[bench]'")
 from ._runner import Context, Result, machine, progress, render, render_machine, render_summary, write_json
 
 COMPARISONS: dict[str, ModuleType] = {
     module.KEY: module
-    for module in (creates, sequential, upload, serialization, memory, imports, pacing)
+    for module in (
+        creates, sequential, upload, serialization, memory, imports, sources, sources_memory, pacing
+    )
 }
 
 

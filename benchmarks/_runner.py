@@ -442,7 +442,7 @@ async def drive(concurrency: int, items: Sequence[T], call: Callable[[T], Awaita
 
 class Names:
     """Fresh audience names for every batch, so that no two creates of a run (against the
-    emulator, which answers 409 to a second one) name the same audience."""
+    emulator, which answers 400 to a second one) name the same audience."""
 
     def __init__(self, prefix: str) -> None:
         self._prefix = prefix

@@ -89,7 +89,7 @@ async def test_add_many_chunks(api: Any, emulator: Emulator) -> None:
     assert report.ok, report.summary()
     assert (report.items_read, report.items_sent, report.items_accepted) == (1_234, 1_234, 1_234)
     assert report.chunks_acknowledged == 13
-    assert len(report.indexing_tokens) == 13
+    assert len(report.indexing_tokens) == 13  # slow indexing: none confirmed, every token kept
     assert report.requests == 13
     assert report.retries == 0
     emulator.settle()
@@ -349,14 +349,17 @@ async def test_replace_whose_first_chunk_fails_sends_nothing_else(api: Any, emul
 async def test_wait_true_returns_once_every_write_is_applied(api: Any, emulator: Emulator) -> None:
     emulator.indexing_delay = 0.2
     emulator.add_audience("crm")
-    report = await api.upload("crm", (f"u{n}" for n in range(300)), chunk_size=50, wait=True)
+    tokens: list[str] = []
+    report = await api.upload("crm", (f"u{n}" for n in range(300)), chunk_size=50, wait=True,
+                              on_progress=lambda e: tokens.append(e.token) if e.token else None)
     assert report.applied is True
     assert report.ok
+    assert report.indexing_tokens == ()  # every write confirmed applied: none left to wait for
     snapshot = emulator.audience("crm")
     assert snapshot is not None
     assert snapshot.pending_writes == 0
-    assert all(state == "APPLIED" for token, state in snapshot.tokens.items()
-               if token in report.indexing_tokens)
+    assert len(tokens) == 6
+    assert all(snapshot.tokens[token] == "APPLIED" for token in tokens)
     assert len(emulator.members("crm")) == 300
 
 
@@ -489,16 +492,23 @@ async def test_an_async_iterable_is_read_lazily_too(api: Any, emulator: Emulator
     assert emulator.members("crm") == {f"u{n}": {"n": n} for n in range(500)}
 
 
-async def test_many_chunks_past_the_tracking_window_are_confirmed_and_released(
-    api: Any, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from batch_audiences import _bulk
+async def test_many_chunks_past_the_tracking_window_are_confirmed_and_released(emulator: Emulator) -> None:
+    from batch_audiences._api import Operations
+    from batch_audiences._bulk import run_upload
 
-    monkeypatch.setattr(_bulk, "_MIN_TRACKED_IDS", 0)  # window = 2 * concurrency * chunk_size
     slow_indexing(emulator)
     emulator.add_audience("crm")
     stream = flapping(800, 400, seed=11)
-    report = await api.upload("crm", stream, mode="update", chunk_size=20, concurrency=2)
+    async with AsyncAudiencesClient(
+        emulator.api_key, emulator.project_key, base_url=emulator.base_url
+    ) as client:
+        # max_tracked_ids=0: the window is 2 * concurrency * chunk_size, so the engine must
+        # confirm chunks applied (and release their IDs) as it goes.
+        report = await run_upload(
+            Operations.of(client), "crm", stream, mode="update", chunk_size=20, concurrency=2,
+            wait=False, on_progress=None, retry_budget=None, deadline=None, skip_chunks=(),
+            max_tracked_ids=0,
+        )
     assert report.ok
     emulator.settle()
     assert emulator.members("crm") == apply_stream(stream, "update")
@@ -592,6 +602,7 @@ async def test_progress_events_report_each_chunk(api: Any, emulator: Emulator) -
     acknowledged = sorted((e for e in events if e.kind == "acknowledged"), key=lambda e: e.chunk_index or 0)
     chunks = [(e.chunk_index, e.chunk_start, e.chunk_count) for e in acknowledged]
     assert chunks == [(0, 0, 100), (2, 200, 50)]
+    # Without wait=True the writes are not confirmed: their tokens are kept, to wait for.
     assert tuple(e.token for e in acknowledged) == report.indexing_tokens
     progress = [event.items_acknowledged for event in events]
     assert progress == sorted(progress)
@@ -692,7 +703,7 @@ async def test_ids_with_json_special_characters_are_sent_exactly(
     st.integers(min_value=0, max_value=30),               # release the chunk of that index
 ), max_size=40))
 def test_order_tracker_matches_a_brute_force_model(operations: list[Any]) -> None:
-    from batch_audiences._chunking import OrderTracker
+    from batch_audiences._bulk._chunking import OrderTracker
 
     tracker = OrderTracker()
     model: dict[int, list[str]] = {}
@@ -712,7 +723,7 @@ def test_order_tracker_matches_a_brute_force_model(operations: list[Any]) -> Non
             tracker.release(operation)
             model.pop(operation, None)
         assert tracker.tracked == sum(len(ids) for ids in model.values())
-        assert tracker._ids == {key for ids in model.values() for key in ids}
+        assert tracker._ids == {hash(key) for ids in model.values() for key in ids}
 
 
 @settings(max_examples=400, deadline=None)
@@ -721,7 +732,7 @@ def test_order_tracker_kinds_keep_the_final_content_under_any_schedule(data: st.
     """The tracker with chunk kinds, against an adversarial scheduler: chunks are registered in
     stream order, and any registered chunk whose dependencies are applied may be applied at any
     time (released then, or later). The final content must be that of the stream in order."""
-    from batch_audiences._chunking import MIXED, PLAIN_ADDS, REMOVES, OrderTracker
+    from batch_audiences._bulk._chunking import MIXED, PLAIN_ADDS, REMOVES, OrderTracker
 
     action = st.one_of(
         st.tuples(st.just("plain"), st.sampled_from("abcde")),

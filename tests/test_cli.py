@@ -86,14 +86,25 @@ def test_each_command_has_help(command: str, capsys: pytest.CaptureFixture[str])
 def test_no_command_is_a_usage_error() -> None:
     run = cli()
     assert run.code == 2
-    assert "usage:" in run.err
+    assert run.err.startswith("error: no command given")
+    assert run.err.count("\n") == 1
+    assert "--help" in run.err
 
 
-def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["list", "--limit", "zero"]) == 2
-    assert main(["upload", "vip"]) == 2
-    assert main(["nonsense"]) == 2
-    assert "usage:" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [(["list", "--limit", "zero"], "--limit"), (["upload", "vip"], "FILE"), (["nonsense"], "nonsense")],
+)
+def test_bad_arguments_exit_2_with_one_line(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = cli(*argv)
+    assert run.code == 2
+    assert run.err.startswith("error: ")
+    assert run.err.count("\n") == 1, run.err
+    assert named in run.err
+    assert run.out == ""
+    assert capsys.readouterr() == ("", "")  # nothing behind the caller's back on the real streams
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -255,12 +266,15 @@ def test_retries_are_transparent(emu: Emulator) -> None:
     assert emu.count(route="view", status=200) == 1
 
 
-def test_unreachable_server_exits_1_with_one_line(free_port: int, clean_env: pytest.MonkeyPatch) -> None:
-    run = cli("--base-url", f"http://127.0.0.1:{free_port}", "--api-key", SECRET_KEY,
-              "--project-key", "p", "--max-retries", "0", "list")
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_nothing_listening_is_one_line_at_once(
+    free_port: int, host: str, clean_env: pytest.MonkeyPatch
+) -> None:
+    url = f"http://{host}:{free_port}"
+    # -v logs every attempt and retry: there must be none, the refusal is reported at once.
+    run = cli("--base-url", url, "--api-key", SECRET_KEY, "--project-key", "p", "-v", "list")
     assert run.code == 1
-    assert run.err.count("\n") == 1
-    assert "failed" in run.err
+    assert run.err == f"error: nothing is listening at {url} (connection refused)\n"
 
 
 def test_the_api_key_never_shows(emu: Emulator, tmp_path: Path) -> None:
@@ -409,3 +423,32 @@ def test_quiet_silences_progress() -> None:
     progress.update(done=5, force=True)
     progress.close()
     assert err.getvalue() == ""
+
+
+def test_a_server_gone_after_the_start_is_retried_then_named(clean_env: pytest.MonkeyPatch) -> None:
+    import socket
+    import threading
+
+    # Something listens for the start-up check only, then goes away: the request itself is refused.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def accept_once() -> None:
+        connection, _ = listener.accept()
+        listener.close()
+        connection.close()
+
+    thread = threading.Thread(target=accept_once)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        run = cli("--base-url", url, "--api-key", SECRET_KEY, "--project-key", "p", "--max-retries", "1",
+                  "list")
+    finally:
+        thread.join(timeout=30)
+    assert run.code == 1
+    assert run.err.count("\n") == 1
+    assert "failed after 2 attempt(s)" in run.err
+    assert run.err.rstrip().endswith(f"(nothing is listening at {url}: connection refused)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_audiences.testing import Emulator, FaultPlan
+from batch_audiences.testing import Emulator, FaultPlan, ScriptedResponse
 from tests.test_cli import SECRET_KEY, cli, cli_at
 
 
@@ -52,9 +52,12 @@ def test_create_many_json_report_with_failures_and_line_numbers(emu: Emulator, t
     assert sorted(report["created_names"]) == ["a1", "a2"]
     assert report["skipped"] == 0
     assert [(f["line"], f["error_type"]) for f in report["failures"]] == [
-        (3, "ValidationError"), (4, "AudienceExistsError"), (5, "BadRow"), (7, "ValidationError")]
+        (3, "BadRow"), (4, "AudienceExistsError"), (5, "BadRow"), (7, "ValidationError")]
     assert report["failed"] == 4
-    # The invalid name and the repeated one never reached the server.
+    errors = [line for line in run.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, run.err
+    assert "4 of 6 audiences not created" in errors[0]
+    # The invalid name (a bad row of the manifest) and the repeated one never reached the server.
     assert emu.count(route="create") == 3
 
 
@@ -105,3 +108,23 @@ def test_authentication_error_exits_3(emu: Emulator, tmp_path: Path) -> None:
     assert "stopped" in report["stop_reason"] or "401" in report["stop_reason"]
     assert emu.audience_names() == []
     assert SECRET_KEY not in run.out + run.err
+
+
+def test_an_uncertain_create_is_listed_and_fails_the_run(emu: Emulator, tmp_path: Path) -> None:
+    # The first try's answer is lost, the retry is refused, and the view has no creation time:
+    # nothing tells whose audience "b1" is. It must be listed, not counted created.
+    emu.script(
+        ScriptedResponse(action="drop_after", route="create"),
+        ScriptedResponse(200, {"name": "b1", "type": "CUSTOM_ID", "nb_ids": 0,
+                               "indexing_state": "APPLIED"}, route="view"),
+    )
+    manifest = tmp_path / "audiences.csv"
+    manifest.write_text("name\nb1\n")
+    run = cli_at(emu, "--json", "create-many", str(manifest))
+    assert run.code == 1, run.err
+    report = json.loads(run.out)
+    assert report["ok"] is False
+    assert report["created"] == 0
+    assert [(item["line"], item["name"]) for item in report["uncertain"]] == [(2, "b1")]
+    text = cli_at(emu, "create-many", str(manifest))  # now plainly taken: skipped or failed, not uncertain
+    assert "uncertain" not in text.out

@@ -38,7 +38,7 @@ async def test_creates_every_audience(api: Any, emulator: Emulator) -> None:
     report = await api.create_many(audiences, concurrency=8)
     assert report.ok
     assert report.input_exhausted
-    assert report.counts == {"succeeded": 42, "skipped": 0, "failed": 0}
+    assert report.counts == {"succeeded": 42, "skipped": 0, "failed": 0, "uncertain": 0}
     assert [item.position for item in report.succeeded] == list(range(42))
     assert report.succeeded[40].audience == NewAudience("from-mapping", display_name="M")
     assert all(item.indexing_token for item in report.succeeded)

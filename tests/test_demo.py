@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from batch_audiences._cli import main
+from batch_audiences._cli._demo import run_demo
 from batch_audiences._cli._output import Console
-from batch_audiences._demo import run_demo
 
 
 def test_demo_runs_the_whole_job_and_checks_it() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import io
 import json
 import logging
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -437,12 +439,78 @@ async def test_view_omits_an_unset_display_name(raw: Api) -> None:
     assert snapshot.type == "custom_ids"
 
 
-async def test_create_twice_is_409(raw: Api) -> None:
+async def test_create_twice_is_a_documented_400(raw: Api) -> None:
     await raw.create("dup")
     reply = await raw.post("create", {"name": "dup", "type": "custom_ids"})
-    assert reply.status == 409
+    assert reply.status == 400  # create documents 400, 401, 429, 500, 503: never a 409
     assert reply.body["error_code"] == "AUDIENCE_ALREADY_EXISTS"
     assert "dup" in reply.body["error_message"]
+    assert raw.emu.audience_names() == ["dup"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "message"),
+    [("vague", "INVALID_PARAMETER", "This name is already used"), ("opaque", "E4012", "Request rejected")],
+)
+async def test_taken_name_wordings_never_mention_existence(
+    raw: Api, mode: str, code: str, message: str
+) -> None:
+    raw.emu.taken_name = mode
+    await raw.create("dup")
+    reply = await raw.post("create", {"name": "dup", "type": "custom_ids"})
+    assert (reply.status, reply.body) == (400, {"error_code": code, "error_message": message})
+    assert "exist" not in json.dumps(reply.body).lower()
+    with pytest.raises(ValueError, match="taken_name"):
+        raw.emu.taken_name = "rude"
+    with pytest.raises(ValueError, match="taken_name"):
+        Emulator(taken_name="rude")
+
+
+async def test_every_answer_has_a_date_and_created_is_the_time_of_the_create(raw: Api) -> None:
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    await raw.create("aud")
+    reply = await raw.get("view", name="aud")
+    after = datetime.now(timezone.utc)
+    created = datetime.fromisoformat(reply.body["created"].replace("Z", "+00:00"))
+    assert before <= created <= after
+    date = email.utils.parsedate_to_datetime(reply.headers["Date"])
+    assert before <= date <= after
+    missing = await raw.get("view", name="nobody")
+    assert missing.status == 404
+    assert "Date" in missing.headers
+
+
+async def test_add_audience_can_backdate_its_creation(raw: Api) -> None:
+    earlier = datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)
+    raw.emu.add_audience("theirs", ["u1"], created=earlier)
+    reply = await raw.get("view", name="theirs")
+    assert reply.body["created"] == "2024-05-01T12:30:00Z"
+    snapshot = raw.emu.audience("theirs")
+    assert snapshot is not None
+    assert snapshot.created == earlier
+    with pytest.raises(ValueError, match="timezone-aware"):
+        raw.emu.add_audience("naive", created=datetime(2024, 5, 1))
+
+
+async def test_a_held_write_is_applied_after_the_client_gave_up(raw: Api) -> None:
+    await raw.create("aud")
+    raw.emu.script(ScriptedResponse(action="hold", delay=1.0, route="update"))
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(raw.post("update", {"name": "aud", "ids": [add("late")]}), 0.1)
+    # The client went away; a later write is applied at once, the held one after it.
+    await raw.update("aud", remove("late"))
+    assert raw.emu.members("aud") == {}
+    await poll(lambda: raw.emu.requests[1].outcome != "in_flight")
+    assert (raw.emu.requests[1].outcome, raw.emu.requests[1].status) == ("held", 202)
+    assert raw.emu.members("aud") == {"late": {}}
+
+
+async def test_hold_fault(http: aiohttp.ClientSession) -> None:
+    async with Emulator(indexing_delay=0, faults=FaultPlan(seed=0, hold=1.0, hold_seconds=0.05)) as emu:
+        reply = await Api(emu, http).post("create", {"name": "aud", "type": "custom_ids"})
+        assert reply.status == 202
+        assert emu.requests[-1].outcome == "held"
+        assert emu.audience_names() == ["aud"]
 
 
 async def test_names_are_case_sensitive(raw: Api) -> None:

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from batch_audiences.testing import Emulator
-from batch_audiences.testing._cli import _describe_limit, add_arguments, build_emulator
+from batch_audiences.testing._cli import add_arguments, build_emulator, options_in_force
 from batch_audiences.testing._ratelimit import TokenBucket
 
 
@@ -118,13 +118,17 @@ async def test_set_rate_moves_the_limit_while_serving(http: aiohttp.ClientSessio
 def test_the_command_line_takes_the_burst_and_the_retry_after_mode() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    emu = build_emulator(parser.parse_args(
+    args = parser.parse_args(
         ["--rate", "20", "--burst", "20", "--rate-retry-after", "seconds", "--no-rate-headers"]
-    ))
+    )
+    emu = build_emulator(args)
     assert (emu.rate_limit, emu.burst, emu.rate_limit_retry_after, emu.rate_limit_headers) == (
         20, 20, "seconds", False
     )
-    assert _describe_limit(emu) == "20 requests/s, burst 20, Retry-After seconds, no X-RateLimit-* headers"
-    assert _describe_limit(build_emulator(parser.parse_args([]))) == "none"
+    # The startup banner lists them with every other option.
+    shown = dict(options_in_force(args))
+    assert (shown["--rate"], shown["--burst"], shown["--rate-retry-after"], shown["--no-rate-headers"]) == (
+        20, 20, "seconds", True
+    )
     with pytest.raises(ValueError, match="burst"):
         build_emulator(parser.parse_args(["--rate", "5", "--burst", "0"]))

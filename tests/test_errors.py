@@ -235,7 +235,7 @@ async def test_real_emulator_errors(api: Api, emulator: Emulator) -> None:
     await api.create("vip")
     with pytest.raises(AudienceExistsError) as exists:
         await api.create("vip")
-    assert exists.value.status == 409
+    assert exists.value.status == 400
     emulator.api_key = "another-key-entirely"
     with pytest.raises(AuthenticationError) as auth:
         await api.view("vip")

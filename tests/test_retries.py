@@ -16,6 +16,7 @@ from batch_audiences import (
     AudienceExistsError,
     AuthenticationError,
     BadRequestError,
+    Confirmation,
     IdAction,
     IndexingState,
     Member,
@@ -278,13 +279,15 @@ async def test_drop_after_is_retried_on_every_route(api: Api, emulator: Emulator
     check_route_effect(emulator, route, result)
     outcomes = [(r.route, r.outcome, r.status) for r in emulator.requests]
     if route == "create":
-        # The create happened; the retry is told the name is taken; a view confirms it.
-        assert outcomes == [("create", "dropped_after", 0), ("create", "error", 409), ("view", "ok", 200)]
-        assert result == Accepted(None)
+        # The create happened; the retry is told the name is taken; a view finds the audience,
+        # created while this call's first try was out: this call's create.
+        assert outcomes == [("create", "dropped_after", 0), ("create", "error", 400), ("view", "ok", 200)]
+        assert result == Accepted(None, confirmation=Confirmation.INFERRED)
     elif route == "remove":
-        # The remove happened; the retry finds nothing to remove: still a success.
+        # The remove happened; the retry finds nothing to remove. The audience is gone, but a
+        # removed audience leaves no evidence of who removed it: reported uncertain.
         assert outcomes == [("remove", "dropped_after", 0), ("remove", "error", 404)]
-        assert result == Accepted(None)
+        assert result == Accepted(None, confirmation=Confirmation.UNCERTAIN)
     else:
         expected = 200 if route in ("view", "list") else 202
         assert outcomes == [(route, "dropped_after", 0), (route, "ok", expected)]
@@ -293,7 +296,7 @@ async def test_drop_after_is_retried_on_every_route(api: Api, emulator: Emulator
 async def test_create_after_uncertain_outcome_makes_one_audience(api: Api, emulator: Emulator) -> None:
     emulator.script(ScriptedResponse(action="drop_after", route="create"))
     accepted = await api.create("vip", display_name="VIP")
-    assert accepted == Accepted(None)
+    assert accepted == Accepted(None, confirmation=Confirmation.INFERRED)
     assert emulator.audience_names() == ["vip"]
     assert emulator.count(route="create") == 2
     audience = await api.view("vip")
@@ -304,30 +307,33 @@ async def test_create_of_an_existing_name_raises(api: Api, emulator: Emulator) -
     emulator.add_audience("vip")
     with pytest.raises(AudienceExistsError) as info:
         await api.create("vip")
-    assert info.value.status == 409
-    assert [r.route for r in emulator.requests] == ["create"]  # no view: nothing was uncertain
+    assert info.value.status == 400
+    assert [r.route for r in emulator.requests] == ["create", "view"]  # the view decided
 
 
 async def test_uncertain_create_refuted_by_view_raises(api: Api, emulator: Emulator) -> None:
-    # The first try broke, the retry hears "exists", but the view finds no such audience.
+    # The first try broke, the retry hears "exists", but the view finds no such audience: the
+    # state refutes the wording, and the refusal stands as what it is.
     emulator.script(
         ScriptedResponse(action="drop_before", route="create"),
-        ScriptedResponse(409, {"error_code": "AUDIENCE_ALREADY_EXISTS", "error_message": "taken"},
+        ScriptedResponse(400, {"error_code": "AUDIENCE_ALREADY_EXISTS", "error_message": "taken"},
                          route="create"),
     )
-    with pytest.raises(AudienceExistsError):
+    with pytest.raises(BadRequestError) as info:
         await api.create("vip")
-    assert [(r.route, r.status) for r in emulator.requests] == [("create", 0), ("create", 409), ("view", 404)]
+    assert not isinstance(info.value, AudienceExistsError)
+    assert [(r.route, r.status) for r in emulator.requests] == [("create", 0), ("create", 400), ("view", 404)]
 
 
-async def test_create_exists_in_other_wording(api: Api, emulator: Emulator) -> None:
+async def test_wording_alone_never_makes_a_name_taken(api: Api, emulator: Emulator) -> None:
     emulator.script(ScriptedResponse(
         400,
         {"error_code": "INVALID_PARAMETER", "error_message": "An audience with this name already exists"},
         route="create",
     ))
-    with pytest.raises(AudienceExistsError) as info:
+    with pytest.raises(BadRequestError) as info:
         await api.create("vip")
+    assert not isinstance(info.value, AudienceExistsError)  # the view found no such audience
     assert info.value.status == 400
 
 
@@ -349,7 +355,8 @@ async def test_create_errors_that_do_not_mean_exists(
     with pytest.raises(error_class) as info:
         await api.create("vip")
     assert not isinstance(info.value, AudienceExistsError)
-    assert [r.route for r in emulator.requests] == ["create"]
+    # A 400 is checked against the state (the view finds nothing); 401 and 404 mean what they say.
+    assert [r.route for r in emulator.requests] == (["create", "view"] if status == 400 else ["create"])
 
 
 async def test_remove_of_missing_audience_raises(api: Api, emulator: Emulator) -> None:
@@ -408,5 +415,5 @@ async def test_random_faults_are_all_retried(
     assert len(failed) >= 5, "the seed should inject several faults"
     assert client.stats.requests == len(records)
     # Every failed attempt was retried, except a create whose retry heard "exists" (then a view).
-    conflicts = sum(1 for r in records if r.route == "create" and r.status == 409)
+    conflicts = sum(1 for r in records if r.route == "create" and r.status == 400)
     assert client.stats.retries == len(failed) - conflicts

@@ -111,6 +111,9 @@ async def test_bulk_calls_under_every_fault_lose_and_double_nothing() -> None:
                     wait=True,
                     retry_budget=BULK_RETRY_BUDGET,
                     deadline=BULK_DEADLINE,
+                    # Slow answers here are processed before they are late: no write lands
+                    # after its retry, so the grace for late writes can be short.
+                    late_write_grace=0.05,
                 ),
             )
         emu.faults = FaultPlan()
@@ -185,7 +188,7 @@ def check_upload_report(report: UploadReport, stream_length: int) -> None:
     assert not report.failed_chunks
     chunks = -(-stream_length // CHUNK)
     assert report.chunks_acknowledged == chunks
-    assert len(report.indexing_tokens) == chunks
+    assert report.indexing_tokens == ()  # wait=True: every write confirmed, no token left to wait for
     assert report.retries > 0
 
 

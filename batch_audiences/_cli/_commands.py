@@ -6,26 +6,56 @@ They call the public client and print its answers; nothing here talks HTTP or kn
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+from yarl import URL
+
 from .._client import AsyncAudiencesClient
+from .._config import DEFAULT_BASE_URL, ENV_BASE_URL
 from .._models import Audience
-from ._errors import EXIT_OK
+from ._errors import EXIT_FAILED, EXIT_OK, CLIError
 from ._output import Console, audience_to_dict, format_count, key_values, table
 
 if TYPE_CHECKING:
     from ._main import CommandFunc, Interrupter
 
-__all__ = ["COMMANDS", "make_client"]
+__all__ = ["COMMANDS", "check_listening", "make_client", "refused", "resolved_base_url"]
 
 
-def make_client(args: argparse.Namespace, *, max_rate: float | None = None) -> AsyncAudiencesClient:
-    """The async client the global options describe (unset ones fall back to the environment)."""
+def refused(error: BaseException) -> bool:
+    """Whether ``error`` (a :class:`TransportError`) came from a refused TCP connection."""
+    cause = error.__cause__
+    os_error = getattr(cause, "os_error", cause)  # aiohttp's ClientConnectorError wraps it
+    return isinstance(os_error, ConnectionRefusedError)
+
+
+def resolved_base_url(args: argparse.Namespace) -> str:
+    """The base URL the command talks to: --base-url, else the environment, else Batch's."""
+    return (getattr(args, "base_url_option", None) or os.environ.get(ENV_BASE_URL, "").strip()
+            or DEFAULT_BASE_URL)
+
+
+@contextlib.asynccontextmanager
+async def make_client(
+    args: argparse.Namespace, *, max_rate: float | None = None
+) -> AsyncIterator[AsyncAudiencesClient]:
+    """The async client the global options describe (unset ones fall back to the environment).
+
+    Use it with ``async with``. Before handing the client over it checks, with one TCP connect,
+    that something listens at the base URL: a refused connection is an immediate, one-line
+    error, instead of the client's retries (meant for a server restarting under a long job)
+    spending seconds on a URL where nothing was ever listening.
+    """
+    base_url = resolved_base_url(args)
     settings: dict[str, Any] = {
         "api_key": getattr(args, "api_key_option", None),
         "project_key": getattr(args, "project_key_option", None),
-        "base_url": getattr(args, "base_url_option", None),
+        "base_url": base_url,
         "max_rate": max_rate,
     }
     version = getattr(args, "api_version_option", None)
@@ -37,7 +67,47 @@ def make_client(args: argparse.Namespace, *, max_rate: float | None = None) -> A
     retries = getattr(args, "max_retries", None)
     if retries is not None:
         settings["max_retries"] = retries
-    return AsyncAudiencesClient(**settings)
+    async with AsyncAudiencesClient(**settings) as client:
+        await check_listening(base_url, timeout=min(_CONNECT_CHECK_SECONDS, timeout or 30.0))
+        yield client
+
+
+# The connect check gives up (and lets the client try) after this long: only a refusal counts.
+_CONNECT_CHECK_SECONDS = 3.0
+
+
+async def check_listening(base_url: str, *, timeout: float) -> None:
+    """Raise :class:`CLIError` if every address of ``base_url``'s host refuses a TCP connection.
+
+    Anything else (a name that does not resolve, a timeout, a network error) is left to the
+    client, which retries it and reports it in its own words.
+    """
+    url = URL(base_url)
+    host, port = url.host, url.port
+    if host is None or port is None:
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        addresses = await asyncio.wait_for(
+            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return
+    refused = 0
+    for family, kind, proto, _, address in addresses:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, address), timeout)
+        except ConnectionRefusedError:
+            refused += 1
+            continue
+        except (OSError, asyncio.TimeoutError):
+            return
+        finally:
+            sock.close()
+        return  # something answered the handshake
+    if addresses and refused == len(addresses):
+        raise CLIError(f"nothing is listening at {base_url} (connection refused)", EXIT_FAILED)
 
 
 def _audience_text(audience: Audience) -> str:
@@ -148,4 +218,5 @@ COMMANDS: dict[str, CommandFunc] = {
     "upload": _lazy("._upload", "cmd_upload"),
     "create-many": _lazy("._bulk_commands", "cmd_create_many"),
     "demo": _lazy("._bulk_commands", "cmd_demo"),
+    "emulator-dump": _lazy("._emulator_commands", "cmd_emulator_dump"),
 }

@@ -18,9 +18,15 @@ import sys
 import textwrap
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TextIO
+from typing import NoReturn, TextIO
 
-from .._errors import AuthenticationError, BatchAudiencesError, ConfigurationError, ValidationError
+from .._errors import (
+    AuthenticationError,
+    BatchAudiencesError,
+    ConfigurationError,
+    TransportError,
+    ValidationError,
+)
 from .._version import __version__
 from ._argtypes import non_negative_int, positive_float, positive_int
 from ._checkpoint import CheckpointError
@@ -35,7 +41,8 @@ EXIT_CODES = f"""\
 exit codes:
   {EXIT_OK}    success
   {EXIT_FAILED}    done, but something failed: the request, some items or chunks, or bad input rows
-       (also --dry-run when it finds bad rows); the report says what
+       (also --dry-run when it finds bad rows, and --max-bad-rows); nothing listening at the
+       base URL; the report says what, and one "error:" line on stderr sums it up
   {EXIT_USAGE}    usage or input error: bad arguments, an unreadable file or manifest, a checkpoint
        that does not match the job
   {EXIT_SETUP}    authentication or configuration error: missing or rejected key, bad base URL
@@ -70,9 +77,24 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32, width=100)
 
 
-def _output_options(suppress: bool) -> argparse.ArgumentParser:
+class UsageError(Exception):
+    """A bad command line, raised by the parser instead of printing usage and exiting."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors become one line on stderr, not a usage block.
+
+    argparse prints the usage text and exits; here :class:`UsageError` carries the message up to
+    :func:`main`, which prints it through the console (so tests' streams and redaction apply).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _output_options(suppress: bool) -> _Parser:
     """--json, -q, -v; on subcommands their default is SUPPRESS so a global flag is not reset."""
-    parent = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS if suppress else None)
+    parent = _Parser(add_help=False, argument_default=argparse.SUPPRESS if suppress else None)
     group = parent.add_argument_group("output options")
     group.add_argument("--json", action="store_true", dest="json",
                        default=argparse.SUPPRESS if suppress else False,
@@ -86,8 +108,8 @@ def _output_options(suppress: bool) -> argparse.ArgumentParser:
     return parent
 
 
-def _connection_options(suppress: bool) -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS if suppress else None)
+def _connection_options(suppress: bool) -> _Parser:
+    parent = _Parser(add_help=False, argument_default=argparse.SUPPRESS if suppress else None)
     group = parent.add_argument_group("connection options")
     group.add_argument("--api-key", dest="api_key_option", metavar="KEY",
                        help="REST API key (default: $BATCH_REST_API_KEY); prefer the variable, "
@@ -109,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for tests and documentation)."""
     out_main, out_sub = _output_options(False), _output_options(True)
     conn_main, conn_sub = _connection_options(False), _connection_options(True)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description=DESCRIPTION,
         epilog=f"{EXIT_CODES}\n\n{ENVIRONMENT}\n\n{EXAMPLES}",
@@ -117,10 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[conn_main, out_main],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
+                                     parser_class=_Parser)
     api = [conn_sub, out_sub]
 
-    def command(name: str, summary: str, description: str, parents: list[argparse.ArgumentParser],
+    def command(name: str, summary: str, description: str, parents: list[_Parser],
                 epilog: str = "") -> argparse.ArgumentParser:
         return commands.add_parser(
             name, help=summary, description=textwrap.fill(description, 96), parents=parents,
@@ -202,6 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     emulator_cli.add_arguments(p)
 
     p = command(
+        "emulator-dump", "show what a running emulator holds",
+        "Show the audiences a running emulator holds, or with NAME every ID of one audience and its "
+        "attributes (applied writes only). Reads the emulator's own inspection routes, GET "
+        "/_emulator/audiences and GET /_emulator/audiences/NAME/members, which Batch's API does not "
+        "have. The base URL (default: $BATCH_API_BASE_URL, else http://127.0.0.1:8080) must be a "
+        "loopback address; the keys default to the environment, then to the emulator's defaults.",
+        api,
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", default=None, help="audience whose IDs to show")
+
+    p = command(
         "demo", "run the end-to-end demo on a local emulator",
         "Start an emulator in this process (rate-limited, with injected 429 and 503 answers), "
         "then create audiences concurrently, fill, replace, wait, list, remove, and upload "
@@ -223,6 +257,10 @@ input formats (guessed from the extension, else --format):
                   --id-column key (default "id"), its attributes under "attributes" (or the
                   --attr keys) and, for --mode update, "add" or "remove" under "action"
   .txt (other)    one ID per line
+  .parquet        columns typed by the file's schema; --id-column (default: the first column)
+  .gz .bz2 .xz .zst  compressed, after the format's extension: customers.csv.gz
+  --sql QUERY / --sql-file PATH with --db URL (or $BATCH_AUDIENCES_DB_URL): a query instead of
+                  FILE; columns typed by the database; the URL's password is never printed
   --attr COL[:TYPE] sends column COL as an attribute; TYPE is str (default), int, float, bool,
   date (sent as date(COL), RFC 3339) or url (sent as url(COL)). Up to 15 attributes.
 
@@ -235,7 +273,15 @@ resume:
   --checkpoint PATH records each accepted chunk (atomically, after every acknowledgement).
   After a crash, a kill or Ctrl-C, run the same command again: only the chunks not accepted
   are sent. A checkpoint written for another file, audience, mode or option is refused (exit
-  2). Standard input cannot be checkpointed.
+  2). Standard input cannot be checkpointed. Once every chunk was accepted, running the same
+  command again prints "already done" at once (exit 0), without reading the file.
+
+bad rows:
+  The report lists the first 20 (--json the first 10,000). --rejects PATH writes every one, with
+  its line number and reason, in the input's format: CSV with two leading columns _line,_error;
+  NDJSON objects {"line", "error", "row"}; text as LINE<TAB>REASON<TAB>the line.
+  --max-bad-rows N stops reading at the next chunk boundary once N are seen (exit 1; the
+  checkpoint is kept, so a re-run with a higher limit resumes).
 
 interrupting:
   The first Ctrl-C stops reading at the next chunk boundary, lets the requests in flight finish
@@ -325,13 +371,18 @@ def _exit_code(error: BaseException) -> int:
     return EXIT_FAILED
 
 
-def _describe(error: BaseException) -> str:
+def _describe(error: BaseException, base_url: str) -> str:
     if isinstance(error, AuthenticationError):
         return f"{error} (check the REST API key and the project key)"
     if isinstance(error, ConfigurationError):
         # The SDK's message names the Python arguments; here they are options.
         return str(error).replace("pass api_key=", "pass --api-key").replace(
             "pass project_key=", "pass --project-key")
+    from ._commands import refused  # imported with the commands, not for --help
+
+    if isinstance(error, TransportError) and refused(error):
+        # The server went away during the command (the start-up check found it listening).
+        return f"{error} (nothing is listening at {base_url}: connection refused)"
     if isinstance(error, OSError) and getattr(error, "filename", None) is not None and error.strerror:
         return f"{error.strerror}: {error.filename}"
     text = str(error) or type(error).__name__
@@ -349,10 +400,12 @@ def main(
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:  # argparse exits on --help (0) and on usage errors (2)
+        if args.command is None:
+            raise UsageError(f"no command given (see '{PROG} --help' for the list)")
+    except SystemExit as exit_:  # argparse exits on --help and --version (0)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
-    if args.command is None:
-        parser.print_help(stderr or sys.stderr)
+    except UsageError as error:
+        Console(err=stderr).error(str(error))
         return EXIT_USAGE
     if args.command == "emulator":
         from ..testing import _cli as emulator_cli
@@ -373,7 +426,7 @@ def main(
         handler.setFormatter(_RedactingFormatter(console))
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
-    from ._commands import COMMANDS
+    from ._commands import COMMANDS, resolved_base_url
 
     try:
         return asyncio.run(_run_command(COMMANDS[args.command], args, console))
@@ -381,9 +434,9 @@ def main(
         console.raw_err("\ninterrupted\n")
         return EXIT_INTERRUPTED
     except Exception as error:
-        if console.verbose:
+        if console.verbose and not isinstance(error, CLIError):  # a CLIError says all there is
             console.raw_err("".join(traceback.format_exception(type(error), error, error.__traceback__)))
-        console.error(_describe(error))
+        console.error(_describe(error, resolved_base_url(args)))
         return _exit_code(error)
     finally:
         if handler is not None:

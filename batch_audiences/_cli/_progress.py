@@ -66,6 +66,7 @@ class Progress:
         self._drawn = False
         self._logged: tuple[int, int, int, int | None] | None = None
         self._closed = False
+        self._updated = False
 
     @property
     def elapsed(self) -> float:
@@ -90,6 +91,7 @@ class Progress:
             self.retries = retries
         if total is not None:
             self.total = total
+        self._updated = True
         if self.total is not None and self.done > self.total:
             self.total = self.done
         now = self._clock()
@@ -142,10 +144,14 @@ class Progress:
         self._drawn = True
 
     def close(self) -> None:
-        """Draw the final figures and end the line. Safe to call twice."""
+        """Draw the final figures and end the line. Safe to call twice.
+
+        A job that never reported progress (it failed before its first event: a bad option, a
+        missing column) draws nothing, so its error line is not preceded by a "0%" line.
+        """
         if self._closed:
             return
-        if self._enabled:
+        if self._enabled and self._updated:
             now = self._clock()
             if self._tty:
                 self._draw(now)

@@ -1,9 +1,11 @@
 """``batch-audiences upload``: a file streamed through ``client.upload``, with progress and resume.
 
-The file is read by :mod:`batch_audiences.sources` (bad rows collected with their line numbers)
-and handed to :meth:`AsyncAudiencesClient.upload` as a lazy iterator; chunking, pacing, order
-and retries are the bulk engine's. This module adds what a terminal needs: the progress line,
-the report, ``--dry-run``, ``--checkpoint`` and a graceful first Ctrl-C.
+The file is opened by :mod:`._input` (a :mod:`batch_audiences.sources` reader, bad rows tallied
+with their line numbers, ``--rejects``, ``--max-bad-rows``) and handed to
+:meth:`AsyncAudiencesClient.upload` as a lazy iterator; chunking, pacing, order and retries are the
+bulk engine's. This module adds what a terminal needs: the progress line, the report and its one
+error line, ``--dry-run``, ``--checkpoint`` (and ``already done`` for a finished one),
+``--create`` and a graceful first Ctrl-C.
 
 Resume works by chunk index. The engine numbers chunks by the items it reads, so the same file
 read with the same options and chunk size always gives the same chunk ``i``: the checkpoint keeps
@@ -18,22 +20,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import stat
-import sys
-from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-import attrs
-
-from .._errors import AuthenticationError, BatchAudiencesError
-from .._models import MAX_IDS_PER_REQUEST, Action, IdAction, Member
-from .._reports import ProgressEvent, UploadReport
-from ..sources import RowError, SourceReader, read_csv, read_ndjson, read_text
-from ._argtypes import positive_float, positive_int
+from .._bulk import ProgressEvent, UploadReport
+from .._client import AsyncAudiencesClient
+from .._errors import AudienceExistsError, AuthenticationError, BatchAudiencesError, NotFoundError
+from .._models import MAX_IDS_PER_REQUEST
+from ._argtypes import positive_float, positive_int, text_encoding
 from ._checkpoint import Checkpoint, fingerprint
-from ._commands import make_client
+from ._commands import make_client, refused, resolved_base_url
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, CLIError
-from ._manifest import guess_format
+from ._input import (
+    MAX_BAD_ROWS,
+    Input,
+    add_input_arguments,
+    check_input_options,
+    close_input,
+    estimate_total,
+    input_format,
+    open_input,
+)
 from ._output import Console, format_count, format_duration, key_values
 from ._progress import Progress
 
@@ -42,36 +48,21 @@ if TYPE_CHECKING:
 
 __all__ = ["add_upload_arguments", "cmd_upload"]
 
-FORMATS = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".txt": "txt"}
 # After the first Ctrl-C, requests in flight get this long to finish before they are cancelled.
 GRACE_SECONDS = 30.0
 # Bad rows listed in the text report (all of them are in --json).
 _SHOWN = 20
-# Bad rows kept in memory: a file that is all bad rows must not exhaust memory.
-_MAX_BAD_ROWS = 10_000
 # A dry run hands control back to the event loop (for Ctrl-C) every so many items.
 _DRY_RUN_BATCH = 10_000
 
 
 def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
     """The upload command's own arguments."""
-    parser.add_argument("name", metavar="NAME", help="audience to upload to (it must exist)")
-    parser.add_argument("file", metavar="FILE", help="input file, or '-' for standard input")
+    parser.add_argument("name", metavar="NAME",
+                        help="audience to upload to (it must exist, unless --create)")
     parser.add_argument("--mode", choices=("add", "remove", "update", "replace"), default="add",
                         help="what to do with the IDs (default: %(default)s)")
-    parser.add_argument("--format", choices=("csv", "ndjson", "txt"), default=None,
-                        help="input format (default: from the extension, else txt)")
-    parser.add_argument("--id-column", metavar="C", default=None,
-                        help="column (CSV) or key (NDJSON) holding the ID (default: the first "
-                        "CSV column, the NDJSON key 'id')")
-    parser.add_argument("--attr", action="append", default=[], metavar="COL[:TYPE]",
-                        help="send column COL as an attribute (repeatable); TYPE: str, int, float, "
-                        "bool, date, url")
-    parser.add_argument("--action-column", metavar="C", default=None,
-                        help="update mode: column (CSV) or key (NDJSON) holding 'add' or 'remove' "
-                        "(default: action)")
-    parser.add_argument("--delimiter", metavar="CHAR", default=",",
-                        help="CSV field delimiter (default: ',')")
+    add_input_arguments(parser)
     parser.add_argument("--concurrency", type=positive_int, default=4, metavar="N",
                         help="requests in flight at once (default: %(default)s)")
     parser.add_argument("--max-rate", type=positive_float, default=None, metavar="R",
@@ -84,182 +75,89 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
                         help="record accepted chunks in PATH, and resume from it when it exists")
     parser.add_argument("--dry-run", action="store_true",
                         help="read and check the whole input, send nothing, list the bad rows")
-
-
-# -- the input -----------------------------------------------------------------------------------
-
-
-class _LineCounter:
-    """A binary file's lines, counted as the reader pulls them: the line of the item just read."""
-
-    def __init__(self, file: IO[bytes]) -> None:
-        self._file = file
-        self.line = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for raw in self._file:
-            self.line += 1
-            yield raw
-
-
-@attrs.define
-class _Input:
-    """The opened input: the reader, the line counter, and what went wrong so far."""
-
-    reader: SourceReader[Any]
-    counter: _LineCounter
-    file: IO[bytes]
-    mode: str
-    chunk_size: int
-    extra_errors: list[RowError] = attrs.field(factory=list)
-    extra_count: int = 0
-    yielded: int = 0
-    exhausted: bool = False
-    interrupted: bool = False
-    stop_requested: bool = False
-
-    @property
-    def bad_rows(self) -> list[RowError]:
-        return sorted([*self.reader.errors, *self.extra_errors], key=lambda error: error.line)
-
-    @property
-    def bad_count(self) -> int:
-        return len(self.reader.errors) + self.extra_count
-
-    def items(self) -> Iterator[Any]:
-        """The valid items, until the file ends or a stop is requested (then ``interrupted``)."""
-        mode = self.mode
-        for item in self.reader:
-            # Stop only between two chunks, so that no short chunk is sent in place of a full one.
-            if self.stop_requested and self.yielded % self.chunk_size == 0:
-                self.interrupted = True
-                return
-            if type(item) is not str:
-                problem = _mode_problem(item, mode)
-                if problem is not None:
-                    self.extra_count += 1
-                    if len(self.extra_errors) < _MAX_BAD_ROWS:
-                        self.extra_errors.append(RowError(self.counter.line, problem))
-                    continue
-            self.yielded += 1
-            yield item
-            if len(self.reader.errors) > _MAX_BAD_ROWS:
-                # Keep the first ones (for the report) but count the rest.
-                self.extra_count += len(self.reader.errors) - _MAX_BAD_ROWS
-                del self.reader.errors[_MAX_BAD_ROWS:]
-        self.exhausted = True
-
-
-def _mode_problem(item: object, mode: str) -> str | None:
-    """Why an item read from the file does not fit ``mode`` (the engine would refuse it)."""
-    if isinstance(item, IdAction):
-        if mode in ("add", "replace") and item.action is Action.REMOVE:
-            return f"a remove of {item.id!r} in mode {mode!r} (use --mode update for mixed actions)"
-        if mode == "remove" and item.action is Action.ADD:
-            return f"an add of {item.id!r} in mode 'remove' (use --mode update for mixed actions)"
-    elif isinstance(item, Member) and mode == "remove" and item.attributes:
-        return f"attributes on a remove of {item.id!r} (mode 'remove' takes none)"
-    return None
+    parser.add_argument("--create", action="store_true",
+                        help="create the audience first if it does not exist")
+    parser.add_argument("--encoding", type=text_encoding, default="utf-8", metavar="NAME",
+                        help="text encoding of a CSV, NDJSON or text input (default: utf-8; a "
+                        "UTF-8 byte order mark is skipped)")
+    parser.add_argument("--rejects", metavar="PATH", default=None,
+                        help="write every bad row to PATH, with its line number and reason, in the "
+                        "input's format")
+    parser.add_argument("--max-bad-rows", type=positive_int, default=None, metavar="N",
+                        help="stop (exit 1, checkpoint kept) once N bad rows are seen")
 
 
 def _check_options(args: argparse.Namespace, fmt: str) -> None:
     if args.chunk_size > MAX_IDS_PER_REQUEST:
         raise CLIError(f"--chunk-size must be at most {MAX_IDS_PER_REQUEST:,}, got {args.chunk_size:,}")
-    if fmt == "txt" and (args.attr or args.id_column or args.action_column):
-        raise CLIError("a text file holds one ID per line: --attr, --id-column and --action-column "
-                       "need --format csv or ndjson")
-    if args.mode == "update" and fmt == "txt":
-        raise CLIError("--mode update needs an action per row: use a CSV or NDJSON file")
+    check_input_options(args, fmt, args.mode)
     if args.mode == "remove" and args.attr:
         raise CLIError("--mode remove takes no attributes (--attr)")
     if args.action_column and args.mode != "update":
         raise CLIError("--action-column is for --mode update")
     if args.file == "-" and args.checkpoint:
         raise CLIError("standard input cannot be checkpointed: save it to a file to use --checkpoint")
+    if fmt == "sql" and args.checkpoint:
+        raise CLIError("a query's rows can change between runs: --checkpoint needs a file")
     if args.checkpoint and args.dry_run:
         raise CLIError("--dry-run sends nothing: --checkpoint makes no sense with it")
-
-
-def _open_input(args: argparse.Namespace, fmt: str) -> _Input:
-    file: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-    counter = _LineCounter(file)
-    # The readers take any iterable of binary lines (they only iterate it): the counter is one.
-    lines = cast(IO[bytes], counter)
-    reader: SourceReader[Any]
-    try:
-        if fmt == "csv":
-            reader = read_csv(
-                lines, id_column=args.id_column, attributes=args.attr,
-                action_column=(args.action_column or "action") if args.mode == "update" else None,
-                delimiter=args.delimiter, errors="collect",
-            )
-        elif fmt == "ndjson":
-            reader = read_ndjson(
-                lines, id_key=args.id_column or "id", attributes=args.attr or None,
-                action_key=args.action_column or "action", errors="collect",
-            )
-        else:
-            reader = read_text(lines, errors="collect")
-    except BaseException:
-        if file is not sys.stdin.buffer:
-            file.close()
-        raise
-    return _Input(reader, counter, file, args.mode, args.chunk_size)
-
-
-def _estimate_total(path: str, fmt: str) -> int | None:
-    """Rows in a regular file, from a fast count of its newlines (for the progress bar only)."""
-    if path == "-":
-        return None
-    try:
-        with open(path, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                return None
-            lines, last = 0, b""
-            while block := file.read(1 << 20):
-                lines += block.count(b"\n")
-                last = block
-    except OSError:
-        return None
-    if last and not last.endswith(b"\n"):
-        lines += 1
-    return max(0, lines - (1 if fmt == "csv" else 0))
+    if args.rejects:
+        for other, what in ((args.file, "the input"), (args.checkpoint, "the checkpoint")):
+            if other and other != "-" and os.path.abspath(args.rejects) == os.path.abspath(other):
+                raise CLIError(f"--rejects {args.rejects} is {what}: it would be overwritten")
 
 
 # -- the command -----------------------------------------------------------------------------
 
 
 async def cmd_upload(args: argparse.Namespace, console: Console, interrupter: Interrupter) -> int:
-    fmt = guess_format(args.file, args.format, default="txt", known=FORMATS)
+    fmt = input_format(args)
     _check_options(args, fmt)
     if args.dry_run:
         return await _dry_run(args, fmt, console, interrupter)
 
     checkpoint: Checkpoint | None = None
     if args.checkpoint:
+        options = {"format": fmt, "id_column": args.id_column, "attributes": list(args.attr),
+                   "action_column": args.action_column, "delimiter": args.delimiter}
+        if args.encoding != "utf-8":  # absent when default, so checkpoints of 0.1 still match
+            options["encoding"] = args.encoding
         checkpoint = Checkpoint.for_job(
             args.checkpoint,
             source=fingerprint(args.file),
             audience=args.name,
             mode=args.mode,
             chunk_size=args.chunk_size,
-            options={"format": fmt, "id_column": args.id_column, "attributes": list(args.attr),
-                     "action_column": args.action_column, "delimiter": args.delimiter},
+            options=options,
         )
+        if checkpoint.finished:
+            # Every chunk was accepted by an earlier run: no need to read the file again.
+            return _already_done(args, console, checkpoint)
         # Written before anything is sent, so an unwritable path fails now, not after chunk 1.
         checkpoint.save()
-        if checkpoint.finished:
-            console.note(f"checkpoint {args.checkpoint}: this upload already completed; nothing to send")
-        elif checkpoint.resumed:
+        if checkpoint.resumed:
             console.note(f"resuming from {args.checkpoint}: {len(checkpoint.accepted)} chunk(s) "
                          "already accepted will be skipped")
 
-    source = _open_input(args, fmt)
+    source = open_input(args, fmt, console)
     try:
         return await _upload(args, fmt, console, interrupter, source, checkpoint)
     finally:
-        if source.file is not sys.stdin.buffer:
-            source.file.close()
+        close_input(source)
+
+
+def _already_done(args: argparse.Namespace, console: Console, checkpoint: Checkpoint) -> int:
+    document = {
+        "command": "upload", "audience": args.name, "mode": args.mode, "file": args.file,
+        "ok": True, "already_done": True, "checkpoint": args.checkpoint,
+        "chunks_accepted_total": len(checkpoint.accepted),
+    }
+    console.result(document, (
+        f"already done: {args.file} was uploaded to {args.name!r} ({args.mode}) by an earlier run, "
+        f"{format_count(len(checkpoint.accepted))} chunk(s) accepted; nothing sent (delete "
+        f"{args.checkpoint} to upload it again)"
+    ))
+    return EXIT_OK
 
 
 async def _upload(
@@ -267,11 +165,11 @@ async def _upload(
     fmt: str,
     console: Console,
     interrupter: Interrupter,
-    source: _Input,
+    source: Input,
     checkpoint: Checkpoint | None,
 ) -> int:
     chunk_size = args.chunk_size
-    progress = Progress(console, f"upload {args.name}", unit="IDs", total=_estimate_total(args.file, fmt))
+    progress = Progress(console, f"upload {args.name}", unit="IDs", total=estimate_total(args, fmt))
     last_event: list[ProgressEvent] = []
 
     def on_progress(event: ProgressEvent) -> None:
@@ -295,31 +193,37 @@ async def _upload(
     loop = asyncio.get_running_loop()
     report: UploadReport | None = None
     async with make_client(args, max_rate=args.max_rate) as client:
+        if args.create:
+            await _create_if_missing(client, args.name, console)
         task = asyncio.ensure_future(client.upload(
             args.name, source.items(), mode=args.mode, chunk_size=chunk_size,
             concurrency=args.concurrency, wait=args.wait, on_progress=on_progress,
             skip_chunks=frozenset(checkpoint.accepted) if checkpoint is not None else (),
         ))
 
-        def stop_gracefully() -> None:
+        def stop_reading() -> None:
             source.stop_requested = True
             if source.yielded == 0:
                 task.cancel()  # nothing read yet, so nothing sent: an empty replace must not go out
-            else:
+
+        def stop_gracefully() -> None:
+            stop_reading()
+            if source.yielded:
                 loop.call_later(GRACE_SECONDS, task.cancel)
 
         interrupter.graceful = stop_gracefully
+        source.on_too_many = stop_reading
         try:
             report = await task
         except asyncio.CancelledError:
-            if not interrupter.requested:
+            if not (interrupter.requested or source.too_many_bad_rows):
                 raise
         finally:
             interrupter.graceful = None
             progress.close()
 
     interrupted = interrupter.requested
-    if report is not None and checkpoint is not None and report.ok and not interrupted:
+    if report is not None and checkpoint is not None and report.ok and source.exhausted and not interrupted:
         checkpoint.finished = True
         checkpoint.chunks = report.chunks_acknowledged + report.chunks_skipped
         checkpoint.save()
@@ -330,9 +234,58 @@ async def _upload(
         if checkpoint is not None:
             console.note(f"interrupted: run the same command again to resume from {args.checkpoint}")
         return EXIT_INTERRUPTED
+    failure = _failure_line(args, source, report, document)
+    if failure is not None:
+        console.error(failure)
     if report is not None and any(isinstance(c.error, AuthenticationError) for c in report.failed_chunks):
         return EXIT_SETUP
     return EXIT_OK if document["ok"] else EXIT_FAILED
+
+
+async def _create_if_missing(client: AsyncAudiencesClient, name: str, console: Console) -> None:
+    """``--create``: one create; an audience that exists already is what was wanted."""
+    try:
+        await client.create(name)
+    except AudienceExistsError:
+        return
+    console.note(f"created audience {name!r}")
+
+
+def _failure_line(
+    args: argparse.Namespace, source: Input, report: UploadReport | None, document: dict[str, Any]
+) -> str | None:
+    """The one error line of an upload that did not fully succeed (None if it did)."""
+    if document["ok"]:
+        return None
+    where = f"upload to {args.name!r}"
+    if source.too_many_bad_rows:
+        kept = f"; {args.checkpoint} keeps the chunks accepted" if args.checkpoint else ""
+        return (f"{where} stopped after {format_count(source.bad_count)} bad rows (--max-bad-rows "
+                f"{args.max_bad_rows}){kept}")
+    if report is not None and report.stop_reason:
+        hint = ""
+        if any(isinstance(c.error, NotFoundError) for c in report.failed_chunks) and not args.create:
+            hint = " (--create creates a missing audience)"
+        elif any(refused(c.error) for c in report.failed_chunks):
+            hint = f" (nothing is listening at {resolved_base_url(args)} any more)"
+        return f"{where} stopped: {_error_line_text(report.stop_reason)}{hint}"
+    if report is not None and report.failed_chunks:
+        first = report.failed_chunks[0]
+        return (f"{where}: {len(report.failed_chunks)} chunk(s) failed "
+                f"({format_count(sum(c.count for c in report.failed_chunks))} IDs); the first: "
+                f"{_error_line(first.error)}")
+    if report is not None and report.failed_items:
+        return f"{where}: {format_count(len(report.failed_items))} item(s) refused (listed above)"
+    if source.bad_count:
+        where_listed = f"all in {args.rejects}" if args.rejects else "listed above"
+        return f"{where}: {format_count(source.bad_count)} bad row(s) not sent ({where_listed})"
+    if report is not None and report.applied is False:
+        return f"{where}: the writes were accepted but their indexing was not confirmed"
+    return f"{where} did not complete (see the report)"
+
+
+def _error_line_text(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _error_line(error: BatchAudiencesError) -> str:
@@ -341,7 +294,7 @@ def _error_line(error: BatchAudiencesError) -> str:
 
 def _report_document(
     args: argparse.Namespace,
-    source: _Input,
+    source: Input,
     report: UploadReport | None,
     last: ProgressEvent | None,
     checkpoint: Checkpoint | None,
@@ -378,6 +331,8 @@ def _report_document(
             ],
             "indexing_tokens": list(report.indexing_tokens),
         }
+    if source.too_many_bad_rows and not document["stop_reason"]:
+        document["stop_reason"] = f"{format_count(source.bad_count)} bad rows (--max-bad-rows)"
     ok = (
         report is not None and report.ok and not interrupted and source.bad_count == 0
     )
@@ -385,12 +340,14 @@ def _report_document(
         "command": "upload",
         "audience": args.name,
         "mode": args.mode,
-        "file": args.file,
+        "file": source.label,
         "ok": ok,
         "interrupted": interrupted,
         **document,
         "bad_rows_count": source.bad_count,
         "bad_rows": bad_rows,
+        "max_bad_rows_reached": source.too_many_bad_rows,
+        "rejects": args.rejects,
         "checkpoint": args.checkpoint,
         "chunks_accepted_total": len(checkpoint.accepted) if checkpoint is not None else None,
     }
@@ -418,9 +375,12 @@ def _report_text(document: dict[str, Any]) -> str:
              key_values(rows)]
     if document["stop_reason"]:
         lines.append(f"stopped early: {document['stop_reason']}")
+    stop_reason = _error_line_text(document["stop_reason"] or "")
     for chunk in document["failed_chunks"][:_SHOWN]:
+        # The error that stopped the upload is printed once, on the "stopped early" line.
+        error = "the error above" if chunk["error"] == stop_reason else chunk["error"]
         lines.append(f"  chunk {chunk['index']} (items {chunk['start']}-{chunk['stop'] - 1}, "
-                     f"{chunk['count']:,}): {chunk['error']}")
+                     f"{chunk['count']:,}): {error}")
     if len(document["failed_chunks"]) > _SHOWN:
         lines.append(f"  … and {len(document['failed_chunks']) - _SHOWN} more failed chunks (--json)")
     for item in document["failed_items"][:_SHOWN]:
@@ -436,13 +396,13 @@ def _bad_row_lines(bad_rows: list[dict[str, Any]], total: int) -> list[str]:
     lines += [f"  line {row['line']}: {row['error']}" for row in bad_rows[:_SHOWN]]
     if total > _SHOWN:
         lines.append(f"  … and {format_count(total - _SHOWN)} more (--json lists the first "
-                     f"{format_count(min(total, _MAX_BAD_ROWS))})")
+                     f"{format_count(min(total, MAX_BAD_ROWS))})")
     return lines
 
 
 async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interrupter: Interrupter) -> int:
     """Read and check the whole input; send nothing. Exit 1 if any row is bad."""
-    source = _open_input(args, fmt)
+    source = open_input(args, fmt, console)
     valid = 0
 
     def stop() -> None:
@@ -456,16 +416,17 @@ async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interru
                 await asyncio.sleep(0)  # let a Ctrl-C in
     finally:
         interrupter.graceful = None
-        if source.file is not sys.stdin.buffer:
-            source.file.close()
+        close_input(source)
     bad = source.bad_rows
     document = {
         "command": "upload",
         "dry_run": True,
-        "interrupted": source.interrupted,
+        "interrupted": source.interrupted and not source.too_many_bad_rows,
+        "max_bad_rows_reached": source.too_many_bad_rows,
+        "rejects": args.rejects,
         "audience": args.name,
         "mode": args.mode,
-        "file": args.file,
+        "file": source.label,
         "format": fmt,
         "ok": source.bad_count == 0,
         "rows": source.reader.rows,
@@ -475,7 +436,7 @@ async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interru
         "requests": (valid + args.chunk_size - 1) // args.chunk_size if valid else 0,
     }
     lines = [
-        f"dry run: {args.file} ({fmt}), nothing sent",
+        f"dry run: {source.label} ({fmt}), nothing sent",
         key_values([
             ("rows", format_count(document["rows"])),
             ("valid", format_count(valid)),
@@ -485,9 +446,17 @@ async def _dry_run(args: argparse.Namespace, fmt: str, console: Console, interru
         *_bad_row_lines(document["bad_rows"], source.bad_count),
     ]
     if source.interrupted:
-        lines.append("interrupted: the file was not read to its end")
+        lines.append("stopped: the file was not read to its end")
     console.result(document, "\n".join(lines))
+    if source.too_many_bad_rows:
+        console.error(f"dry run stopped after {format_count(source.bad_count)} bad rows (--max-bad-rows "
+                      f"{args.max_bad_rows})")
+        return EXIT_FAILED
     if source.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if source.bad_count == 0 else EXIT_FAILED
+    if source.bad_count:
+        listed = f"all in {args.rejects}" if args.rejects else "listed above"
+        console.error(f"{format_count(source.bad_count)} bad row(s) in {source.label} ({listed})")
+        return EXIT_FAILED
+    return EXIT_OK
 

@@ -6,9 +6,13 @@ misunderstanding of the API cannot hide in both. It models what makes clients go
 - indexing: a write changes content only ``indexing_delay`` seconds after it arrives (a replace
   takes ``replace_indexing_delay``, 3x longer by default), applied in that order; so an update sent
   while a replace is in progress is wiped by it, and its token turns ``REPLACED``;
-- strict validation (400 with a message naming the field), auth (401), 404s and 409;
+- strict validation (400 with a message naming the field), auth (401), 404s, and a taken name
+  answered 400 in one of three wordings (``taken_name``), one of which never mentions existence;
+- honest times: a ``Date`` header on every answer, ``created`` when the create arrived, and
+  audiences that can be backdated (``add_audience(..., created=...)``);
 - a token-bucket rate limit (429 with ``Retry-After`` and ``X-RateLimit-*``), seeded random faults
-  (429, 503, 500, dropped connections before or after the write, slow answers), scripted answers
+  (429, 503, 500, dropped connections before or after the write, slow answers, writes held and
+  applied late), scripted answers
   (including non-JSON bodies) and added latency;
 - a log of every request (:attr:`Emulator.requests`) and direct access to the state.
 

@@ -75,8 +75,38 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
     )
 
 
-async def serve(emulator: Emulator, out: TextIO = sys.stdout) -> None:
-    """Start ``emulator``, print how to reach it, serve until SIGINT/SIGTERM."""
+# Shown on their own banner lines already.
+_SHOWN_APART = frozenset({"host", "port", "api_key", "project_key"})
+
+
+def options_in_force(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """``[("--rate", 100.0), ...]``: every emulator option and its value in ``args``.
+
+    The options are found by parsing an empty command line with :func:`add_arguments`, so an
+    option added there shows on the banner with no code of its own.
+    """
+    probe = argparse.ArgumentParser(add_help=False)
+    add_arguments(probe)
+    defaults = vars(probe.parse_known_args([])[0])
+    return [
+        ("--" + dest.replace("_", "-"), getattr(args, dest, default))
+        for dest, default in defaults.items()
+        if dest not in _SHOWN_APART
+    ]
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "unset"  # the option's documented default behaviour applies
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+async def serve(
+    emulator: Emulator, out: TextIO = sys.stdout, options: list[tuple[str, object]] | None = None
+) -> None:
+    """Start ``emulator``, print how to reach it (and ``options``), serve until SIGINT/SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -88,21 +118,14 @@ async def serve(emulator: Emulator, out: TextIO = sys.stdout) -> None:
         print(f"  base URL:    {emulator.base_url}  (routes: /<version>/audiences/..., e.g. /2.8)", file=out)
         print(f"  API key:     {emulator.api_key}", file=out)
         print(f"  project key: {emulator.project_key}", file=out)
-        print(f"  rate limit:  {_describe_limit(emulator)}", file=out)
+        if options:
+            print("  options:     " + "  ".join(f"{name} {_shown(value)}" for name, value in options),
+                  file=out)
+        print(f"  inspect:     GET {emulator.base_url}/_emulator/audiences[/NAME/members] (emulator "
+              "only), or: batch-audiences emulator-dump [NAME]", file=out)
         print("Press Ctrl-C to stop.", file=out, flush=True)
         await stop.wait()
     print("Emulator stopped.", file=out, flush=True)
-
-
-def _describe_limit(emulator: Emulator) -> str:
-    rate = emulator.rate_limit
-    if rate is None:
-        return "none"
-    headers = "X-RateLimit-* headers" if emulator.rate_limit_headers else "no X-RateLimit-* headers"
-    return (
-        f"{rate:g} requests/s, burst {emulator.burst:g}, "
-        f"Retry-After {emulator.rate_limit_retry_after}, {headers}"
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(emulator))
+        asyncio.run(serve(emulator, options=options_in_force(args)))
     except KeyboardInterrupt:  # when no signal handler could be installed
         return 0
     except OSError as error:  # e.g. the port is taken

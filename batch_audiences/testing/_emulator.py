@@ -7,6 +7,7 @@ import math
 import random
 import threading
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import TypeAlias
 
@@ -17,7 +18,7 @@ from ._models import EmulatedAudience, FaultPlan, RecordedRequest, ScriptedRespo
 from ._ratelimit import RetryAfterMode, check_burst, check_retry_after
 from ._recording import Recorder
 from ._server import ApiServer, ServerSettings
-from ._state import AudienceStore
+from ._state import TAKEN_NAME_REPLIES, AudienceStore
 
 Latency: TypeAlias = "float | tuple[float, float]"
 
@@ -26,6 +27,12 @@ def _check_delay(name: str, value: float) -> float:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
     return float(value)
+
+
+def _check_taken_name(value: str) -> str:
+    if value not in TAKEN_NAME_REPLIES:
+        raise ValueError(f"taken_name must be one of {sorted(TAKEN_NAME_REPLIES)}, got {value!r}")
+    return value
 
 
 def _check_latency(value: Latency) -> Latency:
@@ -87,6 +94,7 @@ class Emulator:
         faults: FaultPlan | None = None,
         latency: float | tuple[float, float] = 0.0,
         record_bodies: bool = True,
+        taken_name: str = "explicit",
     ) -> None:
         indexing_delay = _check_delay("indexing_delay", indexing_delay)
         replace_delay = (
@@ -98,6 +106,7 @@ class Emulator:
         self._port = port
         self._settings = ServerSettings(api_key, project_key, record_bodies)
         self._store = AudienceStore(indexing_delay, replace_delay)
+        self._store.taken_name = _check_taken_name(taken_name)
         self._injector = FaultInjector(
             faults if faults is not None else FaultPlan(), rate_limit,
             burst=check_burst(burst), retry_after=check_retry_after(rate_limit_retry_after),
@@ -174,6 +183,15 @@ class Emulator:
     @replace_indexing_delay.setter
     def replace_indexing_delay(self, value: float) -> None:
         self._store.replace_indexing_delay = _check_delay("replace_indexing_delay", value)
+
+    @property
+    def taken_name(self) -> str:
+        """How a create of a taken name is worded: ``"explicit"``, ``"vague"`` or ``"opaque"``."""
+        return self._store.taken_name
+
+    @taken_name.setter
+    def taken_name(self, value: str) -> None:
+        self._store.taken_name = _check_taken_name(value)
 
     @property
     def faults(self) -> FaultPlan:
@@ -372,9 +390,14 @@ class Emulator:
         name: str,
         members: Mapping[str, Mapping[str, object]] | Iterable[str] = (),
         display_name: str | None = None,
+        *,
+        created: datetime | None = None,
     ) -> None:
-        """Create an audience directly, its content already applied (ValueError if it exists)."""
-        self._store.seed(name, members, display_name)
+        """Create an audience directly, its content already applied (ValueError if it exists).
+
+        ``created`` (timezone-aware) backdates it: an audience someone else made earlier.
+        """
+        self._store.seed(name, members, display_name, created)
 
     @property
     def requests(self) -> list[RecordedRequest]:

@@ -23,7 +23,8 @@ class Decision:
     """What to do with one request.
 
     ``kind``: ``"proceed"`` (process normally), ``"respond"`` (answer ``status``/``body`` without
-    processing), ``"drop_before"``, ``"drop_after"`` or ``"slow"`` (process, wait ``delay``).
+    processing), ``"drop_before"``, ``"drop_after"``, ``"slow"`` (process, wait ``delay``) or
+    ``"hold"`` (wait ``delay``, then process).
     """
 
     kind: str
@@ -149,6 +150,8 @@ class FaultInjector:
                     return Decision("respond", "scripted", script.status, script.body, dict(script.headers))
                 if script.action == "slow":
                     return Decision("slow", "slow", delay=script.delay)
+                if script.action == "hold":
+                    return Decision("hold", "held", delay=script.delay)
                 return Decision(script.action, _DROP_OUTCOMES[script.action])
         return None
 
@@ -198,4 +201,6 @@ class FaultInjector:
             return Decision("respond", kind, 500, {"error_code": "INTERNAL_ERROR", "error_message": message})
         if kind == "slow":
             return Decision("slow", "slow", delay=plan.slow_seconds)
+        if kind == "hold":
+            return Decision("hold", "held", delay=plan.hold_seconds)
         return Decision(kind, _DROP_OUTCOMES[kind])

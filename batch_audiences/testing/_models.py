@@ -16,7 +16,7 @@ ROUTES: Final = frozenset({"create", "update", "replace", "remove", "view", "lis
 #: The routes that change state and answer ``202 {"indexing_token": ...}``.
 WRITE_ROUTES: Final = frozenset({"create", "update", "replace", "remove"})
 #: What a :class:`ScriptedResponse` can do with the request it is matched to.
-ACTIONS: Final = ("respond", "drop_before", "drop_after", "slow")
+ACTIONS: Final = ("respond", "drop_before", "drop_after", "slow", "hold")
 
 
 def _check_route(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -69,6 +69,9 @@ class ScriptedResponse:
     - ``"drop_after"``: process the request (a write is accepted), then close the connection
       without answering.
     - ``"slow"``: process the request normally, then wait ``delay`` seconds before answering.
+    - ``"hold"``: read the request, wait ``delay`` seconds, then process and answer it. A write is
+      applied late: after requests that arrived later, even if the client gave up waiting (a
+      timeout) and sent it again meanwhile.
 
     ``route`` restricts which requests may consume it (``None``: any route).
 
@@ -91,9 +94,11 @@ class FaultPlan:
 
     For each request whose route is in ``routes`` (``None``: every route) the emulator draws ONE
     number ``u`` in ``[0, 1)`` from ``random.Random(seed)`` and walks the rates in this order:
-    ``rate_429``, ``rate_503``, ``rate_500``, ``drop_before``, ``drop_after``, ``slow``; the first
-    whose cumulative rate exceeds ``u`` fires. So each rate is the exact per-request probability
-    of its fault, and the rates must add up to at most 1.
+    ``rate_429``, ``rate_503``, ``rate_500``, ``drop_before``, ``drop_after``, ``slow``, ``hold``;
+    the first whose cumulative rate exceeds ``u`` fires. So each rate is the exact per-request
+    probability of its fault, and the rates must add up to at most 1. ``slow`` answers
+    ``slow_seconds`` late after processing; ``hold`` processes (applies) the request only after
+    ``hold_seconds``, as a server that is slow to take a write does.
 
     A 429 carries ``Retry-After: <retry_after>``. NOTE: real servers send whole seconds; here
     ``retry_after`` is a float sent without trailing zeros (``"1"``, ``"0.05"``) so tests can use
@@ -113,6 +118,8 @@ class FaultPlan:
     drop_after: float = attrs.field(default=0.0, validator=_check_probability)
     slow: float = attrs.field(default=0.0, validator=_check_probability)
     slow_seconds: float = attrs.field(default=5.0, validator=_check_seconds)
+    hold: float = attrs.field(default=0.0, validator=_check_probability)
+    hold_seconds: float = attrs.field(default=5.0, validator=_check_seconds)
     routes: frozenset[str] | None = attrs.field(default=None, converter=_route_set)
 
     def __attrs_post_init__(self) -> None:
@@ -129,6 +136,7 @@ class FaultPlan:
             ("drop_before", self.drop_before),
             ("drop_after", self.drop_after),
             ("slow", self.slow),
+            ("hold", self.hold),
         )
 
     def applies_to(self, route: str) -> bool:
@@ -145,7 +153,9 @@ class RecordedRequest:
     ``body`` is the parsed JSON body (``None`` when absent, unparsable or not recorded).
     ``outcome`` is one of ``"ok"``, ``"error"`` (a 4xx/5xx produced by the API logic),
     ``"rate_limited"``, ``"scripted"``, ``"fault_429"``, ``"fault_503"``, ``"fault_500"``,
-    ``"dropped_before"``, ``"dropped_after"``, ``"slow"``, ``"in_flight"``, ``"aborted"``
+    ``"dropped_before"``, ``"dropped_after"``, ``"slow"``, ``"held"`` (processed late, see
+    :class:`ScriptedResponse`; its ``status`` is the answer's even if the client had gone),
+    ``"in_flight"``, ``"aborted"``
     (the emulator stopped or the client went away mid-request).
     ``headers`` has the ``Authorization`` value masked. ``received_at`` is ``time.monotonic()``
     at arrival, handy to check a client's pacing.

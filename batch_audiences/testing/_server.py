@@ -1,8 +1,10 @@
 """The aiohttp.web application: routing, fault handling, auth, then the API logic.
 
 Per request: route (404/405) -> apply due writes -> fault decision (scripts, rate limit, random)
--> added latency -> read the body -> scripted/fault answer or drop -> auth (401) -> validation
-(400) -> the store -> maybe drop after or answer slowly.
+-> added latency -> read the body -> scripted/fault answer or drop -> maybe hold -> auth (401)
+-> validation (400) -> the store -> maybe drop after or answer slowly. Paths under
+``/_emulator/`` are the emulator's own inspection routes (:meth:`ApiServer._debug`), outside all
+of that.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from ._validation import (
 #: Large enough for 10,000 IDs with 15 attributes each; a bigger body gets a JSON 413.
 MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 _PATH_RE: Final = re.compile(r"/\d+\.\d+/audiences/([A-Za-z_]+)")
+#: Where the emulator's own (non-API) inspection routes live.
+DEBUG_PREFIX: Final = "/_emulator/"
+_DEBUG_RE: Final = re.compile(r"/_emulator/audiences(?:/([A-Za-z0-9_-]{1,255})/members)?/?")
 _METHODS: Final = {
     "create": "POST",
     "update": "POST",
@@ -117,6 +122,8 @@ class ApiServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The single aiohttp handler: record the request, answer it, complete the record."""
+        if request.path.startswith(DEBUG_PREFIX):
+            return self._debug(request)
         match = _PATH_RE.fullmatch(request.path)
         route = match.group(1) if match is not None and match.group(1) in _METHODS else None
         slot = self._recorder.open(
@@ -173,6 +180,10 @@ class ApiServer:
             return self._scripted(decision, result)
         if decision.kind == "drop_before":
             return self._drop(request, result, "dropped_before")
+        # A held request is processed late, whether or not the client still waits: aiohttp does
+        # not cancel a handler when its client goes away, so the write is applied all the same.
+        if decision.kind == "hold" and not await self._sleep(decision.delay):
+            return self._drop(request, result, "aborted")
 
         try:
             self._check_auth(request)
@@ -180,7 +191,7 @@ class ApiServer:
         except ApiError as error:
             response = self._error(result, error)
         else:
-            result.status, result.outcome = status, "ok"
+            result.status, result.outcome = status, "held" if decision.kind == "hold" else "ok"
             response = _json_response(status, body)
         response.headers.update(self._injector.rate_headers())
 
@@ -191,6 +202,40 @@ class ApiServer:
                 return self._drop(request, result, "aborted")
             result.outcome = "slow"
         return response
+
+    def _debug(self, request: web.Request) -> web.Response:
+        """The emulator's own inspection routes (not Batch's API): the applied state, as JSON.
+
+        ``GET /_emulator/audiences`` lists every audience; ``GET /_emulator/audiences/{name}/members``
+        gives one audience's members. They take the same two auth headers as the API, and go
+        around everything else: no fault, rate limit, latency or record in :attr:`requests`.
+        """
+        result = _Result()
+        match = _DEBUG_RE.fullmatch(request.path)
+        if request.method != "GET" or match is None:
+            return self._error(result, ApiError(
+                404, "NOT_FOUND", f"no emulator route {request.method} {request.path}; they are GET "
+                f"{DEBUG_PREFIX}audiences and GET {DEBUG_PREFIX}audiences/{{name}}/members",
+            ))
+        try:
+            self._check_auth(request)
+        except ApiError as error:
+            return self._error(result, error)
+        name = match.group(1)
+        if name is None:
+            audiences = [self._store.snapshot(n) for n in self._store.names()]
+            return _json_response(200, {"audiences": [
+                {"name": a.name, "display_name": a.display_name, "nb_ids": a.nb_ids,
+                 "indexing_state": a.indexing_state, "pending_writes": a.pending_writes}
+                for a in audiences if a is not None
+            ]})
+        audience = self._store.snapshot(name)
+        if audience is None:
+            return self._error(result, ApiError(404, "AUDIENCE_NOT_FOUND", f"no audience named {name!r}"))
+        return _json_response(200, {
+            "name": audience.name, "nb_ids": audience.nb_ids, "pending_writes": audience.pending_writes,
+            "members": audience.members,
+        })
 
     def _check_auth(self, request: web.Request) -> None:
         settings = self._settings

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Final
 
 from ._errors import ApiError
 from ._models import EmulatedAudience
@@ -26,6 +27,16 @@ from ._validation import NAME_RE, UpdateItems, encode_cursor
 IN_PROGRESS = "IN_PROGRESS"
 APPLIED = "APPLIED"
 REPLACED = "REPLACED"
+
+#: How a create of a taken name is answered, by mode: always a 400 (a status Batch documents for
+#: create), with a code and message that speak of existence ("explicit"), of a name "already
+#: used" without the word ("vague"), or of nothing at all ("opaque"). Batch documents none of
+#: them, so a client must decide by state, whatever the wording.
+TAKEN_NAME_REPLIES: Final = {
+    "explicit": ("AUDIENCE_ALREADY_EXISTS", "an audience named {name!r} already exists"),
+    "vague": ("INVALID_PARAMETER", "This name is already used"),
+    "opaque": ("E4012", "Request rejected"),
+}
 
 
 @dataclass(eq=False)
@@ -83,6 +94,7 @@ class AudienceStore:
     ) -> None:
         self.indexing_delay = indexing_delay
         self.replace_indexing_delay = replace_indexing_delay
+        self.taken_name = "explicit"  # a key of TAKEN_NAME_REPLIES
         self._clock = clock
         self._lock = threading.RLock()
         self._audiences: dict[str, _Audience] = {}
@@ -149,7 +161,8 @@ class AudienceStore:
         with self._lock:
             self._apply_until(self._clock())
             if name in self._audiences:
-                raise ApiError(409, "AUDIENCE_ALREADY_EXISTS", f"an audience named {name!r} already exists")
+                code, message = TAKEN_NAME_REPLIES[self.taken_name]
+                raise ApiError(400, code, message.format(name=name))
             now = _utc_now()
             audience = _Audience(name, display_name, now, now)
             self._insert(audience)
@@ -275,8 +288,15 @@ class AudienceStore:
         name: str,
         members: Mapping[str, Mapping[str, object]] | Iterable[str],
         display_name: str | None,
+        created: datetime | None = None,
     ) -> None:
-        """Create an audience with already-applied content (no pending write)."""
+        """Create an audience with already-applied content (no pending write).
+
+        ``created`` (timezone-aware) backdates it, e.g. to stand for another team's audience
+        made long before; by default it is created now.
+        """
+        if created is not None and (not isinstance(created, datetime) or created.tzinfo is None):
+            raise ValueError(f"created must be a timezone-aware datetime, got {created!r}")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise ValueError(f"{name!r} is not a valid audience name ([A-Za-z0-9_-]{{1,255}})")
         if isinstance(members, (str, bytes)):
@@ -289,7 +309,7 @@ class AudienceStore:
             self._apply_until(self._clock())
             if name in self._audiences:
                 raise ValueError(f"the emulator already has an audience named {name!r}")
-            now = _utc_now()
+            now = _utc_now() if created is None else created.astimezone(timezone.utc)
             audience = _Audience(name, display_name, now, now, members=content)
             token = uuid.uuid4().hex
             write = _Write(token, audience, None, now, applied_order=next(self._applications))

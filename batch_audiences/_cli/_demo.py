@@ -15,10 +15,10 @@ import time
 from collections.abc import Awaitable, Iterator
 from typing import TypeVar
 
-from . import AsyncAudiencesClient, IdAction, Member, NewAudience, ProgressEvent, RetryPolicy
-from ._cli._output import Console, format_count, format_duration
-from ._cli._progress import Progress
-from .testing import Emulator, FaultPlan
+from .. import AsyncAudiencesClient, IdAction, Member, NewAudience, ProgressEvent, RetryPolicy
+from ..testing import Emulator, FaultPlan
+from ._output import Console, format_count, format_duration
+from ._progress import Progress
 
 __all__ = ["demo", "run_demo"]
 

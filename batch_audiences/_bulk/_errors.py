@@ -14,7 +14,7 @@ report. Every one of them means *nothing was sent* for that part, so sending it 
 
 from __future__ import annotations
 
-from ._errors import BatchAudiencesError
+from .._errors import BatchAudiencesError
 
 __all__ = ["DeadlineExceededError", "DependencyFailedError", "NotSentError"]
 

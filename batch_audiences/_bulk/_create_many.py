@@ -3,9 +3,11 @@
 Items are read lazily (at most ``concurrency`` creates in flight), checked before anything is
 sent (an invalid item fails with its :class:`ValidationError` and no request), and created
 concurrently through the client's shared rate limiter. A create whose connection broke after it
-was sent is retried and, if the retry finds the name taken, confirmed with a view: no audience is
-created twice and none is reported failed when it was in fact created. A name that appears twice
-in the input is created once; the later occurrence gets the outcome an existing audience gets.
+was sent is retried and settled by the operations layer from the state and the audience's
+creation time: no audience is created twice, none is reported failed when this call created it,
+and none made by someone else is reported created; a create that cannot be told is reported
+uncertain. A name that appears twice in the input is created once; the later occurrence gets
+the outcome an existing audience gets.
 
 One bad item never stops the others. What would fail every later create as well (bad
 credentials, throttling or unavailability that outlasted the retry budget, the deadline) stops
@@ -16,11 +18,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from ._bulk import BulkCall, ProgressCallback, Source, check_call_limits, check_concurrency, open_source
-from ._bulk_errors import NotSentError
-from ._errors import (
+from .._api import Operations
+from .._errors import (
     AudienceExistsError,
     AuthenticationError,
     BatchAudiencesError,
@@ -29,14 +30,22 @@ from ._errors import (
     ServiceUnavailableError,
     ThrottledError,
     TransportError,
+    UncertainOutcomeError,
     ValidationError,
 )
-from ._models import CreateRequest, NewAudience
-from ._reports import BulkReport, CreatedAudience, FailedItem, ProgressEvent, SkippedAudience
-from ._transport import RequestTrace
-
-if TYPE_CHECKING:
-    from ._client import AsyncAudiencesClient
+from .._models import CreateRequest, NewAudience
+from .._transport import RequestTrace
+from ._call import BulkCall, ProgressCallback, Source, check_call_limits, check_concurrency, open_source
+from ._errors import NotSentError
+from ._reports import (
+    BulkReport,
+    CreatedAudience,
+    FailedItem,
+    IfExists,
+    ProgressKind,
+    SkippedAudience,
+    UncertainAudience,
+)
 
 __all__ = ["IF_EXISTS", "run_create_many"]
 
@@ -82,11 +91,11 @@ class _CreateMany(BulkCall):
 
     def __init__(
         self,
-        client: AsyncAudiencesClient,
+        ops: Operations,
         source: Source,
         *,
         concurrency: int,
-        if_exists: str,
+        if_exists: IfExists,
         on_progress: ProgressCallback | None,
         retry_budget: int | None,
         deadline: float | None,
@@ -95,13 +104,14 @@ class _CreateMany(BulkCall):
             source, concurrency=concurrency, on_progress=on_progress, retry_budget=retry_budget,
             deadline=deadline,
         )
-        self._client = client
+        self._ops = ops
         self._skip_existing = if_exists == "skip"
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: dict[str, int] = {}
         self._crash: BaseException | None = None
         self._succeeded: list[CreatedAudience] = []
         self._skipped: list[SkippedAudience] = []
+        self._uncertain: list[UncertainAudience] = []
         self._failed: list[FailedItem] = []
 
     async def run(self) -> BulkReport:
@@ -131,12 +141,13 @@ class _CreateMany(BulkCall):
             succeeded=tuple(sorted(self._succeeded, key=lambda item: item.position)),
             skipped=tuple(sorted(self._skipped, key=lambda item: item.position)),
             failed=tuple(sorted(self._failed, key=lambda item: item.position)),
-            items_read=self._position,
-            requests=self._requests,
-            retries=self._retries,
+            items_read=self._tally.items_read,
+            requests=self._tally.requests,
+            retries=self._tally.retries,
             input_exhausted=self._input_exhausted,
             stop_reason=self._stop_reason,
-            elapsed=self._loop.time() - self._started,
+            elapsed=self._elapsed(),
+            uncertain=tuple(sorted(self._uncertain, key=lambda item: item.position)),
         )
         self._emit("finished")
         if self._crash is not None:
@@ -163,8 +174,8 @@ class _CreateMany(BulkCall):
                     self._input_exhausted = True
                     self._slots.release()
                     return
-                position = self._position
-                self._position += 1
+                position = self._tally.items_read
+                self._tally.items_read += 1
                 audience = self._check(position, item)
                 if audience is not None:
                     task = asyncio.ensure_future(self._create(position, audience))
@@ -189,6 +200,7 @@ class _CreateMany(BulkCall):
             )
             if self._skip_existing:
                 self._skipped.append(SkippedAudience(position, audience, duplicate))
+                self._tally.items_skipped += 1
                 self._emit("skipped", position)
             else:
                 self._fail(position, audience, duplicate)
@@ -202,38 +214,48 @@ class _CreateMany(BulkCall):
 
     async def _create(self, position: int, audience: NewAudience) -> None:
         trace = RequestTrace(budget=self._budget)
-        self._in_flight += 1
+        tally = self._tally
+        tally.in_flight += 1
         try:
             request = CreateRequest(audience.name, audience.type, audience.display_name)
             try:
-                accepted = await self._client._create(request, trace)
+                accepted = await self._ops.create(request, trace)
             finally:
-                self._in_flight -= 1
-                self._requests += trace.attempts
-                self._retries += trace.retries
+                tally.in_flight -= 1
+                tally.record(trace)
         except AudienceExistsError as error:
             if self._skip_existing:
                 self._skipped.append(SkippedAudience(position, audience, error))
+                tally.items_skipped += 1
                 self._emit("skipped", position)
             else:
                 self._fail(position, audience, error)
+        except UncertainOutcomeError as error:
+            self._uncertain.append(UncertainAudience(position, audience, error))
+            tally.items_uncertain += 1
+            self._emit("uncertain", position, error=error)
         except BatchAudiencesError as error:
             self._fail(position, audience, error)
             if isinstance(error, _STOPPING_ERRORS):
                 self._stop(error, self._stopping_reason(error))
         else:
-            self._succeeded.append(CreatedAudience(position, audience, accepted.indexing_token))
+            self._succeeded.append(
+                CreatedAudience(position, audience, accepted.indexing_token, accepted.confirmation)
+            )
+            tally.items_accepted += 1
+            tally.chunks_acknowledged += 1
             self._emit("created", position, token=accepted.indexing_token)
         finally:
             self._slots.release()
 
     def _fail(self, position: int, item: object, error: BatchAudiencesError) -> None:
         self._failed.append(FailedItem(position, item, error))
+        self._tally.items_failed += 1
         self._emit("failed", position, error=error)
 
     def _emit(
         self,
-        kind: str,
+        kind: ProgressKind,
         position: int | None = None,
         *,
         token: str | None = None,
@@ -242,18 +264,10 @@ class _CreateMany(BulkCall):
         callback = self._on_progress
         if callback is None or self._crash is not None:
             return
-        event = ProgressEvent(
-            kind=kind,
-            items_read=self._position,
-            items_acknowledged=len(self._succeeded),
-            items_skipped=len(self._skipped),
-            items_failed=len(self._failed),
-            chunks_acknowledged=len(self._succeeded),
-            requests_in_flight=self._in_flight,
-            requests=self._requests,
-            retries=self._retries,
-            rate=self._client.stats.rate,
-            elapsed=self._loop.time() - self._started,
+        event = self._tally.event(
+            kind,
+            rate=self._ops.limiter.rate,
+            elapsed=self._elapsed(),
             chunk_index=position,
             chunk_start=position,
             chunk_count=None if position is None else 1,
@@ -268,11 +282,11 @@ class _CreateMany(BulkCall):
 
 
 async def run_create_many(
-    client: AsyncAudiencesClient,
+    ops: Operations,
     audiences: object,
     *,
     concurrency: int,
-    if_exists: str,
+    if_exists: IfExists,
     on_progress: ProgressCallback | None,
     retry_budget: int | None,
     deadline: float | None,
@@ -284,7 +298,7 @@ async def run_create_many(
     on_progress, retry_budget, deadline = check_call_limits(on_progress, retry_budget, deadline)
     source = open_source(audiences, "audiences")
     engine = _CreateMany(
-        client, source, concurrency=concurrency, if_exists=if_exists, on_progress=on_progress,
+        ops, source, concurrency=concurrency, if_exists=if_exists, on_progress=on_progress,
         retry_budget=retry_budget, deadline=deadline,
     )
     return await engine.run()
