@@ -9,8 +9,9 @@ requests a second with no burst (25 ms apart) cannot ignore.
 
 Commands, one a line, each answered with one line:
 
-- ``start RATE BURST RETRY_AFTER HEADERS``: forget everything; one audience, ``bench-pacing``;
-  a fresh rate limit (``RETRY_AFTER`` is ``exact``, ``seconds`` or ``off``; ``HEADERS`` 0 or 1)
+- ``start RATE BURST RETRY_AFTER HEADERS [INDEXING]``: forget everything; one audience,
+  ``bench-pacing``; a fresh rate limit (``RETRY_AFTER`` is ``exact``, ``seconds`` or ``off``;
+  ``HEADERS`` 0 or 1); writes applied ``INDEXING`` seconds after they arrive (default 0)
 - ``rate RATE``: change the rate while serving (what was saved up stays)
 - ``counts``: ``ACCEPTED REFUSED`` since the last ``start``
 
@@ -37,8 +38,9 @@ def main() -> int:
                 continue
             command, arguments = words[0], words[1:]
             if command == "start":
-                rate, burst, retry_after, headers = arguments
+                rate, burst, retry_after, headers, *indexing = arguments
                 emu.reset()
+                emu.indexing_delay = emu.replace_indexing_delay = float(indexing[0]) if indexing else 0.0
                 emu.add_audience(AUDIENCE)
                 emu.burst = float(burst)
                 emu.rate_limit_retry_after = retry_after  # type: ignore[assignment]

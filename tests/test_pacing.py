@@ -273,10 +273,13 @@ async def test_a_bulk_call_converges_under_a_server_limit_with_few_429s(
     assert accepted == chunks
     assert throttled == report.retries
     assert throttled <= 0.15 * (accepted + throttled), (throttled, accepted)
-    # The limiter found a pace near the server's limit: neither far below nor above it.
-    rate = api.stats.rate
-    assert rate is not None
-    assert 0.4 * limit <= rate <= 1.5 * limit, rate
+    # The limiter found the server's limit: its estimate is neither far below nor above it (the
+    # pace itself moves around it by design: back up after a cut, then probing above).
+    assert api.stats.rate is not None
+    limiter = (api.sync._async if hasattr(api, "sync") else api)._transport.limiter
+    estimate = limiter.estimate
+    assert estimate is not None
+    assert 0.4 * limit <= estimate <= 1.5 * limit, estimate
 
 
 @pytest.mark.parametrize("burst", [1, 40], ids=["burst 1", "burst R"])
