@@ -12,8 +12,8 @@ and BBR's habit of probing a little above what was measured):
   Nothing measured yet (the first answers of a job): the pace is halved. The cut applies to the
   whole client: requests already waiting for their turn are re-queued at the new pace.
 - **The climb.** From there the pace returns to ``W`` along a concave cubic curve (fast at
-  first, flat near ``W``): within a second when ``W`` just moved, else within the time of about
-  ``_REQUESTS_PER_CYCLE`` requests. Then it probes above ``W`` along a convex cubic (CUBIC's
+  first, flat near ``W``): within the time of about ``_REQUESTS_PER_CYCLE`` requests, or of
+  ``_JUDGE_AFTER`` (at least a second) when ``W`` just moved. Then it probes above ``W`` along a convex cubic (CUBIC's
   window, in time): 1 % more after a fifth of a second, twice ``W`` after a second, nine times
   after two. A limit that rose is found within seconds; at a steady limit the client meets one
   429 (plus the few in flight) per cycle of about ``_REQUESTS_PER_CYCLE`` requests, whatever
@@ -96,11 +96,13 @@ _FIRST_GUESS = 1.0
 # pace, typically at the start of a job). A verdict of noise also needs this many 429s.
 _JUDGE_AFTER = 20
 _CLEAR_OVERLOAD = 2
-_NOISE_EVIDENCE = 3
-# While climbing back below the estimate, at least this share of 429s is noise, not a limit…
-_NOISE_SHARE = 0.15
-# …when that many climbs in a row meet it…
-_NOISY_CLIMBS = 3
+_NOISE_EVIDENCE = 5
+# While climbing back below the estimate, at least this share of 429s is noise, not a limit,
+# over at least this many requests of climbs in a row (a climb with at most _CLEAN_SHARE of
+# 429s starts the count again)…
+_NOISE_SHARE = 0.12
+_NOISE_SAMPLE = 60
+_CLEAN_SHARE = 0.05
 # …and once noise is known, a share this far above it is a limit again.
 _NOISE_MARGIN = 0.1
 # Counts since a cut are halved past this many requests, so shares follow recent behaviour.
@@ -201,7 +203,9 @@ class RateLimiter:
         # The last answers (True: accepted; 429s only when fresh), and how many were accepted.
         self._answers: deque[bool] = deque(maxlen=_LAST_ANSWERS)
         self._answers_ok = 0
-        self._noisy_climbs = 0  # climbs in a row that met many 429s
+        # Requests sent while climbing back, and 429s for them, over climbs in a row that met
+        # many 429s (the evidence of noise).
+        self._noise_sent = self._noise_throttled = 0
         #: Number of 429 answers reported to this limiter.
         self.throttles = 0
         #: Number of 429s that cut the rate (the others were echoes of an earlier one, or noise).
@@ -465,8 +469,9 @@ class RateLimiter:
             # The limit holds still: probe it seldom, so that 429s stay few.
             self._climb = min(max(_REQUESTS_PER_CYCLE / estimate, _MIN_CLIMB), _MAX_CLIMB)
         else:
-            # The limit moved (or is new): probe again soon, in case it moves on.
-            self._climb = _MIN_CLIMB
+            # The limit moved (or is new): probe again soon, in case it moves on; but not before
+            # enough requests to tell whether the cut worked (see _pace_is_the_cause).
+            self._climb = min(max(_JUDGE_AFTER / estimate, _MIN_CLIMB), _MAX_CLIMB)
         if overloaded or not accepted:
             self._climb = 0.0  # straight to probing
         self._probe_held = False
@@ -490,6 +495,8 @@ class RateLimiter:
                 return True
             return overload or (sent >= _JUDGE_AFTER and throttled > (self.noise + _NOISE_MARGIN) * sent)
         if not self._climbing(now):
+            if throttled <= _CLEAN_SHARE * sent:
+                self._noise_sent = self._noise_throttled = 0  # a clean climb: a limit's doing
             return True  # above the estimate (or unpaced): this 429 says where the limit is
         # Climbing back, below what the server accepted: 429s here are few if the pace is the
         # cause. Many, but not most: they come whatever the pace.
@@ -497,16 +504,22 @@ class RateLimiter:
             return True
         if sent < _JUDGE_AFTER:
             return False
-        if throttled >= _NOISE_EVIDENCE and throttled >= _NOISE_SHARE * sent:
-            # Once might be an estimate above the limit (a server allowing bursts inflates it);
-            # climb after climb, each after a cut to what got through, the pace is not the cause.
-            self._noisy_climbs += 1
-            if self._noisy_climbs >= _NOISY_CLIMBS:
-                self.noise = throttled / sent
-                self._forget_cuts(now)
-                return False
-        else:
-            self._noisy_climbs = 0
+        if throttled <= _CLEAN_SHARE * sent:
+            self._noise_sent = self._noise_throttled = 0
+            return True
+        # Counted over climbs in a row, each after a cut to what got through: one climb alone
+        # may have aimed above the limit (a server allowing bursts inflates the estimate).
+        self._noise_sent += sent
+        self._noise_throttled += throttled
+        if (
+            self._noise_sent >= _NOISE_SAMPLE
+            and self._noise_throttled >= _NOISE_EVIDENCE
+            and self._noise_throttled >= _NOISE_SHARE * self._noise_sent
+        ):
+            self.noise = self._noise_throttled / self._noise_sent
+            self._noise_sent = self._noise_throttled = 0
+            self._forget_cuts(now)
+            return False
         return True
 
     def _forget_cuts(self, now: float) -> None:
