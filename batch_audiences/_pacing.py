@@ -13,19 +13,21 @@ and BBR's habit of probing a little above what was measured):
   whole client: requests already waiting for their turn are re-queued at the new pace.
 - **The climb.** From there the pace returns to ``W`` along a concave cubic curve (fast at
   first, flat near ``W``): within the time of about ``_REQUESTS_PER_CYCLE`` requests, or of
-  ``_JUDGE_AFTER`` (at least a second) when ``W`` just moved. Then it probes above ``W`` along a convex cubic (CUBIC's
-  window, in time): 1 % more after a fifth of a second, twice ``W`` after a second, nine times
-  after two. A limit that rose is found within seconds; at a steady limit the client meets one
-  429 (plus the few in flight) per cycle of about ``_REQUESTS_PER_CYCLE`` requests, whatever
-  the rate. Time during which no request waited for its turn does not count (the pace was not
-  used, so it taught nothing), and the probe stops at ``_PROBE_CAP`` times ``W``.
+  ``_JUDGE_AFTER`` (at least a second) when ``W`` just moved. Then it probes above ``W`` along
+  a convex cubic (CUBIC's window, in time): 1 % more after a fifth of a second, twice ``W``
+  after a second, nine times after two. A limit that rose is found within seconds; at a steady
+  limit the client meets one 429 (plus the few in flight) per cycle of about
+  ``_REQUESTS_PER_CYCLE`` requests, whatever the rate. Time during which no request waited
+  for its turn does not count (the pace was not used, so it taught nothing), and the probe
+  stops at ``_PROBE_CAP`` times ``W``.
 - **Overload.** While climbing back, a further 429 cuts again only when 429s are most of the
   answers since the cut (a limit that fell far, or the start of a job): the estimate is then
   what got through since the cut, and the probe starts at once.
 - **Echoes.** A 429 answering a request sent *before* the last cut says nothing new: it is
   honoured (``Retry-After``) but does not cut again, so a burst of in-flight 429s is one signal.
 - **Noise.** While climbing back, the pace is below what the server accepted: a limit gives few
-  429s there. When climb after climb meets a share of 429s of ``_NOISE_SHARE`` or more, they
+  429s there. When climb after climb meets a share of 429s of ``_NOISE_SHARE`` or more (over
+  ``_NOISE_SAMPLE`` requests at least; a clean climb starts the count again), they
   are not the pace's doing (a server or proxy that throttles a share of requests whatever the
   rate): the cuts are undone, that share is remembered as noise, and from then on only a share
   of 429s clearly above it cuts the pace. Each such 429 is still honoured and retried.
@@ -95,7 +97,7 @@ _FIRST_GUESS = 1.0
 # when 429s are already this many, and at least half of those requests (a limit far below the
 # pace, typically at the start of a job). A verdict of noise also needs this many 429s.
 _JUDGE_AFTER = 20
-_CLEAR_OVERLOAD = 2
+_CLEAR_OVERLOAD = 3
 _NOISE_EVIDENCE = 5
 # While climbing back below the estimate, at least this share of 429s is noise, not a limit,
 # over at least this many requests of climbs in a row (a climb with at most _CLEAN_SHARE of
@@ -274,7 +276,7 @@ class RateLimiter:
         return self._closed
 
     def close(self) -> None:
-        """End every wait now with :class:`ClientClosedError`; later turns raise it too."""
+        """End every wait now with :class:`ClientClosedError`; later waits raise it too."""
         self._closed = True
         waiters, self._waiters = self._waiters, set()
         for waiter in waiters:
@@ -302,14 +304,14 @@ class RateLimiter:
 
         A request that was waiting when a 429 cut the rate, or when a ``Retry-After`` paused the
         client, takes a new turn under the new conditions. Raises :class:`ThrottledError`
-        instead of waiting when the limiter is fail-fast, :class:`ClientClosedError` once
-        :meth:`close` was called (also to requests that were waiting then).
+        instead of waiting when the limiter is fail-fast, :class:`ClientClosedError` when it
+        would wait once :meth:`close` was called (also to requests that were waiting then).
         """
         while True:
-            if self._closed:
-                raise ClientClosedError(_CLOSED_MESSAGE)
             now = self._clock()
             start = self._next_slot
+            if self._closed and start > now:
+                raise ClientClosedError(_CLOSED_MESSAGE)  # no turn to wait for any more
             if self._paused_until > start:
                 start = self._paused_until
             rate = self._rate_at(now) if self._estimate is not None else self.max_rate

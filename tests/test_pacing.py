@@ -393,4 +393,4 @@ async def test_acquire_after_close_raises_and_waiters_wake_in_virtual_time() -> 
     assert all(isinstance(r, ClientClosedError) for r in results), results
     assert pacer.waiting == 0
     with pytest.raises(ClientClosedError):
-        await pacer.acquire()
+        await pacer.acquire()  # it would have to wait: no turn comes any more
