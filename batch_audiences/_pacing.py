@@ -195,6 +195,7 @@ class RateLimiter:
         self._climb_from = -math.inf  # when the climb started (the cut, or the end of its pause)
         self._climb = _MIN_CLIMB  # seconds to climb back to the estimate
         self._probe_held = False  # X-RateLimit-Remaining: 0 seen since the climb ended
+        self._room_seen = False  # X-RateLimit-Remaining above 0 ever seen
         self._next_slot = -math.inf
         self._paused_until = -math.inf
         self._last_decrease = -math.inf
@@ -389,15 +390,21 @@ class RateLimiter:
                 self._advised(now, remaining.strip())
 
     def _advised(self, now: float, remaining: str) -> None:
-        """``X-RateLimit-Remaining`` on a success: hold the probe at the limit while it says 0."""
-        if remaining == "0":
+        """``X-RateLimit-Remaining`` on a success: hold the probe at the limit while it says 0.
+
+        Only once it has said more than 0: a server that lets no burst through says 0 after
+        every request, whatever the pace."""
+        if remaining == "0" and self._room_seen:
             if not self._probe_held and now - self._climb_from >= self._climb:
                 # The probe reached the limit: it is the estimate now, held there.
                 rate = self._rate_at(now)
                 if rate is not None:
                     self._estimate = rate
                 self._probe_held = True
-        elif self._probe_held and remaining.isdigit():
+        elif remaining.isdigit() and remaining != "0":
+            self._room_seen = True
+            if not self._probe_held:
+                return
             # Room again (the limit rose): probe from here.
             self._probe_held = False
             self._climb_from = now - self._climb

@@ -205,9 +205,15 @@ async def test_x_ratelimit_remaining_zero_holds_the_probe_at_the_limit() -> None
     probing = pacer.rate
     assert probing is not None
     assert probing > estimate
-    pacer.on_success({"X-RateLimit-Remaining": "0"})  # the server says: that was the last one
+    pacer.on_success({"X-RateLimit-Remaining": "0"})
+    time.now += 0.5
+    # A server that has never said more than 0 lets no burst through: its 0 says nothing.
+    assert (pacer.rate or 0) > probing
+    time.now -= 0.5
+    pacer.on_success({"X-RateLimit-Remaining": "2"})  # this one lets bursts through…
+    pacer.on_success({"X-RateLimit-Remaining": "0"})  # …and says: that was the last one
     time.now += 5.0
-    assert pacer.rate == pytest.approx(probing)  # held, not doubled five times
+    assert pacer.rate == pytest.approx(probing)  # held, not grown for five seconds
     pacer.on_success({"X-RateLimit-Remaining": "4"})  # room again
     time.now += 1.0
     assert pacer.rate == pytest.approx(2 * probing)  # probing on from there
