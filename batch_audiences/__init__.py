@@ -31,6 +31,7 @@ from ._bulk import (
 from ._client import AsyncAudiencesClient
 from ._config import RetryPolicy
 from ._errors import (
+    MAX_ERROR_BODY,
     APIError,
     AudienceExistsError,
     AuthenticationError,
@@ -50,6 +51,16 @@ from ._errors import (
     UnexpectedResponseError,
     ValidationError,
 )
+from ._hooks import (
+    AnswerReceived,
+    ChunkAcknowledged,
+    Hook,
+    HookEvent,
+    RequestFailed,
+    RequestSent,
+    RetryScheduled,
+    Throttled,
+)
 from ._models import (
     MAX_ATTRIBUTES,
     MAX_ID_LENGTH,
@@ -67,16 +78,29 @@ from ._models import (
     NewAudience,
     Url,
 )
+from ._sender import MAX_RESPONSE_BYTES, AiohttpSender, HTTPRequest, HTTPResponse, Sender, SendError
+from ._sync import (
+    PostgresStore,
+    SnapshotStore,
+    SqliteStore,
+    SyncLockedError,
+    SyncReport,
+    SyncStateError,
+)
 from ._transport import ClientStats
 from ._version import __version__
 
 __all__ = [
     "MAX_ATTRIBUTES",
+    "MAX_ERROR_BODY",
     "MAX_ID_LENGTH",
     "MAX_IDS_PER_REQUEST",
+    "MAX_RESPONSE_BYTES",
     "APIError",
     "Accepted",
     "Action",
+    "AiohttpSender",
+    "AnswerReceived",
     "AsyncAudiencesClient",
     "AttributeValue",
     "Audience",
@@ -88,6 +112,7 @@ __all__ = [
     "BadRequestError",
     "BatchAudiencesError",
     "BulkReport",
+    "ChunkAcknowledged",
     "ClientClosedError",
     "ClientStats",
     "ConfigurationError",
@@ -97,6 +122,10 @@ __all__ = [
     "DependencyFailedError",
     "FailedChunk",
     "FailedItem",
+    "HTTPRequest",
+    "HTTPResponse",
+    "Hook",
+    "HookEvent",
     "IdAction",
     "IfExists",
     "IndexingState",
@@ -106,13 +135,25 @@ __all__ = [
     "NewAudience",
     "NotFoundError",
     "NotSentError",
+    "PostgresStore",
     "ProgressEvent",
     "ProgressKind",
     "RateLimitError",
+    "RequestFailed",
+    "RequestSent",
     "RetryPolicy",
+    "RetryScheduled",
+    "SendError",
+    "Sender",
     "ServerError",
     "ServiceUnavailableError",
     "SkippedAudience",
+    "SnapshotStore",
+    "SqliteStore",
+    "SyncLockedError",
+    "SyncReport",
+    "SyncStateError",
+    "Throttled",
     "ThrottledError",
     "TransportError",
     "UncertainAudience",

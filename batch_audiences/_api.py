@@ -34,6 +34,7 @@ from ._errors import (
     UnexpectedResponseError,
 )
 from ._evidence import ClockOffset, Verdict, attempt_window, judge_create, judge_remove, offset_from_date
+from ._hooks import ChunkAcknowledged
 from ._models import (
     Accepted,
     Audience,
@@ -125,7 +126,8 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
 
 def _exists_error(error: APIError) -> AudienceExistsError:
     return AudienceExistsError(
-        error.status, error.error_code, error.error_message, method=error.method, route=error.route
+        error.status, error.error_code, error.error_message, method=error.method, route=error.route,
+        headers=error.headers, body=error.body,
     )
 
 
@@ -140,6 +142,9 @@ class Operations:
     def __init__(self, transport: Transport) -> None:
         self._request = transport.request
         self.limiter: RateLimiter = transport.limiter
+        #: Whether the client has hooks (an engine builds their events only then).
+        self.has_hooks = transport.has_hooks
+        self._emit_chunk_acknowledged = transport.emit_chunk_acknowledged
 
     @classmethod
     def of(cls, client: _OnOperations) -> Operations:
@@ -150,9 +155,14 @@ class Operations:
     # -- plumbing -------------------------------------------------------------------------
 
     async def _write(self, route: str, body: bytes, trace: RequestTrace | None) -> Accepted:
+        """Send one write; a success status whose body cannot be read is still a write done
+        (see :meth:`_unread`), for every write route alike."""
         trace = trace if trace is not None else RequestTrace()
-        status, payload = await self._request("POST", route, body=body, trace=trace)
-        accepted = decode(payload, Accepted, status=status, method="POST", route=route)
+        try:
+            status, payload = await self._request("POST", route, body=body, trace=trace)
+            accepted = decode(payload, Accepted, status=status, method="POST", route=route)
+        except UnexpectedResponseError as error:  # from the codec, or a 2xx body over the cap
+            return self._unread(error, trace)
         # Where the answer is read, so a caller can log what the server said (a request ID…).
         return attrs.evolve(accepted, status=status, headers=trace.headers or {})
 
@@ -170,8 +180,8 @@ class Operations:
         trace = trace if trace is not None else RequestTrace()
         try:
             return await self._write(_CREATE, encode(request), trace)
-        except UnexpectedResponseError as error:
-            return self._unread(error, trace)
+        except UnexpectedResponseError:
+            raise  # not about the name: an answer that says nothing readable of it
         except APIError as error:
             if not _state_decides(error, trace.uncertain):
                 raise
@@ -252,14 +262,21 @@ class Operations:
         """An update or replace whose body is built already (by :func:`_codec.ids_body`)."""
         return await self._write(_IDS_ROUTES[route], body, trace)
 
+    def chunk_acknowledged(
+        self, name: str, route: IdsRoute, index: int, items: int, token: str | None
+    ) -> None:
+        """Tell the client's hooks that the server accepted chunk ``index`` of an upload."""
+        self._emit_chunk_acknowledged(ChunkAcknowledged(
+            audience=name, chunk_index=index, items=items, indexing_token=token,
+            route=_IDS_ROUTES[route],
+        ))
+
     async def remove(self, name: str, trace: RequestTrace | None = None) -> Accepted:
         """``POST /audiences/remove``; see :meth:`_settle_remove`."""
         check_name(name)
         trace = trace if trace is not None else RequestTrace()
         try:
             return await self._write(_REMOVE, encode({"name": name}), trace)
-        except UnexpectedResponseError as error:
-            return self._unread(error, trace)
         except NotFoundError as error:
             if not trace.uncertain:
                 raise

@@ -1,60 +1,44 @@
 """``AudiencesClient``: the blocking facade over :class:`AsyncAudiencesClient`.
 
 One background thread runs one event loop that owns the async client; each method hands its
-coroutine to that loop and waits for the result. The facade adds no behaviour of its own, so
-the two clients cannot drift apart. Because the loop is private to the facade, it works from
-plain scripts, from several threads at once, and from code that already runs an event loop
-(a Jupyter cell, an async framework calling blocking code).
+coroutine to that loop and waits for the result. The methods are derived from the async
+client's by one typed wrapper (:func:`_blocking`), so they have its parameters, types and
+documentation and cannot drift apart; the facade adds no behaviour of its own. Because the loop
+is private to the facade, it works from plain scripts, from several threads at once, and from
+code that already runs an event loop (a Jupyter cell, an async framework calling blocking code).
+
+A client nobody closes is closed all the same: a ``weakref.finalize`` winds its loop down when
+the client is garbage-collected, and at interpreter exit for one still alive then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
+import inspect
 import threading
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Callable,
-    Collection,
-    Coroutine,
-    Iterable,
-    Iterator,
-    Mapping,
-)
+import typing
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiohttp
 
-from ._bulk import (
-    LATE_WRITE_GRACE,
-    BulkReport,
-    IfExists,
-    ProgressEvent,
-    UploadItem,
-    UploadMode,
-    UploadReport,
-)
 from ._client import AsyncAudiencesClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import ClientClosedError, InvalidSettingError
-from ._models import (
-    MAX_IDS_PER_REQUEST,
-    Accepted,
-    Audience,
-    AudiencePage,
-    AudienceType,
-    IdAction,
-    Member,
-    NewAudience,
-)
+from ._hooks import Hook
+from ._sender import Sender
 from ._transport import ClientStats
 
 __all__ = ["AudiencesClient", "LoopThread"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 class _Call:
@@ -94,27 +78,40 @@ class _Call:
 
 
 class LoopThread:
-    """A daemon thread running an event loop, to which coroutines are handed from any thread."""
+    """A daemon thread running an event loop, to which coroutines are handed from any thread.
+
+    :meth:`stop` ends it without waiting (safe from a garbage-collection callback, on any
+    thread, the loop's own included): the loop runs a last coroutine, cancels what is left,
+    stops and closes itself. :meth:`close` is :meth:`stop`, then waiting for all of that.
+    """
 
     def __init__(self, name: str) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._lock = threading.Lock()
         self._closed = False
+        self._final_error: BaseException | None = None
         self._thread.start()
 
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+            _stopping.discard(self)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def _refuse_inside_loop(self, coro: Coroutine[Any, Any, Any] | None) -> None:
+    def on_own_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def _refuse_inside_loop(self, coro: Coroutine[Any, Any, Any] | None = None) -> None:
         # Waiting on the loop from the loop's own thread (a progress callback calling the
         # blocking client) could never end.
-        if threading.current_thread() is self._thread:
+        if self.on_own_thread():
             if coro is not None:
                 coro.close()
             raise RuntimeError(
@@ -149,34 +146,175 @@ class LoopThread:
         result: T = task.result()
         return result
 
-    def close(self, final: Coroutine[Any, Any, None] | None = None) -> None:
-        """Run ``final`` on the loop, stop the loop, join the thread. Safe to call twice."""
-        self._refuse_inside_loop(final)
+    def stop(self, final: Callable[[], Awaitable[None]] | None = None) -> bool:
+        """Have the loop await ``final()``, cancel every other task, then stop and close; return
+        at once. False if it was already stopping."""
         with self._lock:
             if self._closed:
-                if final is not None:
-                    final.close()
-                return
+                return False
             self._closed = True
+        _stopping.add(self)
+        # Every call handed over before _closed was set is already queued, so it starts (and is
+        # then cancelled) before the wind-down below.
+        self._loop.call_soon_threadsafe(self._wind_down_soon, final)
+        return True
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def close(self, final: Callable[[], Awaitable[None]] | None = None) -> None:
+        """:meth:`stop`, then wait until the thread is over; ``final``'s error is raised here.
+        Safe to call twice, and from several threads."""
+        self._refuse_inside_loop()
+        if self.stop(final):
+            self._thread.join()
+            if self._final_error is not None:
+                error, self._final_error = self._final_error, None
+                raise error
+        else:
+            self._thread.join()
+
+    def _wind_down_soon(self, final: Callable[[], Awaitable[None]] | None) -> None:
+        self._loop.create_task(self._wind_down(final))
+
+    async def _wind_down(self, final: Callable[[], Awaitable[None]] | None) -> None:
         try:
             if final is not None:
-                asyncio.run_coroutine_threadsafe(final, self._loop).result()
+                await final()
+        except Exception as error:  # handed to close(), if anyone waits for it
+            self._final_error = error
         finally:
-            # Calls still running (from other threads) are cancelled, so their callers get an
-            # answer instead of waiting forever on a stopped loop. The clean-up runs on the
-            # loop's own thread: the caller's thread may be running an event loop of its own
-            # (a Jupyter cell), where run_until_complete is not allowed.
-            asyncio.run_coroutine_threadsafe(_cancel_remaining(), self._loop).result()
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
+            try:
+                # Calls still running (from other threads) are cancelled, so their callers get
+                # an answer instead of waiting forever on a stopped loop.
+                await _cancel_remaining()
+            finally:
+                self._loop.stop()
+
+
+#: Loop threads asked to stop but maybe not yet over; waited for at interpreter exit, so that
+#: none is cut short half-way through closing its connections.
+_stopping: set[LoopThread] = set()
+#: The longest interpreter exit waits for a loop thread to close; only a hang reaches it.
+_EXIT_GRACE = 10.0
+
+
+@atexit.register
+def _join_stopping() -> None:
+    for loop in list(_stopping):
+        loop.join(_EXIT_GRACE)
+
+
+def _release(loop: LoopThread, client: AsyncAudiencesClient) -> None:
+    """Close a client that nobody closed: called once it is garbage, or at interpreter exit.
+
+    From the collector it only asks the loop to wind down (it may run on any thread, the
+    loop's own included, and must not block there); at exit it also waits, because the loop
+    thread is a daemon that would otherwise be stopped half-way.
+    """
+    loop.stop(client.aclose)
+    exiting = not threading.main_thread().is_alive()  # the case once atexit functions run
+    if exiting and not loop.on_own_thread():
+        loop.join(_EXIT_GRACE)
+
+
+def _blocking(
+    method: Callable[Concatenate[AsyncAudiencesClient, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[AudiencesClient, P], R]:
+    """The blocking twin of an async method: same parameters, its result instead of a coroutine.
+
+    The coroutine is made in the caller's thread and run on the client's loop thread. Type
+    checkers see the async method's own parameters (``P``) and result (``R``), so a parameter
+    added to :class:`AsyncAudiencesClient` reaches both clients at once.
+    """
+
+    def call(self: AudiencesClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._loop.run(method(self._async, *args, **kwargs))
+
+    _adopt(call, method)
+    return call
+
+
+def _blocking_iter(
+    method: Callable[Concatenate[AsyncAudiencesClient, P], AsyncIterator[R]],
+) -> Callable[Concatenate[AudiencesClient, P], Iterator[R]]:
+    """The blocking twin of a method returning an async iterator: a plain, lazy iterator.
+
+    Arguments are checked at the call, as the async method does; items are fetched on the
+    loop thread as the iterator is advanced.
+    """
+
+    def call(self: AudiencesClient, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+        return self._iterate(method(self._async, *args, **kwargs))
+
+    _adopt(call, method, returns=lambda result: Iterator[typing.get_args(result)[0]])  # type: ignore[misc]
+    return call
+
+
+def _blocking_derived(
+    method: Callable[Concatenate[AsyncAudiencesClient, P], AsyncAudiencesClient],
+) -> Callable[Concatenate[AudiencesClient, P], AudiencesClient]:
+    """The blocking twin of a method deriving a client (``with_options``): a blocking client
+    around the derived async one, on the same loop thread."""
+
+    def call(self: AudiencesClient, /, *args: P.args, **kwargs: P.kwargs) -> AudiencesClient:
+        return self._derived(method(self._async, *args, **kwargs))
+
+    _adopt(
+        call, method, returns=lambda result: "AudiencesClient",  # a name: the class is not made yet
+        summary="the same arguments, returning an :class:`AudiencesClient` that runs on this "
+        "client's event-loop thread",
+    )
+    return call
+
+
+def _adopt(
+    twin: Callable[..., object],
+    method: Callable[..., object],
+    returns: Callable[[Any], object] | None = None,
+    summary: str = "the same arguments, called without ``await``",
+) -> None:
+    """Give ``twin`` the name, signature, annotations and documentation of ``method``, for
+    ``help()``, ``inspect`` and the API reference (``returns`` maps the async result type to
+    the blocking one: ``AsyncIterator[X]`` to ``Iterator[X]``, for instance).
+
+    Not ``functools.wraps``: its ``__wrapped__`` makes introspection tools (the API reference's
+    among them) present the twin as the async method itself, and its docstring.
+    """
+    name = method.__name__
+    twin.__name__ = name
+    twin.__module__ = __name__
+    twin.__qualname__ = f"AudiencesClient.{name}"
+    twin.__doc__ = (
+        f"Blocking :meth:`AsyncAudiencesClient.{name}`: {summary}.\n\n"
+        + inspect.cleandoc(method.__doc__ or "")
+    )
+    signature = inspect.signature(method)
+    try:
+        annotations = typing.get_type_hints(method)
+    except Exception:  # an annotation naming what only a type checker imports: keep the text
+        annotations = dict(method.__annotations__)
+    if returns is not None and "return" in annotations:
+        result = annotations["return"]
+        # Unevaluated text: the blocking names are the async ones without "Async".
+        result = result.replace("Async", "", 1) if isinstance(result, str) else returns(result)
+        annotations["return"] = result
+        signature = signature.replace(return_annotation=result)
+    twin.__annotations__ = annotations
+    twin.__dict__["__signature__"] = signature
 
 
 class AudiencesClient:
     """Blocking client of Batch's Audience API: the same constructor and methods as
     :class:`AsyncAudiencesClient`, without ``await``.
 
-    Call :meth:`close` (or use ``with``) to close its session and stop its thread.
+    Call :meth:`close` (or use ``with``) to close its session and stop its thread. A client
+    that is never closed is closed when it is garbage-collected, or at interpreter exit.
+
+    ``items``, ``audiences`` and ``on_progress`` given to :meth:`upload` and
+    :meth:`create_many` are used on the client's own event-loop thread, a chunk at a time:
+    they must not rely on being read from the calling thread, and ``on_progress`` must not
+    call this client (it would wait for itself).
 
     Example, against the local emulator::
 
@@ -206,11 +344,13 @@ class AudiencesClient:
         fail_fast: bool = False,
         retry: RetryPolicy | None = None,
         allow_insecure_http: bool = False,
+        sender: Sender | None = None,
+        hooks: Iterable[Hook] = (),
     ) -> None:
         """Build the client (see :class:`AsyncAudiencesClient` for the arguments).
 
         ``session`` must be ``None``: the facade's session lives on its own event loop, which
-        no caller's session can share.
+        no caller's session can share. ``hooks`` are called on that loop's thread.
         """
         if session is not None:
             raise InvalidSettingError(
@@ -222,8 +362,25 @@ class AudiencesClient:
             api_key, project_key, base_url=base_url, api_version=api_version, timeout=timeout,
             max_retries=max_retries, max_connections=max_connections, max_rate=max_rate,
             fail_fast=fail_fast, retry=retry, allow_insecure_http=allow_insecure_http,
+            sender=sender, hooks=hooks,
         )
         self._loop = LoopThread("batch-audiences-loop")
+        # Not a __del__: the finalizer holds no reference to the client, runs once, and also
+        # runs at interpreter exit for a client still alive then (a module-level one).
+        self._finalizer: weakref.finalize[Any, Any] | None = weakref.finalize(
+            self, _release, self._loop, self._async
+        )
+        self._parent: AudiencesClient | None = None
+
+    def _derived(self, client: AsyncAudiencesClient) -> AudiencesClient:
+        # A client of with_options(): its own async client, the parent's loop thread. It holds
+        # the parent, so the parent (whose finalizer ends the loop) outlives it.
+        derived = object.__new__(type(self))
+        derived._async = client
+        derived._loop = self._loop
+        derived._finalizer = None
+        derived._parent = self
+        return derived
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncAudiencesClient", type(self).__name__, 1)
@@ -240,13 +397,22 @@ class AudiencesClient:
         self.close()
 
     def close(self) -> None:
-        """Close the session and stop the background thread. Safe to call twice."""
-        self._loop.close(self._async.aclose())
+        """Close the session and stop the background thread. Safe to call twice.
+
+        On a client made by :meth:`with_options`, only that client is closed: what it shares
+        with the client it came from stays open.
+        """
+        if self._finalizer is not None:
+            self._loop.close(self._async.aclose)
+            self._finalizer.detach()
+        elif not self._loop.closed:
+            with contextlib.suppress(ClientClosedError):  # the parent closed meanwhile
+                self._loop.run(self._async.aclose())
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` ran."""
-        return self._loop.closed
+        """True once :meth:`close` ran (on this client, or on the one it was derived from)."""
+        return self._loop.closed or self._async.closed
 
     @property
     def config(self) -> ClientConfig:
@@ -258,39 +424,20 @@ class AudiencesClient:
         """Request, retry and throttling counters since the client was built."""
         return self._async.stats
 
-    def create(
-        self,
-        name: str,
-        *,
-        display_name: str | None = None,
-        type: AudienceType = AudienceType.CUSTOM_IDS,
-    ) -> Accepted:
-        """Blocking :meth:`AsyncAudiencesClient.create`."""
-        return self._loop.run(self._async.create(name, display_name=display_name, type=type))
-
-    def update(self, name: str, actions: Iterable[IdAction]) -> Accepted:
-        """Blocking :meth:`AsyncAudiencesClient.update`."""
-        return self._loop.run(self._async.update(name, actions))
-
-    def replace(self, name: str, members: Iterable[Member | str]) -> Accepted:
-        """Blocking :meth:`AsyncAudiencesClient.replace`."""
-        return self._loop.run(self._async.replace(name, members))
-
-    def remove(self, name: str) -> Accepted:
-        """Blocking :meth:`AsyncAudiencesClient.remove`."""
-        return self._loop.run(self._async.remove(name))
-
-    def view(self, name: str, *, indexing_token: str | None = None) -> Audience:
-        """Blocking :meth:`AsyncAudiencesClient.view`."""
-        return self._loop.run(self._async.view(name, indexing_token=indexing_token))
-
-    def list(self, *, limit: int = 10, cursor: str | None = None) -> AudiencePage:
-        """Blocking :meth:`AsyncAudiencesClient.list`."""
-        return self._loop.run(self._async.list(limit=limit, cursor=cursor))
-
-    def iter_audiences(self, *, page_size: int = 100) -> Iterator[Audience]:
-        """Every audience of the project, as a plain iterator (pages fetched as you go)."""
-        return self._iterate(self._async.iter_audiences(page_size=page_size))
+    # Every method below is the async client's own, run on the loop thread: its parameters,
+    # defaults, types and documentation are written once, in _client.py.
+    create = _blocking(AsyncAudiencesClient.create)
+    update = _blocking(AsyncAudiencesClient.update)
+    replace = _blocking(AsyncAudiencesClient.replace)
+    remove = _blocking(AsyncAudiencesClient.remove)
+    view = _blocking(AsyncAudiencesClient.view)
+    list = _blocking(AsyncAudiencesClient.list)
+    iter_audiences = _blocking_iter(AsyncAudiencesClient.iter_audiences)
+    with_options = _blocking_derived(AsyncAudiencesClient.with_options)
+    wait_until_applied = _blocking(AsyncAudiencesClient.wait_until_applied)
+    upload = _blocking(AsyncAudiencesClient.upload)
+    create_many = _blocking(AsyncAudiencesClient.create_many)
+    sync = _blocking(AsyncAudiencesClient.sync)
 
     def _iterate(self, source: AsyncIterator[T]) -> Iterator[T]:
         try:
@@ -301,90 +448,25 @@ class AudiencesClient:
                     return
         finally:
             aclose = getattr(source, "aclose", None)
-            if aclose is not None and not self._loop.closed:
+            # Closed: the loop finalized the source as it wound down. On the loop's own thread
+            # (dropped by a progress callback): the loop finalizes it when it is collected.
+            if aclose is not None and not self._loop.closed and not self._loop.on_own_thread():
                 # close() may win the race from another thread; it finalizes the source itself.
                 with contextlib.suppress(ClientClosedError):
                     self._loop.run(aclose())
 
-    def wait_until_applied(
-        self,
-        name: str,
-        indexing_token: str | None = None,
-        *,
-        timeout: float = 300.0,
-        poll_interval: float = 1.0,
-    ) -> Audience:
-        """Blocking :meth:`AsyncAudiencesClient.wait_until_applied`."""
-        return self._loop.run(
-            self._async.wait_until_applied(
-                name, indexing_token, timeout=timeout, poll_interval=poll_interval
-            )
-        )
-
-    def upload(
-        self,
-        name: str,
-        items: Iterable[UploadItem] | AsyncIterable[UploadItem],
-        *,
-        mode: UploadMode = "add",
-        chunk_size: int = MAX_IDS_PER_REQUEST,
-        concurrency: int = 4,
-        wait: bool = False,
-        on_progress: Callable[[ProgressEvent], object] | None = None,
-        retry_budget: int | None = None,
-        deadline: float | None = None,
-        skip_chunks: Collection[int] = (),
-        late_write_grace: float = LATE_WRITE_GRACE,
-    ) -> UploadReport:
-        """Blocking :meth:`AsyncAudiencesClient.upload`.
-
-        ``items`` may be a plain iterable (a list, a generator, a reader of
-        :mod:`batch_audiences.sources`) or an async iterable. Either way it is read on the
-        client's own event-loop thread, a chunk at a time, so it must not rely on being read
-        from the calling thread; ``on_progress`` runs on that thread too, and must not call
-        this client (it would wait for itself).
-
-        >>> with AudiencesClient() as client:  # doctest: +SKIP
-        ...     report = client.upload("crm", (line.strip() for line in open("ids.txt")))
-        ...     print(report.summary())
-        """
-        return self._loop.run(
-            self._async.upload(
-                name, items, mode=mode, chunk_size=chunk_size, concurrency=concurrency, wait=wait,
-                on_progress=on_progress, retry_budget=retry_budget, deadline=deadline,
-                skip_chunks=skip_chunks, late_write_grace=late_write_grace,
-            )
-        )
-
-    def create_many(
-        self,
-        audiences: Iterable[NewAudience | Mapping[str, Any] | str]
-        | AsyncIterable[NewAudience | Mapping[str, Any] | str],
-        *,
-        concurrency: int = 8,
-        if_exists: IfExists = "error",
-        on_progress: Callable[[ProgressEvent], object] | None = None,
-        retry_budget: int | None = None,
-        deadline: float | None = None,
-    ) -> BulkReport:
-        """Blocking :meth:`AsyncAudiencesClient.create_many` (``audiences`` and ``on_progress``
-        are used on the client's event-loop thread, as for :meth:`upload`)."""
-        return self._loop.run(
-            self._async.create_many(
-                audiences, concurrency=concurrency, if_exists=if_exists, on_progress=on_progress,
-                retry_budget=retry_budget, deadline=deadline,
-            )
-        )
-
 
 async def _cancel_remaining() -> None:
-    """Cancel every other task of the running loop, wait for them, then finalize async generators."""
+    """Cancel every other task of the running loop and wait for them; then finalize async
+    generators and end the default executor's threads (as ``asyncio.run`` does)."""
     current = asyncio.current_task()
     tasks = [task for task in asyncio.all_tasks() if task is not current]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.get_running_loop().shutdown_asyncgens()
+    loop = asyncio.get_running_loop()
+    await loop.shutdown_asyncgens()
+    await loop.shutdown_default_executor()
 
 
 async def _next(source: AsyncIterator[T]) -> T:

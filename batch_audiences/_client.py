@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -21,8 +22,9 @@ from ._bulk import (
     run_create_many,
     run_upload,
 )
-from ._config import ClientConfig, RetryPolicy, build_config
+from ._config import ClientConfig, RetryPolicy, build_config, derive_config
 from ._errors import InvalidSettingError, ValidationError
+from ._hooks import Hook
 from ._models import (
     MAX_IDS_PER_REQUEST,
     MAX_PAGE_SIZE,
@@ -36,6 +38,8 @@ from ._models import (
     NewAudience,
     check_name,
 )
+from ._sender import Sender
+from ._sync import SnapshotStore, SyncReport, run_sync
 from ._transport import ClientStats, Transport
 
 __all__ = ["AsyncAudiencesClient"]
@@ -108,6 +112,8 @@ class AsyncAudiencesClient:
         fail_fast: bool = False,
         retry: RetryPolicy | None = None,
         allow_insecure_http: bool = False,
+        sender: Sender | None = None,
+        hooks: Iterable[Hook] = (),
     ) -> None:
         """Build a client; nothing is sent until the first call.
 
@@ -116,17 +122,59 @@ class AsyncAudiencesClient:
         waiting for the rate limiter or retrying a 429. ``retry`` replaces the whole retry
         policy (and then ``max_retries`` is ignored). ``allow_insecure_http`` permits
         ``http://`` to a host that is not loopback.
+
+        ``sender`` replaces the HTTP layer (an :class:`AiohttpSender` with options of your own,
+        or :class:`batch_audiences.testing.MockSender` in unit tests); it excludes ``session``,
+        and ``max_connections`` then does not apply. ``hooks`` are callables told of every
+        request, answer, retry and throttling (see :data:`HookEvent`).
         """
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise InvalidSettingError("session", "must be an aiohttp.ClientSession")
-        self._config = build_config(
+        if sender is not None:
+            if session is not None:
+                raise InvalidSettingError("sender", "pass sender= or session=, not both")
+            if not isinstance(sender, Sender):
+                raise InvalidSettingError("sender", "must have async send() and aclose() methods")
+        config = build_config(
             api_key, project_key, base_url=base_url, api_version=api_version, timeout=timeout,
             max_retries=max_retries, max_connections=max_connections, max_rate=max_rate,
             allow_insecure_http=allow_insecure_http, retry=retry,
         )
-        self._transport = Transport(self._config, session=session)
-        self._transport.limiter.fail_fast = fail_fast
-        self._ops = Operations(self._transport)
+        transport = Transport(config, session=session, sender=sender, hooks=hooks)
+        transport.limiter.fail_fast = fail_fast
+        self._setup(config, transport)
+
+    def _setup(self, config: ClientConfig, transport: Transport) -> None:
+        # Everything a client holds, made from its settings and its transport: shared by the
+        # constructor and with_options().
+        self._config = config
+        self._transport = transport
+        self._ops = Operations(transport)
+
+    def with_options(
+        self,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        max_rate: float | None = None,
+    ) -> AsyncAudiencesClient:
+        """A client for some calls with other settings, sharing this one's connections.
+
+        The derived client uses the same session (or sender), rate limiter, hooks and
+        :attr:`stats` counters; ``None`` keeps this client's setting. ``max_rate`` caps the
+        derived client's own requests, under the shared adaptive limiter that still paces
+        every request of both. Closing the derived client does not close the shared session;
+        closing this one ends both.
+
+        >>> async def slow_report(client):  # doctest: +SKIP
+        ...     patient = client.with_options(timeout=120, max_retries=10, max_rate=2)
+        ...     return await patient.view("vip")
+        """
+        config = derive_config(self._config, timeout=timeout, max_retries=max_retries,
+                               max_rate=max_rate)
+        derived = object.__new__(type(self))
+        derived._setup(config, self._transport.derive(config))
+        return derived
 
     def __repr__(self) -> str:
         config = self._config
@@ -380,4 +428,50 @@ class AsyncAudiencesClient:
         return await run_create_many(
             self._ops, audiences, concurrency=concurrency, if_exists=if_exists,
             on_progress=on_progress, retry_budget=retry_budget, deadline=deadline,
+        )
+
+    async def sync(
+        self,
+        name: str,
+        source: Iterable[Member | str] | AsyncIterable[Member | str],
+        *,
+        state: str | os.PathLike[str] | SnapshotStore | None = None,
+        full: bool = False,
+        create: bool = True,
+        dry_run: bool = False,
+        chunk_size: int = MAX_IDS_PER_REQUEST,
+        concurrency: int = 4,
+        on_progress: Callable[[ProgressEvent], object] | None = None,
+        deadline: float | None = None,
+    ) -> SyncReport:
+        """Make audience ``name`` hold exactly ``source``, sending only what changed since the
+        last sync.
+
+        ``source``: the desired content, any iterable or async iterable of ``str`` IDs or
+        :class:`Member`, read lazily (e.g. ``sources.read_csv(...)``). ``state``: where the
+        snapshot of what was last pushed lives: a SQLite file path (default: ``sync.sqlite3`` in
+        the user's state directory), a ``postgresql://`` URL (extra ``[postgres]``), or a store.
+
+        The first run, a run without a usable snapshot, ``full=True``, a missing audience
+        (created when ``create``) and drift (its size differs from the snapshot's) replace the
+        whole audience, losslessly; otherwise only removes, adds and changed IDs are sent, through
+        :meth:`upload`'s ordered engine. The snapshot records only what Batch accepted, chunk by
+        chunk, so a run that fails or is killed is completed by the next one. ``dry_run=True``
+        computes and reports the plan; it sends no write and leaves the snapshot as it was.
+
+        Bad items and duplicate IDs (the first occurrence wins) are reported with their position
+        in ``failed_items`` and never sent. A second sync of the same audience while one runs
+        raises :class:`SyncLockedError`. ``chunk_size``, ``concurrency``, ``on_progress`` (the
+        upload's events) and ``deadline`` (seconds, for the whole sync) are as for
+        :meth:`upload`.
+
+        >>> async def nightly(client):  # doctest: +SKIP
+        ...     rows = sources.read_csv("pro.csv", id_column="user_id", attributes=["plan"])
+        ...     report = await client.sync("pro-plan", rows)
+        ...     print(report.summary())
+        """
+        return await run_sync(
+            self, name, source, state=state, full=full, create=create, dry_run=dry_run,
+            chunk_size=chunk_size, concurrency=concurrency, on_progress=on_progress,
+            deadline=deadline,
         )

@@ -20,7 +20,7 @@ import backoff
 
 from ._errors import ConfigurationError, InvalidSettingError
 
-__all__ = ["ClientConfig", "RetryPolicy", "Secret", "build_config"]
+__all__ = ["ClientConfig", "RetryPolicy", "Secret", "build_config", "derive_config"]
 
 ENV_API_KEY: Final = "BATCH_REST_API_KEY"
 ENV_PROJECT_KEY: Final = "BATCH_PROJECT_KEY"
@@ -167,6 +167,33 @@ def _from_env(value: str | None, variable: str, env: Mapping[str, str]) -> str |
     return found or None
 
 
+def _check_max_rate(max_rate: object) -> None:
+    if max_rate is not None and (
+        isinstance(max_rate, bool)
+        or not (isinstance(max_rate, (int, float)) and math.isfinite(max_rate) and max_rate > 0)
+    ):
+        raise InvalidSettingError("max_rate", f"must be a positive number (requests/s), got {max_rate!r}")
+
+
+def derive_config(
+    config: ClientConfig,
+    *,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    max_rate: float | None = None,
+) -> ClientConfig:
+    """``config`` with some settings replaced (``None``: kept), each checked as at construction."""
+    changes: dict[str, object] = {}
+    if timeout is not None:
+        changes["timeout"] = timeout
+    if max_retries is not None:
+        changes["retry"] = attrs.evolve(config.retry, max_retries=max_retries)
+    if max_rate is not None:
+        _check_max_rate(max_rate)
+        changes["max_rate"] = max_rate
+    return attrs.evolve(config, **changes)  # type: ignore[arg-type]
+
+
 def build_config(
     api_key: str | None,
     project_key: str | None,
@@ -201,11 +228,7 @@ def build_config(
         raise InvalidSettingError("api_version", f"must look like '2.8', got {api_version!r}")
     if not isinstance(max_connections, int) or isinstance(max_connections, bool) or max_connections < 1:
         raise InvalidSettingError("max_connections", f"must be a positive integer, got {max_connections!r}")
-    if max_rate is not None and (
-        isinstance(max_rate, bool)
-        or not (isinstance(max_rate, (int, float)) and math.isfinite(max_rate) and max_rate > 0)
-    ):
-        raise InvalidSettingError("max_rate", f"must be a positive number (requests/s), got {max_rate!r}")
+    _check_max_rate(max_rate)
     # A whole policy, when given, is the more precise statement and wins over max_retries.
     retry = retry if retry is not None else RetryPolicy(max_retries=max_retries)
     return ClientConfig(

@@ -26,9 +26,11 @@ Catch :class:`BatchAudiencesError` for everything, or one class for a precise ca
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
 
 __all__ = [
     "APIError",
@@ -50,10 +52,13 @@ __all__ = [
     "UnexpectedResponseError",
     "ValidationError",
     "error_from_response",
+    "MAX_ERROR_BODY",
 ]
 
 # A proxy can answer with a whole HTML page; an exception message should stay one readable line.
 _MAX_MESSAGE_CHARS = 300
+#: The most of an error answer's body an :class:`APIError` keeps in :attr:`APIError.body`.
+MAX_ERROR_BODY: Final = 16 * 1024
 
 
 class BatchAudiencesError(Exception):
@@ -154,6 +159,10 @@ class APIError(BatchAudiencesError):
 
     ``status`` is the HTTP status; ``error_code`` and ``error_message`` come from the error
     body when it has them, and are ``None`` / a readable substitute when it does not.
+    ``headers`` are the answer's headers, matched case-insensitively (log a request ID from
+    them, if Batch sends one), and
+    ``body`` its raw body, at most :data:`MAX_ERROR_BODY` (16 KiB) of it; in both, the API key
+    is replaced by ``<redacted>`` should the server echo it.
     """
 
     def __init__(
@@ -165,6 +174,8 @@ class APIError(BatchAudiencesError):
         method: str = "",
         route: str = "",
         retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
     ) -> None:
         where = f" on {method} {route}" if method else ""
         code = f" {error_code}" if error_code else ""
@@ -175,19 +186,23 @@ class APIError(BatchAudiencesError):
         self.method = method
         self.route = route
         self.retry_after = retry_after
+        # Case-insensitive, as HTTP headers are (aiohttp writes "X-Request-ID", say).
+        self.headers: Mapping[str, str] = CIMultiDictProxy(CIMultiDict(headers or {}))
+        self.body = body[:MAX_ERROR_BODY]
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only arguments do not survive the default pickling of exceptions.
         return (
             _rebuild_api_error,
             (type(self), self.status, self.error_code, self.error_message, self.method,
-             self.route, self.retry_after),
+             self.route, self.retry_after, list(self.headers.items()), self.body),
         )
 
 
 def _rebuild_api_error(cls: type[APIError], *args: Any) -> APIError:
-    status, code, message, method, route, retry_after = args
-    return cls(status, code, message, method=method, route=route, retry_after=retry_after)
+    status, code, message, method, route, retry_after, headers, body = args
+    return cls(status, code, message, method=method, route=route, retry_after=retry_after,
+               headers=headers, body=body)
 
 
 class BadRequestError(APIError):
@@ -271,8 +286,14 @@ def error_from_response(
     route: str,
     reason: str | None = None,
     retry_after: float | None = None,
+    headers: Mapping[str, str] | None = None,
+    redact: Callable[[str], str] | None = None,
 ) -> APIError:
-    """Build the typed exception for an error answer, whatever its body looks like."""
+    """Build the typed exception for an error answer, whatever its body looks like.
+
+    ``redact``, when given, is applied to every text of the error after decoding (the body and
+    headers are expected to be redacted already).
+    """
     code, message = parse_error_body(body)
     if message is None:
         reason = _shorten(reason or "") or "error"  # a reason phrase may hold line breaks too
@@ -280,6 +301,10 @@ def error_from_response(
             message = f"{reason} (unreadable body: {_shorten(body.decode('utf-8', 'replace'))})"
         else:
             message = f"{reason} (empty body)"
+    if redact is not None:
+        code = None if code is None else redact(code)
+        message = redact(message)
     return _error_class(status)(
-        status, code, message, method=method, route=route, retry_after=retry_after
+        status, code, message, method=method, route=route, retry_after=retry_after,
+        headers=headers, body=body,
     )

@@ -103,7 +103,7 @@ _NOISE_EVIDENCE = 5
 # over at least this many requests of climbs in a row (a climb with at most _CLEAN_SHARE of
 # 429s starts the count again)…
 _NOISE_SHARE = 0.12
-_NOISE_SAMPLE = 60
+_NOISE_SAMPLE = 40
 _CLEAN_SHARE = 0.05
 # …and once noise is known, a share this far above it is a limit again.
 _NOISE_MARGIN = 0.1
@@ -285,20 +285,27 @@ class RateLimiter:
                 waiter.set_exception(ClientClosedError(_CLOSED_MESSAGE))
 
     async def _pause(self, seconds: float) -> None:
-        if self.sleep is not None:
-            await self.sleep(seconds)
-            if self._closed:
-                raise ClientClosedError(_CLOSED_MESSAGE)
-            return
+        """Wait ``seconds`` (through ``sleep`` when given), or until :meth:`close`."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        handle = loop.call_later(seconds, _wake, waiter)
         self._waiters.add(waiter)
+        if self.sleep is None:
+            handle: asyncio.TimerHandle | None = loop.call_later(seconds, _wake, waiter)
+            sleeper: asyncio.Future[object] | None = None
+        else:
+            handle = None
+            sleeper = asyncio.ensure_future(self.sleep(seconds))
+            sleeper.add_done_callback(lambda _: _wake(waiter))
         try:
             await waiter
+            if sleeper is not None:
+                sleeper.result()  # the sleep's own failure, if any
         finally:
-            handle.cancel()
             self._waiters.discard(waiter)
+            if handle is not None:
+                handle.cancel()
+            if sleeper is not None and not sleeper.done():
+                sleeper.cancel()
 
     async def acquire(self) -> float:
         """Wait for this request's turn and return the time it starts at.
@@ -450,8 +457,9 @@ class RateLimiter:
         # A pace far above what was offered was not binding (the client was not using it).
         base = (offered or _FIRST_GUESS) if rate is None else min(rate, 2.0 * (offered or rate))
         # Nor one above what the last starts actually kept (a busy event loop wakes late).
+        # (Far below the pace, the client was not using it: then what it offered counts.)
         kept = self._kept_rate(now) if rate is not None else None
-        if kept is not None:
+        if kept is not None and kept >= 0.5 * base:
             base = min(base, kept)
         # A second cut while climbing back: the pace is far above the limit (a limit that fell,
         # or the start of a job), and the estimate rests on few answers: probe from it at once.

@@ -1,47 +1,69 @@
-"""HTTP for the client: the pooled session, headers, pacing, retries, error mapping, logging.
+"""The request policy of a client: pacing, retries, redaction, error mapping, logging, hooks.
 
-This module knows HTTP and nothing of audiences. One :class:`Transport` per client owns (or
-borrows) one ``aiohttp.ClientSession``; every request goes through :meth:`Transport.request`,
-the one place where the retry policy of :mod:`batch_audiences._config` is applied.
+This module knows HTTP and nothing of audiences. Every request goes through
+:meth:`Transport.request`, the one place where the retry policy of :mod:`batch_audiences._config`
+is applied; the bytes travel through a :class:`~batch_audiences._sender.Sender` below it (aiohttp
+by default), which makes one exchange and nothing else. ``request`` is a short loop over small
+steps, as httpx's ``_send_handling_auth`` over ``_send_single_request``::
+
+    while True:
+        answer = await self._send_single(exchange)      # pace, send, redact, count, tell hooks
+        wait = self.should_retry(exchange, answer)      # None: this answer is final
+        if wait is None:
+            return self._conclude(exchange, answer)     # the body, or the typed error
+        await self.wait_before_retry(exchange, answer, wait)
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
-import io
+import itertools
 import logging
 import platform
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from ._config import ClientConfig
+from . import _redact
+from ._config import ClientConfig, _Waits
 from ._errors import ClientClosedError, TransportError, UnexpectedResponseError, error_from_response
+from ._hooks import (
+    AnswerReceived,
+    ChunkAcknowledged,
+    Hook,
+    HookEvent,
+    Hooks,
+    RequestFailed,
+    RequestSent,
+    RetryScheduled,
+    Throttled,
+)
 from ._pacing import RateLimiter, RetryBudget
+from ._sender import MAX_RESPONSE_BYTES, AiohttpSender, HTTPRequest, HTTPResponse, Sender, SendError
+from ._testmode import pause
 from ._version import __version__
 
-__all__ = ["ClientStats", "RequestTrace", "Transport", "parse_retry_after"]
+__all__ = ["MAX_RESPONSE_BYTES", "ClientStats", "RequestTrace", "Transport", "parse_retry_after"]
 
 logger: Final = logging.getLogger("batch_audiences")
+_redact.install_log_filter(logger)
 
 USER_AGENT: Final = (
     f"batch-audiences/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
 )
 
-_LARGE_BODY: Final = 2**20
-
-# Failures of these kinds happen before a byte of the request left: nothing can have been applied.
-_NOT_SENT: Final = (aiohttp.ClientConnectorError,)
-
-#: The most of one answer body the client reads. The API's largest answer (a page of 100
-#: audiences) is a few tens of KB; a broken proxy streaming without end must not fill memory.
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # Error messages quote the underlying exception; some span lines or embed whole headers.
 _MAX_REASON_CHARS: Final = 300
+# Every body the SDK builds starts with the audience's name: hooks learn it without a parse.
+_NAME_FIRST: Final = re.compile(rb'\{"name":"([A-Za-z0-9_-]{1,255})"')
+# One number per logical request, for hooks to tie the events of its attempts together.
+_REQUEST_IDS: Final = itertools.count(1)
 
 
 @attrs.frozen
@@ -110,8 +132,62 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return None
 
 
+
+class _Counters:
+    """Request counters shared by a client and the clients derived from it (``with_options``)."""
+
+    __slots__ = ("requests", "retries", "throttled")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.retries = 0
+        self.throttled = 0
+
+
+@attrs.define
+class _Exchange:
+    """One logical request on its way: what is sent, and what its attempts have learnt."""
+
+    method: str
+    route: str
+    request: HTTPRequest
+    trace: RequestTrace
+    audience: str | None
+    request_id: int = 0
+    waits: _Waits | None = None
+    sent_at: float = 0.0  # the limiter's start time of the last attempt
+    attempt_sent: float = 0.0  # time.time() when the last attempt left (evidence for a lost answer)
+    started: float = 0.0  # time.perf_counter() of the last attempt, for hooks
+
+
+@attrs.frozen
+class _NoAnswer:
+    """An attempt that got no answer: the sender's error, its reason with the key hidden."""
+
+    error: SendError
+    reason: str
+
+
+@attrs.frozen
+class _Answer:
+    """An attempt's answer, with the key hidden from everything a text could be made of."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    reason: str | None
+    truncated: bool
+    retry_after: float | None  # the server's advice (429 and 503 only)
+
+
 class Transport:
-    """Sends requests for one client; see the module docstring."""
+    """Sends requests for one client; see the module docstring.
+
+    ``sender`` makes the exchanges (default: an :class:`AiohttpSender` on ``session``). It is
+    closed by :meth:`aclose`, given or made, as httpx's ``Client`` closes its transport; an aiohttp
+    session given as ``session=`` stays open (the :class:`AiohttpSender` does not own it).
+    ``hooks`` receive the events of every request.
+    """
 
     def __init__(
         self,
@@ -119,67 +195,89 @@ class Transport:
         *,
         session: aiohttp.ClientSession | None = None,
         limiter: RateLimiter | None = None,
+        sender: Sender | None = None,
+        hooks: Iterable[Hook] = (),
     ) -> None:
+        if sender is not None and session is not None:
+            raise ValueError("pass a sender or a session, not both")
         self._config = config
-        self._session = session
-        self._owns_session = session is None
-        self._loop: asyncio.AbstractEventLoop | None = None  # where the own session was made
+        self.sender: Sender = sender if sender is not None else AiohttpSender(
+            session, max_connections=config.max_connections
+        )
         self._closed = False
-        self.limiter = limiter or RateLimiter(config.max_rate)
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self._parent: Transport | None = None  # the transport this one was derived from
+        # Every pause of the limiter goes through the test mode's switch.
+        self.limiter = limiter or RateLimiter(config.max_rate, sleep=pause)
+        # A derived client's own ceiling, under the shared limiter (see derive()).
+        self._ceiling: RateLimiter | None = None
+        self.hooks = hooks if isinstance(hooks, Hooks) else Hooks(hooks)
+        key = config.api_key.reveal()
         base = {
-            "Authorization": f"Bearer {config.api_key.reveal()}",
+            "Authorization": f"Bearer {key}",
             "X-Batch-Project": config.project_key,
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
         }
-        self._get_headers = base
-        self._post_headers = {**base, "Content-Type": "application/json"}
-        self._key_bytes = config.api_key.reveal().encode()
+        # Built once, in the form HTTPRequest keeps, so that a request does not copy them.
+        self._get_headers = CIMultiDictProxy(CIMultiDict(base))
+        self._post_headers = CIMultiDictProxy(CIMultiDict({**base, "Content-Type": "application/json"}))
+        self._redactor = _redact.Redactor(key)
+        _redact.register(self._redactor)
         self._root = config.root  # a property that formats a string: once, not per request
-        self._requests = 0
-        self._retries = 0
-        self._throttled = 0
+        self._counters = _Counters()
+
+    def derive(self, config: ClientConfig) -> Transport:
+        """A transport with ``config``'s timeout, retries and ceiling, sharing this one's sender,
+        limiter, counters and hooks; closing it leaves them open.
+
+        ``config.max_rate`` becomes a ceiling of the derived transport's own requests, enforced
+        before they take their turn with the shared (adaptive) limiter.
+        """
+        derived = Transport.__new__(Transport)
+        derived.__dict__.update(self.__dict__)
+        derived._config = config
+        derived._closed = False
+        derived._parent = self
+        if config.max_rate is not None and config.max_rate != self._config.max_rate:
+            derived._ceiling = RateLimiter(
+                config.max_rate, fail_fast=self.limiter.fail_fast, sleep=pause
+            )
+        return derived
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._closed or (self._parent is not None and self._parent.closed)
+
+    @property
+    def has_hooks(self) -> bool:
+        """Whether anything listens to events (build costly details only when it does)."""
+        return bool(self.hooks)
+
+    def emit(self, event: HookEvent) -> None:
+        """Give an event to the client's hooks (a failing hook is logged, never raised)."""
+        if self.hooks:
+            self.hooks.emit(event)
+
+    def emit_chunk_acknowledged(self, details: ChunkAcknowledged) -> None:
+        """For the bulk engine: the server accepted one chunk of an upload."""
+        if self.hooks:
+            self.hooks.emit(details)
 
     def stats(self) -> ClientStats:
-        return ClientStats(self._requests, self._retries, self._throttled, self.limiter.rate)
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise ClientClosedError("this client is closed; create a new one")
-        loop = asyncio.get_running_loop()
-        if self._session is not None and self._loop is not None and loop is not self._loop:
-            # aiohttp would fail with a bare "Event loop is closed" or "attached to a different
-            # loop" RuntimeError, typically on a second asyncio.run() with the same client.
-            raise ClientClosedError(
-                "this client's connections belong to the event loop it was first used in"
-                f"{' (now closed)' if self._loop.is_closed() else ''}; an async client serves one "
-                "event loop: build it inside your async code, or use the blocking AudiencesClient"
-            )
-        if self._session is None:
-            self._loop = loop if self._owns_session else None
-            connector = aiohttp.TCPConnector(limit=self._config.max_connections)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=True
-            )
-            # aiohttp silently resends a GET once when a kept-alive connection breaks. Retries
-            # belong to the policy (bounded, paced, counted in stats, logged): turn that off, as
-            # aiohttp's own test client does. Harmless if a later aiohttp drops the attribute.
-            if hasattr(self._session, "_retry_connection"):
-                self._session._retry_connection = False
-        return self._session
+        counters = self._counters
+        return ClientStats(counters.requests, counters.retries, counters.throttled, self.limiter.rate)
 
     async def aclose(self) -> None:
-        """Close the session if this transport made it; a caller's session stays open."""
+        """Close the sender; a derived transport leaves what it shares (sender, limiter) open."""
         self._closed = True
-        self.limiter.close()  # requests waiting for their turn end now, with ClientClosedError
-        session, self._session = self._session, None
-        if session is not None and self._owns_session:
-            await session.close()
+        if self._ceiling is not None:
+            self._ceiling.close()  # its own requests waiting for their turn end now
+        if self._parent is not None:
+            return
+        self.limiter.close()  # every request waiting for its turn ends now, with ClientClosedError
+        await self.sender.aclose()
+
+    # -- the policy loop ------------------------------------------------------------------
 
     async def request(
         self,
@@ -189,140 +287,227 @@ class Transport:
         body: bytes | None = None,
         params: Mapping[str, str] | None = None,
         trace: RequestTrace | None = None,
+        audience: str | None = None,
     ) -> tuple[int, bytes]:
         """Send one logical request, retrying as the policy says; return ``(status, body)``.
 
-        Raises the :class:`APIError` subclass for an error status, :class:`TransportError` when
-        no answer came after the last try.
+        ``audience``, when given, is the audience hooks are told the request is about (by
+        default: the ``name`` of ``params`` or of the body). Raises the :class:`APIError`
+        subclass for an error status, :class:`TransportError` when no answer came after the
+        last try, :class:`ClientClosedError` once the client is closed.
         """
-        session = self._get_session()
-        policy = self._config.retry
-        limiter = self.limiter
-        url = self._root + route
-        headers = self._post_headers if body is not None else self._get_headers
-        trace = trace if trace is not None else RequestTrace()
-        waits = None
-        debug = logger.isEnabledFor(logging.DEBUG)
+        exchange = self._prepare(method, route, body, params, trace, audience)
         while True:
-            sent_at = await limiter.acquire()
-            # aclose() (or the caller closing its own session) may have happened while this
-            # request waited for its turn or its back-off: say so, rather than aiohttp's
-            # bare RuntimeError.
-            if self._closed or session.closed:
-                raise ClientClosedError(
-                    "this client was closed while the request was in progress"
-                    if self._closed else "the aiohttp session given as session= is closed"
-                )
-            trace.attempts += 1
-            self._requests += 1
-            attempt_sent = time.time()
-            try:
-                async with session.request(
-                    method, url, data=_payload(body), params=params, headers=headers,
-                    allow_redirects=False, timeout=self._timeout,
-                ) as response:
-                    length = response.content_length
-                    if length is not None and length <= MAX_RESPONSE_BYTES and (
-                        "Content-Encoding" not in response.headers
-                    ):
-                        # The common case, a small body of known size, without _read_capped's
-                        # extra coroutine on every request.
-                        payload, complete = await response.read(), True
-                    else:
-                        payload, complete = await _read_capped(response)
-                    status = response.status
-                    if not complete and 200 <= status < 300:
-                        raise UnexpectedResponseError(
-                            status, None, f"the answer is larger than {MAX_RESPONSE_BYTES} bytes; "
-                            "it was not read", method=method, route=route,
-                        )
-                    reason = response.reason
-                    response_headers = response.headers
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                if not isinstance(exc, _NOT_SENT):
-                    trace.uncertain = True
-                    if trace.uncertain_since is None:
-                        trace.uncertain_since = attempt_sent
-                what = _describe(exc)
-                if not policy.retry_connection_errors or not trace.may_retry(policy.max_retries):
-                    raise TransportError(method, route, what, attempts=trace.attempts) from exc
-                waits = waits or policy.waits()
-                wait = waits.next()
-                if debug:
-                    logger.debug("%s %s failed (%s), attempt %d; retrying in %.2fs",
-                                 method, route, what, trace.attempts, wait)
-                trace.retries += 1
-                self._retries += 1
-                await asyncio.sleep(wait)
-                continue
+            answer = await self._send_single(exchange)
+            wait = self.should_retry(exchange, answer)
+            if wait is None:
+                return self._conclude(exchange, answer)
+            await self.wait_before_retry(exchange, answer, wait)
 
-            if self._key_bytes in payload:
-                # A server or proxy echoing the key back must not put it into our error messages.
-                payload = payload.replace(self._key_bytes, b"<redacted>")
-            if debug:
-                logger.debug("%s %s -> %d (attempt %d)", method, route, status, trace.attempts)
-            if 200 <= status < 300:
-                limiter.on_success(response_headers)
-                trace.headers = response_headers
-                return status, payload
+    def _prepare(
+        self,
+        method: str,
+        route: str,
+        body: bytes | None,
+        params: Mapping[str, str] | None,
+        trace: RequestTrace | None,
+        audience: str | None,
+    ) -> _Exchange:
+        if self.closed:
+            raise ClientClosedError("this client is closed; create a new one")
+        url = self._root + route
+        if params:
+            url += "?" + urlencode(params, quote_via=quote, safe="")
+        request = HTTPRequest(
+            method, url, self._post_headers if body is not None else self._get_headers, body,
+            self._config.timeout,
+        )
+        exchange = _Exchange(method, route, request, trace if trace is not None else RequestTrace(),
+                             audience)
+        if self.hooks:
+            exchange.request_id = next(_REQUEST_IDS)
+            if audience is None:
+                found = _NAME_FIRST.match(body) if body is not None else None
+                exchange.audience = found.group(1).decode() if found else (params or {}).get("name")
+        return exchange
 
-            retry_after = parse_retry_after(response_headers) if status in (429, 503) else None
-            # A wait beyond max_retry_after is not honoured (the call fails at once): it must not
-            # pause the client's other requests either, or one odd header stalls them all.
-            honoured = retry_after if retry_after is None or retry_after <= policy.max_retry_after else None
-            if status == 429:
-                self._throttled += 1
-                limiter.on_throttle(sent_at, honoured, response_headers)
-            if (
-                policy.should_retry_status(status)
-                and not limiter.fail_fast
+    async def _send_single(self, exchange: _Exchange) -> _Answer | _NoAnswer:
+        """One attempt: wait for the turn, send, and read the answer with the key hidden."""
+        if self._ceiling is not None:
+            await self._ceiling.acquire()
+        exchange.sent_at = await self.limiter.acquire()
+        # aclose() may have happened while this request waited for its turn or its back-off:
+        # say so, rather than a failure from the sender.
+        if self.closed:
+            raise ClientClosedError("this client was closed while the request was in progress")
+        trace = exchange.trace
+        trace.attempts += 1
+        self._counters.requests += 1
+        hooks = self.hooks
+        if hooks:
+            exchange.started = time.perf_counter()
+            hooks.emit(RequestSent(request_id=exchange.request_id, method=exchange.method,
+                                   route=exchange.route, attempt=trace.attempts,
+                                   audience=exchange.audience))
+        exchange.attempt_sent = time.time()
+        try:
+            response = await self.sender.send(exchange.request)
+        except SendError as exc:
+            return self._no_answer(exchange, exc)
+        except BaseException as exc:
+            # Cancelled, or the sender broke: the attempt still ends, for hooks (a span must close).
+            if hooks:
+                hooks.emit(RequestFailed(
+                    request_id=exchange.request_id, method=exchange.method, route=exchange.route,
+                    attempt=trace.attempts, reason=type(exc).__name__,
+                    elapsed=time.perf_counter() - exchange.started, maybe_applied=True,
+                    audience=exchange.audience,
+                ))
+            raise
+        answer = self._read(exchange, response)
+        if hooks:
+            hooks.emit(AnswerReceived(
+                request_id=exchange.request_id, method=exchange.method, route=exchange.route,
+                attempt=trace.attempts, status=answer.status,
+                elapsed=time.perf_counter() - exchange.started, headers=answer.headers,
+                audience=exchange.audience,
+            ))
+        if answer.status == 429:
+            self._throttled(exchange, answer)
+        return answer
+
+    def _no_answer(self, exchange: _Exchange, error: SendError) -> _NoAnswer:
+        if error.maybe_sent:
+            trace = exchange.trace
+            trace.uncertain = True
+            if trace.uncertain_since is None:
+                trace.uncertain_since = exchange.attempt_sent
+        reason = _shorten(self._redactor.text(str(error.reason)))
+        if self.hooks:
+            self.hooks.emit(RequestFailed(
+                request_id=exchange.request_id, method=exchange.method, route=exchange.route,
+                attempt=exchange.trace.attempts, reason=reason,
+                elapsed=time.perf_counter() - exchange.started, maybe_applied=error.maybe_sent,
+                audience=exchange.audience,
+            ))
+        return _NoAnswer(error, reason)
+
+    def _read(self, exchange: _Exchange, response: HTTPResponse) -> _Answer:
+        """The answer with the key hidden from its body, headers and reason phrase."""
+        redactor = self._redactor
+        # A server or proxy echoing the key back (in any encoding) must not put it into our
+        # error messages, logs, models or hooks.
+        body = redactor.body(response.body)
+        headers = response.headers
+        # One look at all names and values at once: the common case is a few substring searches.
+        if redactor.shows_key("\n".join(itertools.chain(headers.keys(), headers.values()))):
+            headers = CIMultiDictProxy(CIMultiDict(
+                (redactor.text(name), redactor.text(value)) for name, value in headers.items()
+            ))
+        reason = response.reason
+        if reason:
+            reason = redactor.text(reason)
+        status = response.status
+        retry_after = parse_retry_after(headers) if status in (429, 503) else None
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s -> %d (attempt %d)", exchange.method, exchange.route, status,
+                         exchange.trace.attempts)
+        return _Answer(status, headers, body, reason, response.truncated, retry_after)
+
+    def _throttled(self, exchange: _Exchange, answer: _Answer) -> None:
+        policy = self._config.retry
+        retry_after = answer.retry_after
+        self._counters.throttled += 1
+        # A wait beyond max_retry_after is not honoured (the call fails at once): it must not
+        # pause the client's other requests either, or one odd header stalls them all.
+        honoured = retry_after if retry_after is None or retry_after <= policy.max_retry_after else None
+        self.limiter.on_throttle(exchange.sent_at, honoured, answer.headers)
+        if self.hooks:
+            self.hooks.emit(Throttled(
+                request_id=exchange.request_id, method=exchange.method, route=exchange.route,
+                attempt=exchange.trace.attempts, retry_after=retry_after, rate=self.limiter.rate,
+                audience=exchange.audience,
+            ))
+
+    def should_retry(self, exchange: _Exchange, answer: _Answer | _NoAnswer) -> float | None:
+        """The wait before another try, or ``None`` when this answer (or failure) is final.
+
+        A granted retry is counted against the request's budget, if it has one.
+        """
+        policy = self._config.retry
+        trace = exchange.trace
+        if isinstance(answer, _NoAnswer):
+            if not policy.retry_connection_errors or not trace.may_retry(policy.max_retries):
+                return None
+            retry_after = None
+        else:
+            retry_after = answer.retry_after
+            if not (
+                policy.should_retry_status(answer.status)
+                and not self.limiter.fail_fast
                 and (retry_after is None or retry_after <= policy.max_retry_after)
                 and trace.may_retry(policy.max_retries, retry_after)
             ):
-                waits = waits or policy.waits()
-                wait = waits.next(retry_after)
-                if debug:
-                    logger.debug("%s %s -> %d; retrying in %.2fs (attempt %d of %d)",
-                                 method, route, status, wait, trace.attempts + 1,
-                                 policy.max_retries + 1)
-                trace.retries += 1
-                self._retries += 1
-                await asyncio.sleep(wait)
-                continue
-            raise error_from_response(
-                status, payload, method=method, route=route, reason=reason,
-                retry_after=retry_after,
-            )
+                return None
+        if exchange.waits is None:
+            exchange.waits = policy.waits()
+        return exchange.waits.next(retry_after)
+
+    async def wait_before_retry(
+        self, exchange: _Exchange, answer: _Answer | _NoAnswer, wait: float
+    ) -> None:
+        """Log and count the retry, tell the hooks, and sleep ``wait`` (no time in test mode)."""
+        trace = exchange.trace
+        status = None if isinstance(answer, _NoAnswer) else answer.status
+        if logger.isEnabledFor(logging.DEBUG):
+            if status is None:
+                assert isinstance(answer, _NoAnswer)
+                logger.debug("%s %s failed (%s), attempt %d; retrying in %.2fs", exchange.method,
+                             exchange.route, answer.reason, trace.attempts, wait)
+            else:
+                logger.debug("%s %s -> %d; retrying in %.2fs (attempt %d of %d)", exchange.method,
+                             exchange.route, status, wait, trace.attempts + 1,
+                             self._config.retry.max_retries + 1)
+        trace.retries += 1
+        self._counters.retries += 1
+        if self.hooks:
+            self.hooks.emit(RetryScheduled(
+                request_id=exchange.request_id, method=exchange.method, route=exchange.route,
+                attempt=trace.attempts, wait=wait, status=status,
+                retry_after=None if isinstance(answer, _NoAnswer) else answer.retry_after,
+                audience=exchange.audience,
+            ))
+        await pause(wait)
+
+    def _conclude(self, exchange: _Exchange, answer: _Answer | _NoAnswer) -> tuple[int, bytes]:
+        """The final answer's ``(status, body)``, or the error it stands for."""
+        method, route = exchange.method, exchange.route
+        if isinstance(answer, _NoAnswer):
+            error = TransportError(method, route, answer.reason, attempts=exchange.trace.attempts)
+            # The underlying exception is kept as the cause, unless its text would show the key
+            # (aiohttp quotes a malformed header line, and the request's own headers in a repr).
+            cause = answer.error.__cause__ or answer.error
+            if self._redactor.exception_shows_key(cause):
+                raise error from None
+            raise error from cause
+        status = answer.status
+        if 200 <= status < 300:
+            if answer.truncated:
+                raise UnexpectedResponseError(
+                    status, None, f"the answer is larger than {len(answer.body)} bytes (the "
+                    "sender's cap); it was not read", method=method, route=route,
+                    headers=answer.headers,
+                )
+            self.limiter.on_success(answer.headers)
+            exchange.trace.headers = answer.headers
+            return status, answer.body
+        raise error_from_response(
+            status, answer.body, method=method, route=route, reason=answer.reason,
+            retry_after=answer.retry_after, headers=answer.headers, redact=self._redactor.text,
+        )
 
 
-def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
-    # aiohttp warns (an error under -W error) on raw bytes over 1 MiB, and writes a BytesIO in
-    # slices that let the loop breathe; a fresh one per attempt, since a send consumes it.
-    if body is not None and len(body) > _LARGE_BODY:
-        return io.BytesIO(body)
-    return body
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    text = " ".join(str(exc).split()) or type(exc).__name__
+def _shorten(text: str) -> str:
     if len(text) > _MAX_REASON_CHARS:
-        text = text[: _MAX_REASON_CHARS - 1] + "…"
-    return f"{type(exc).__name__}: {text}"
-
-
-async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-    """The body, up to ``MAX_RESPONSE_BYTES``; the flag is False when there was more."""
-    limit = MAX_RESPONSE_BYTES
-    length = response.content_length
-    if length is not None and length <= limit and "Content-Encoding" not in response.headers:
-        return await response.read(), True  # the common case: a small body of known size
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(65536):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], False
-    return b"".join(chunks), True
+        return text[: _MAX_REASON_CHARS - 1] + "…"
+    return text

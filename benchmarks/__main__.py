@@ -20,6 +20,7 @@ try:
         serialization,
         sources,
         sources_memory,
+        sync,
         upload,
     )
 except ImportError as error:  # httpx or requests: the contenders the SDK is compared with
@@ -29,7 +30,8 @@ from ._runner import Context, Result, machine, progress, render, render_machine,
 COMPARISONS: dict[str, ModuleType] = {
     module.KEY: module
     for module in (
-        creates, sequential, upload, serialization, memory, imports, sources, sources_memory, pacing
+        creates, sequential, upload, serialization, memory, imports, sources, sources_memory, sync,
+        pacing,
     )
 }
 

@@ -1,4 +1,4 @@
-"""9. Pacing: how close the SDK runs to a server's rate limit, and how few 429s it meets.
+"""10. Pacing: how close the SDK runs to a server's rate limit, and how few 429s it meets.
 
 The emulator's rate limit (a token bucket of ``R`` requests per second holding ``burst``) is the
 server; ``upload()`` (chunks of 10 IDs, so that the work per request is small and the limit is all
@@ -31,7 +31,7 @@ from batch_audiences import AsyncAudiencesClient
 from ._runner import API_KEY, PROJECT_KEY, ROOT, Check, Context, Result, Row, child_env, progress
 
 KEY = "pacing"
-TITLE = "9. Pacing at the server's rate limit (efficiency = share of the limit used)"
+TITLE = "10. Pacing at the server's rate limit (efficiency = share of the limit used)"
 AUDIENCE = "bench-pacing"
 IDS_PER_CHUNK = 10
 SECONDS = 6.0

@@ -9,34 +9,32 @@ Fixture names are a contract used by every test module:
 - ``fast_api``: like ``api`` with a high ``max_rate``, for tests that meet many 429s.
 - ``make_api(**client_kwargs)``: builds more such clients (same kind), all closed at teardown.
 - ``fast_retry``: the tiny-wait :class:`RetryPolicy` the clients above use.
-- ``wait_spy``: records each back-off wait computed, with the server's ``Retry-After``.
+- ``wait_spy``: records each back-off wait scheduled, with the server's ``Retry-After`` (a hook
+  that ``make_api`` hands to every client of a test that asks for it).
 - ``free_port``: a TCP port on 127.0.0.1 that nothing listens on.
 - ``clean_env``: the ``BATCH_*`` environment variables removed for the test.
+
+And one helper: ``serving(handler)``, a one-handler ``aiohttp.web`` server on loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import inspect
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 
-from batch_audiences import (
-    Accepted,
-    AsyncAudiencesClient,
-    Audience,
-    AudiencePage,
-    AudiencesClient,
-    BulkReport,
-    ClientStats,
-    RetryPolicy,
-    UploadReport,
-)
-from batch_audiences.testing import Emulator
+from batch_audiences import AsyncAudiencesClient, AudiencesClient, HookEvent, RetryPolicy, RetryScheduled
+from batch_audiences.testing import Emulator, is_testing, set_testing
 
 from ._postgres import postgresql_url as postgresql_url
+from .typing._twins import public_members, twin_name
 
 T = TypeVar("T")
 
@@ -54,8 +52,11 @@ def fast_retry_policy(max_retries: int = MAX_RETRIES) -> RetryPolicy:
 class SyncAdapter:
     """An :class:`AudiencesClient` behind the awaitable interface of :class:`AsyncAudiencesClient`.
 
-    Each blocking call runs in a worker thread (``asyncio.to_thread``), so the emulator, which
-    serves on the test's own loop, keeps answering while the call waits.
+    Its methods are derived from the async client's public members (the pairing rule of
+    ``tests/typing/_twins.py``), not restated: each coroutine method runs its blocking twin in
+    a worker thread (``asyncio.to_thread``), so the emulator, which serves on the test's own
+    loop, keeps answering while the call waits; other methods call the twin at once (argument
+    errors raise at the call, as for the async client) and adapt what it returns.
     """
 
     def __init__(self, client: AudiencesClient) -> None:
@@ -63,62 +64,6 @@ class SyncAdapter:
 
     def __repr__(self) -> str:
         return repr(self.sync)
-
-    @property
-    def stats(self) -> ClientStats:
-        return self.sync.stats
-
-    @property
-    def closed(self) -> bool:
-        return self.sync.closed
-
-    @property
-    def config(self) -> Any:
-        return self.sync.config
-
-    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(function, *args, **kwargs)
-
-    async def create(self, *args: Any, **kwargs: Any) -> Accepted:
-        return await self._call(self.sync.create, *args, **kwargs)
-
-    async def update(self, *args: Any, **kwargs: Any) -> Accepted:
-        return await self._call(self.sync.update, *args, **kwargs)
-
-    async def replace(self, *args: Any, **kwargs: Any) -> Accepted:
-        return await self._call(self.sync.replace, *args, **kwargs)
-
-    async def remove(self, *args: Any, **kwargs: Any) -> Accepted:
-        return await self._call(self.sync.remove, *args, **kwargs)
-
-    async def view(self, *args: Any, **kwargs: Any) -> Audience:
-        return await self._call(self.sync.view, *args, **kwargs)
-
-    async def list(self, *args: Any, **kwargs: Any) -> AudiencePage:
-        return await self._call(self.sync.list, *args, **kwargs)
-
-    async def wait_until_applied(self, *args: Any, **kwargs: Any) -> Audience:
-        return await self._call(self.sync.wait_until_applied, *args, **kwargs)
-
-    async def upload(self, *args: Any, **kwargs: Any) -> UploadReport:
-        return await self._call(self.sync.upload, *args, **kwargs)
-
-    async def create_many(self, *args: Any, **kwargs: Any) -> BulkReport:
-        return await self._call(self.sync.create_many, *args, **kwargs)
-
-    def iter_audiences(self, **kwargs: Any) -> AsyncIterator[Audience]:
-        # Built here, in the caller's thread, so argument errors raise at the call as they do
-        # for the async client; pages are then fetched in a worker thread.
-        iterator = self.sync.iter_audiences(**kwargs)
-        return self._aiter(iterator)
-
-    async def _aiter(self, iterator: Iterator[Audience]) -> AsyncIterator[Audience]:
-        done = object()
-        while True:
-            item = await asyncio.to_thread(next, iterator, done)
-            if item is done:
-                return
-            yield item  # type: ignore[misc]
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.sync.close)
@@ -128,6 +73,58 @@ class SyncAdapter:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _in_a_thread(member: Callable[..., Any]) -> Callable[..., Any]:
+    name = twin_name(member.__name__)
+
+    @functools.wraps(member)
+    async def call(self: SyncAdapter, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(getattr(self.sync, name), *args, **kwargs)
+
+    return call
+
+
+def _at_once(member: Callable[..., Any]) -> Callable[..., Any]:
+    name = twin_name(member.__name__)
+
+    @functools.wraps(member)
+    def call(self: SyncAdapter, *args: Any, **kwargs: Any) -> Any:
+        return _adapted(getattr(self.sync, name)(*args, **kwargs))
+
+    return call
+
+
+def _adapted(result: Any) -> Any:
+    if isinstance(result, AudiencesClient):
+        return SyncAdapter(result)
+    if isinstance(result, Iterator):
+        return _pages_in_a_thread(result)
+    return result
+
+
+async def _pages_in_a_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, iterator, done)
+        if item is done:
+            return
+        yield item  # type: ignore[misc]
+
+
+def _forwarded(name: str) -> property:
+    return property(lambda self: getattr(self.sync, name))
+
+
+for _name, _member in public_members(AsyncAudiencesClient).items():
+    if _name in vars(SyncAdapter):
+        continue
+    if isinstance(_member, property):
+        setattr(SyncAdapter, _name, _forwarded(_name))
+    elif inspect.iscoroutinefunction(_member):
+        setattr(SyncAdapter, _name, _in_a_thread(_member))
+    else:
+        setattr(SyncAdapter, _name, _at_once(_member))
 
 
 #: What the ``api`` fixture yields: either client, awaited the same way.
@@ -155,14 +152,15 @@ def fast_retry() -> RetryPolicy:
 
 @pytest.fixture
 async def make_api(
-    emulator: Emulator, client_kind: str
+    emulator: Emulator, client_kind: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
     """A factory of clients of ``emulator`` in the current kind; every one is closed at teardown.
 
     Keyword arguments go to the client constructor and override the defaults (the emulator's
-    credentials and URL, a fast retry policy).
+    credentials and URL, a fast retry policy, and the ``wait_spy`` hook when the test uses it).
     """
     made: list[Api] = []
+    spy = request.getfixturevalue("wait_spy") if "wait_spy" in request.fixturenames else None
 
     async def make(**kwargs: Any) -> Api:
         settings: dict[str, Any] = {
@@ -173,6 +171,8 @@ async def make_api(
         }
         if "retry" not in kwargs and "max_retries" not in kwargs:
             settings["retry"] = fast_retry_policy()
+        if spy is not None:
+            settings["hooks"] = [spy]
         settings.update(kwargs)
         client: Api
         if client_kind == "async":
@@ -207,7 +207,7 @@ async def fast_api(make_api: Callable[..., Awaitable[Api]]) -> Api:
 
 
 class WaitSpy:
-    """Records every back-off wait the retry policy computes: ``(retry_after, wait)`` pairs.
+    """A hook recording every retry the clients schedule: ``(retry_after, wait)`` pairs.
 
     The server's ``Retry-After`` reaches the policy as ``retry_after``; checking it here tests
     the parsing and the minimum wait without timing anything.
@@ -215,6 +215,10 @@ class WaitSpy:
 
     def __init__(self) -> None:
         self.calls: list[tuple[float | None, float]] = []
+
+    def __call__(self, event: HookEvent) -> None:
+        if isinstance(event, RetryScheduled):
+            self.calls.append((event.retry_after, event.wait))
 
     @property
     def retry_afters(self) -> list[float | None]:
@@ -226,20 +230,18 @@ class WaitSpy:
 
 
 @pytest.fixture
-def wait_spy(monkeypatch: pytest.MonkeyPatch) -> WaitSpy:
-    """Spy on :meth:`RetryPolicy.waits` sequences for the test (clients in any thread)."""
-    from batch_audiences import _config
+def wait_spy() -> WaitSpy:
+    """The retries scheduled by the clients ``make_api`` builds for this test (any thread)."""
+    return WaitSpy()
 
-    spy = WaitSpy()
-    original = _config._Waits.next
 
-    def next_wait(self: Any, retry_after: float | None = None) -> float:
-        wait = original(self, retry_after)
-        spy.calls.append((retry_after, wait))
-        return wait
-
-    monkeypatch.setattr(_config._Waits, "next", next_wait)
-    return spy
+@pytest.fixture(autouse=True)
+def _test_mode_left_off() -> Iterator[None]:
+    """A test that turns the zero-wait test mode on must turn it off: later tests time real waits."""
+    yield
+    leaked = is_testing()
+    set_testing(False)
+    assert not leaked, "the test left batch_audiences.testing.set_testing(True) on"
 
 
 @pytest.fixture
@@ -256,3 +258,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for variable in ("BATCH_REST_API_KEY", "BATCH_PROJECT_KEY", "BATCH_API_BASE_URL"):
         monkeypatch.delenv(variable, raising=False)
     return monkeypatch
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """Serve ``handler`` for every method and path on 127.0.0.1 (a free port); yields the base
+    URL, and stops the server on exit."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

@@ -23,7 +23,7 @@ from batch_audiences import (
 )
 from batch_audiences.testing import Emulator, ScriptedResponse
 
-from .conftest import fast_retry_policy
+from .conftest import Api, fast_retry_policy
 
 
 @pytest.fixture
@@ -235,8 +235,9 @@ def test_errors_cross_the_thread_with_their_type(threaded_emulator: Emulator) ->
         assert info.value.status == 404
 
 
-def test_no_finalizer() -> None:
-    # Nothing may be scheduled from __del__: close() is the one way to stop the thread.
+def test_no_del_method() -> None:
+    # A __del__ would run on whichever thread drops the client, possibly with the interpreter
+    # half torn down; a dropped client is closed by a weakref.finalize instead (test_lifecycle).
     assert "__del__" not in vars(AudiencesClient)
 
 
@@ -249,3 +250,95 @@ def test_sync_state_after_wait(threaded_emulator: Emulator) -> None:
         threaded_emulator.settle()
         audience = client.wait_until_applied("vip", token, poll_interval=0.01)
         assert audience.indexing_state is IndexingState.APPLIED
+
+
+def test_a_loop_thread_stopped_from_its_own_thread_winds_down_without_waiting_for_itself() -> None:
+    # What a finalizer does when the collector happens to run on the loop's own thread: it
+    # cannot wait there for the loop to finish, so it only asks, and the loop ends by itself.
+    from batch_audiences._blocking import LoopThread
+
+    before = set(threading.enumerate())
+    loop = LoopThread("batch-audiences-loop")
+    finished: list[str] = []
+
+    async def final() -> None:
+        finished.append("final")
+
+    async def stop_from_inside() -> None:
+        assert loop.stop(final)
+        await asyncio.sleep(3600)  # cancelled by the wind-down
+
+    with pytest.raises(ClientClosedError):
+        loop.run(stop_from_inside())
+    loop.join(20)
+    assert finished == ["final"]
+    assert set(threading.enumerate()) <= before
+    assert not loop.stop(final)  # already stopped: nothing scheduled on a closed loop
+
+
+# -- with_options -------------------------------------------------------------------------------
+
+
+def test_with_options_shares_the_loop_thread_and_the_connections(threaded_emulator: Emulator) -> None:
+    threaded_emulator.add_audience("vip")
+    with make_client(threaded_emulator) as client:
+        client.view("vip")
+        patient = client.with_options(timeout=120.0, max_retries=1)
+        assert isinstance(patient, AudiencesClient)
+        assert len(loop_threads()) == 1
+        assert patient.config.timeout == 120.0
+        assert client.config.timeout != 120.0
+        assert patient.view("vip").name == "vip"
+        assert client.stats.requests == patient.stats.requests == 2  # one set of counters
+
+
+def test_closing_a_derived_client_leaves_its_parent_open(threaded_emulator: Emulator) -> None:
+    threaded_emulator.add_audience("vip")
+    with make_client(threaded_emulator) as client:
+        derived = client.with_options(timeout=60.0)
+        derived.view("vip")
+        derived.close()
+        derived.close()
+        assert derived.closed
+        assert not client.closed
+        with pytest.raises(ClientClosedError):
+            derived.view("vip")
+        assert client.view("vip").name == "vip"
+        assert len(loop_threads()) == 1
+
+
+def test_closing_the_parent_closes_its_derived_clients(threaded_emulator: Emulator) -> None:
+    threaded_emulator.add_audience("vip")
+    client = make_client(threaded_emulator)
+    derived = client.with_options(max_rate=50.0)
+    client.close()
+    assert derived.closed
+    with pytest.raises(ClientClosedError):
+        derived.view("vip")
+    derived.close()  # nothing left to close, and no error
+    assert not loop_threads()
+
+
+def test_a_derived_client_keeps_its_dropped_parent_alive(threaded_emulator: Emulator) -> None:
+    threaded_emulator.add_audience("vip")
+    derived = make_client(threaded_emulator).with_options(timeout=60.0)
+    gc.collect()  # the parent is referenced by nothing but the derived client
+    assert derived.view("vip").name == "vip"
+    (thread,) = loop_threads()
+    del derived
+    gc.collect()
+    thread.join(20)
+    assert not thread.is_alive()
+
+
+async def test_with_options_the_same_way_on_both_clients(api: Api, emulator: Emulator) -> None:
+    # Through the test suite's adapter too, which derives its methods as the facade does.
+    emulator.add_audience("vip")
+    derived = api.with_options(timeout=60.0)
+    assert type(derived) is type(api)
+    assert derived.config.timeout == 60.0
+    assert (await derived.view("vip")).name == "vip"
+    await derived.aclose()
+    assert derived.closed
+    assert not api.closed
+    assert (await api.view("vip")).name == "vip"

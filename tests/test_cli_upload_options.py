@@ -9,12 +9,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from batch_audiences.testing import Emulator
+from batch_audiences._cli import main
+from batch_audiences.testing import Emulator, ScriptedResponse
 from tests.test_cli import SECRET_KEY, cli_at
 
 
@@ -317,3 +319,53 @@ def test_rejects_a_row_that_does_not_fit_after_another_bad_row(emu: Emulator, tm
     written = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert [row["line"] for row in written] == [2, 4]
     assert written[1]["row"] == {"id": "b", "action": "remove"}
+
+
+# -- --late-write-grace ------------------------------------------------------------------------
+
+
+def test_late_write_grace_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["upload", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--late-write-grace S" in text
+    assert "(default: 5.0;" in text.split("--late-write-grace S")[-1]
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf", "soon"])
+def test_a_bad_late_write_grace_is_a_usage_error(emu: Emulator, tmp_path: Path, bad: str) -> None:
+    emu.add_audience("vip")
+    (tmp_path / "ids.txt").write_text("a\n")
+    run = cli_at(emu, "upload", "vip", str(tmp_path / "ids.txt"), f"--late-write-grace={bad}")
+    assert run.code == 2
+    assert "--late-write-grace" in run.err
+    assert "0 or more" in run.err or "expected a number" in run.err
+    assert emu.requests == []
+
+
+def wait_quiet(emulator: Emulator, timeout: float = 10.0) -> None:
+    """Until no request is held by the emulator (a held write has been applied, late)."""
+    deadline = time.monotonic() + timeout
+    while any(r.outcome == "in_flight" for r in emulator.requests):
+        assert time.monotonic() < deadline, "a request is still in flight"
+        time.sleep(0.02)
+    emulator.settle()
+
+
+@pytest.mark.parametrize(("grace", "member_left"), [("0", True), ("4", False)])
+def test_late_write_grace_reaches_the_engine(
+    emu: Emulator, tmp_path: Path, grace: str, member_left: bool
+) -> None:
+    # The first try of "add u" times out and is applied 3 s later, after the retry was answered.
+    # With no grace the "remove u" that follows goes out at once and the late add lands after it:
+    # u is back. With a grace longer than the hold, the upload waits it out: u stays removed.
+    emu.add_audience("vip")
+    emu.script(ScriptedResponse(action="hold", delay=3.0, route="update"))
+    (tmp_path / "ids.ndjson").write_text('{"id": "u", "action": "add"}\n{"id": "u", "action": "remove"}\n')
+    run = cli_at(
+        emu, "--http-timeout", "0.3", "upload", "vip", str(tmp_path / "ids.ndjson"), "--mode", "update",
+        "--chunk-size", "1", "--concurrency", "1", "--wait", "--late-write-grace", grace,
+    )
+    assert run.code == 0, run.err
+    wait_quiet(emu)
+    assert [r.outcome for r in emu.requests].count("held") == 1
+    assert ("u" in emu.members("vip")) is member_left

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from batch_audiences import (
     AsyncAudiencesClient,
@@ -265,10 +267,31 @@ def test_waits_grow_are_capped_and_honour_retry_after() -> None:
 
 
 async def test_max_connections_bounds_the_pool() -> None:
-    async with AsyncAudiencesClient(KEY, PROJECT, max_connections=3) as client:
-        session = client._transport._get_session()  # the pool is private; its size is the contract
-        assert session.connector is not None
-        assert session.connector.limit == 3
+    # Ten requests at once, answered only after a moment: no more than three are ever open.
+    in_flight = peak = 0
+
+    async def handle(request: web.Request) -> web.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)  # holds the connection; nothing is timed
+        in_flight -= 1
+        return web.json_response({"name": "vip", "nb_ids": 0})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with AsyncAudiencesClient(
+            KEY, PROJECT, max_connections=3, base_url=f"http://127.0.0.1:{runner.addresses[0][1]}"
+        ) as client:
+            await asyncio.gather(*(client.view("vip") for _ in range(10)))
+    finally:
+        await runner.cleanup()
+    assert peak == 3
 
 
 # -- the secret ------------------------------------------------------------------------------

@@ -24,9 +24,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import batch_audiences._transport as transport_module
 from batch_audiences import (
     Accepted,
+    AiohttpSender,
     APIError,
     AsyncAudiencesClient,
     Audience,
@@ -46,6 +46,7 @@ from batch_audiences._transport import parse_retry_after
 from batch_audiences.testing import Emulator, ScriptedResponse
 
 from ._compat import async_timeout
+from .conftest import serving
 from .test_careless_callers import no_asyncio_errors  # noqa: F401  (autouse: asyncio logged no error)
 
 T = TypeVar("T")
@@ -269,17 +270,8 @@ async def hostile() -> AsyncIterator[HostileServer]:
         answer = server.answer
         return web.Response(status=answer.status, body=answer.body or None, headers=answer.headers)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serving(handle) as server.url:
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def client_for(url: str, **kwargs: Any) -> AsyncAudiencesClient:
@@ -363,10 +355,9 @@ async def test_a_huge_retry_after_fails_that_call_and_does_not_stall_the_client(
             assert audience.nb_ids == 1
 
 
-async def test_an_endless_body_is_cut_off_with_an_sdk_error(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_endless_body_is_cut_off_with_an_sdk_error() -> None:
     # A broken proxy streams for ever: the client must stop reading at its cap, not fill memory
-    # until the request times out.
-    monkeypatch.setattr(transport_module, "MAX_RESPONSE_BYTES", 1 << 20)
+    # until the request times out. The cap is the sender's option, here 1 MiB.
     sent = 0
 
     async def endless(request: web.Request) -> web.StreamResponse:
@@ -382,23 +373,16 @@ async def test_an_endless_body_is_cut_off_with_an_sdk_error(monkeypatch: pytest.
             pass
         return response
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", endless)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
+    async with serving(endless) as url:
         async with (
-            client_for(f"http://127.0.0.1:{runner.addresses[0][1]}", timeout=30.0) as client,
+            client_for(url, timeout=30.0, sender=AiohttpSender(max_response_bytes=1 << 20)) as client,
             async_timeout(20),
         ):
             with pytest.raises(UnexpectedResponseError, match="bytes") as raised:
                 await client.view("vip")
         check_error(raised.value)
+        assert "1048576 bytes" in str(raised.value)  # the sender's cap, not the default
         assert sent < 32 << 20, f"the client read {sent} bytes of an endless answer"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("status", [200, 502])

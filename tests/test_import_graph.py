@@ -1,5 +1,6 @@
-"""The package's shape, checked from its source: no import cycle, the library never imports the
-CLI, and only the operations layer names a route of the API."""
+"""The package's shape, checked from its source: no import cycle, nothing below the command line
+imports it (a lazy import inside a function counts as much as one at the top), and only the
+operations layer names a route of the API."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ LIBRARY = sorted(
     if not {"_cli", "testing", "__main__.py"} & set(path.relative_to(PACKAGE).parts)
 )
 OPERATIONS = PACKAGE / "_api.py"
+CLI = "batch_audiences._cli"
 
 
 def module_name(path: Path) -> str:
@@ -25,12 +27,13 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path, *, type_checking: bool = True) -> set[str]:
+def imports_of(path: Path, *, type_checking: bool = True, name: str | None = None) -> set[str]:
     """The package modules ``path`` imports, at module level or in functions; ``TYPE_CHECKING``
     imports too unless ``type_checking`` is false (they never run, but a circle of them is still
-    two modules that cannot be read apart)."""
+    two modules that cannot be read apart). ``name``: the module ``path`` is read as (default: its
+    name in the package), for a probe file outside it."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    this = module_name(path)
+    this = module_name(path) if name is None else name
     package = this if path.name == "__init__.py" else this.rpartition(".")[0]
     found: set[str] = set()
     skipped: set[int] = set()
@@ -115,13 +118,17 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles_in({"a": {"b"}, "b": set()}) == []
 
 
-def test_the_library_never_imports_the_cli() -> None:
+def test_nothing_below_the_cli_imports_it() -> None:
+    # The library and the emulator alike; only the console script's entry point may.
+    below = [
+        path for path in PACKAGE.rglob("*.py")
+        if "_cli" not in path.relative_to(PACKAGE).parts and path != PACKAGE / "__main__.py"
+    ]
     offenders = {
         module_name(path): sorted(
-            target for target in imports_of(path)
-            if target == "batch_audiences._cli" or target.startswith("batch_audiences._cli.")
+            target for target in imports_of(path) if target == CLI or target.startswith(CLI + ".")
         )
-        for path in LIBRARY
+        for path in sorted(below)
     }
     offenders = {module: targets for module, targets in offenders.items() if targets}
     assert offenders == {}
@@ -135,6 +142,13 @@ def test_only_the_operations_layer_names_a_route() -> None:
     ]
     assert named == []
     assert route.search(OPERATIONS.read_text(encoding="utf-8"))
+
+
+def test_the_import_reader_sees_relative_and_lazy_imports(tmp_path: Path) -> None:
+    # The check must be able to fail: 0.1's library-side demo imported the CLI's console this way.
+    probe = tmp_path / "_demo.py"
+    probe.write_text("from ._cli._output import Console\n\ndef f():\n    from . import _cli\n")
+    assert {CLI + "._output", CLI} <= imports_of(probe, name="batch_audiences._demo")
 
 
 def test_the_import_reader_sees_relative_and_type_checking_imports() -> None:

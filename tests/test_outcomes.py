@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from batch_audiences import (
     Accepted,
     AudienceExistsError,
     BadRequestError,
     Confirmation,
+    IdAction,
     NotFoundError,
     ServerError,
     UncertainOutcomeError,
 )
 from batch_audiences.testing import Emulator, ScriptedResponse
 
-from .conftest import Api
+from .conftest import Api, serving
 
 INTERNAL = {"error_code": "INTERNAL_ERROR", "error_message": "something broke"}
 AN_HOUR_AGO = datetime.now(timezone.utc) - timedelta(hours=1)
@@ -109,17 +113,29 @@ async def test_server_error_after_a_try_that_never_landed_is_raised(api: Api, em
     assert emulator.audience_names() == []
 
 
-@pytest.mark.parametrize("route", ["create", "remove"])
+@pytest.mark.parametrize("route", ["create", "remove", "update", "replace"])
 async def test_success_status_with_unreadable_body_means_the_write_happened(
     api: Api, emulator: Emulator, route: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     emulator.add_audience("vip")
-    page = ScriptedResponse(202, "<html>Accepted</html>", {"Content-Type": "text/html"}, route=route)
+    page = ScriptedResponse(
+        202, f"<html>Accepted for Bearer {emulator.api_key}</html>", {"Content-Type": "text/html"},
+        route=route,
+    )
     emulator.script(page)
-    with caplog.at_level(logging.WARNING, logger="batch_audiences"):
-        accepted = await (api.create("other") if route == "create" else api.remove("vip"))
+    calls = {
+        "create": lambda: api.create("other"),
+        "remove": lambda: api.remove("vip"),
+        "update": lambda: api.update("vip", [IdAction.add("u1")]),
+        "replace": lambda: api.replace("vip", ["u1"]),
+    }
+    with caplog.at_level(logging.DEBUG, logger="batch_audiences"):
+        accepted = await calls[route]()
     assert accepted == Accepted(None, confirmation=Confirmation.ANSWERED)
-    assert any("unreadable" in record.getMessage() for record in caplog.records)
+    assert accepted.status == 202
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("unreadable" in r.getMessage() and route in r.getMessage() for r in warnings)
+    assert not any(emulator.api_key in r.getMessage() for r in caplog.records)
 
 
 # -- false success: someone else's audience ----------------------------------------------------
@@ -232,3 +248,52 @@ async def test_remove_of_a_missing_audience_with_an_answer_raises(api: Api, emul
     with pytest.raises(NotFoundError):
         await api.remove("vip")
     assert trail(emulator) == [("remove", 404)]
+
+
+# -- an upload chunk acknowledged without a token ----------------------------------------------
+
+
+class GarblingProxy:
+    """A loopback proxy to the emulator that passes every request on (so each write is really
+    applied) and replaces the body of the first ``garble`` answers of ``route`` with HTML,
+    keeping their status."""
+
+    def __init__(self, emulator: Emulator, route: str, garble: int) -> None:
+        self.emulator, self.route, self.left = emulator, route, garble
+        self.garbled = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in {"host", "content-length"}}
+        async with aiohttp.ClientSession() as session, session.request(
+            request.method, self.emulator.base_url + request.path_qs,
+            data=await request.read(), headers=headers,
+        ) as answer:
+            body, status = await answer.read(), answer.status
+        if request.path.endswith("/" + self.route) and 200 <= status < 300 and self.left > 0:
+            self.left -= 1
+            self.garbled += 1
+            return web.Response(status=status, text="<html>Accepted</html>", content_type="text/html")
+        return web.Response(status=status, body=body, content_type=answer.content_type)
+
+
+
+async def test_an_upload_chunk_acknowledged_without_a_token_is_confirmed_by_the_last_write(
+    make_api: Any, emulator: Emulator
+) -> None:
+    emulator.add_audience("aud")
+    proxy = GarblingProxy(emulator, "update", garble=1)
+    async with serving(proxy.handle) as base_url:
+        api = await make_api(base_url=base_url)
+        items = [IdAction.add("u"), IdAction.remove("u"), IdAction.add("v")]
+        report = await api.upload("aud", items, mode="update", chunk_size=1, concurrency=1, wait=True)
+    assert proxy.garbled == 1
+    assert report.ok, report.summary()
+    assert report.applied is True
+    assert report.chunks_acknowledged == 3
+    assert report.indexing_tokens == ()
+    emulator.settle()
+    assert set(emulator.members("aud")) == {"v"}
+    # the chunk after the token-less one (same ID) waited for a view of the audience's last write
+    trail = [(r.route, r.query.get("indexing_token")) for r in emulator.requests]
+    first, second = [i for i, (route, _) in enumerate(trail) if route == "update"][:2]
+    assert ("view", None) in trail[first + 1:second]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from batch_audiences import ThrottledError
+from batch_audiences import AsyncAudiencesClient, ThrottledError
 from batch_audiences._pacing import RateLimiter, RetryBudget
 from batch_audiences.testing import Emulator
 
@@ -284,7 +284,8 @@ async def test_a_bulk_call_converges_under_a_server_limit_with_few_429s(
     # The limiter found the server's limit: its estimate is neither far below nor above it (the
     # pace itself moves around it by design: back up after a cut, then probing above).
     assert api.stats.rate is not None
-    limiter = (api.sync._async if hasattr(api, "sync") else api)._transport.limiter
+    client = api if isinstance(api, AsyncAudiencesClient) else api.sync._async  # the blocking twin's
+    limiter = client._transport.limiter
     estimate = limiter.estimate
     assert estimate is not None
     assert 0.4 * limit <= estimate <= 1.5 * limit, estimate

@@ -24,6 +24,7 @@ from aiohttp import web
 
 import batch_audiences
 from batch_audiences import (
+    AiohttpSender,
     APIError,
     AsyncAudiencesClient,
     AudiencesClient,
@@ -119,23 +120,6 @@ def test_no_setting_disables_verification(client_class: type[Any]) -> None:
     assert suspicious == {"allow_insecure_http"}
 
 
-@pytest.mark.parametrize("allow_insecure_http", [False, True])
-async def test_the_clients_session_verifies_certificates(allow_insecure_http: bool) -> None:
-    client = AsyncAudiencesClient(SECRET, "project_x", allow_insecure_http=allow_insecure_http)
-    try:
-        session = client._transport._get_session()
-        connector = session.connector
-        assert isinstance(connector, aiohttp.TCPConnector)
-        setting = connector._ssl  # aiohttp: True = verify with the default context
-        assert setting is True or (
-            isinstance(setting, ssl.SSLContext)
-            and setting.verify_mode == ssl.CERT_REQUIRED
-            and setting.check_hostname
-        ), setting
-    finally:
-        await client.aclose()
-
-
 @attrs.define
 class Hits:
     count: int = 0
@@ -200,6 +184,32 @@ async def test_an_untrusted_certificate_is_refused_before_anything_is_sent(
     ):
         assert (await client.view("vip")).nb_ids == 1
     assert hits.count == 1
+
+
+def _senders() -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    return [
+        ("default", dict),
+        ("allow_insecure_http", lambda: {"allow_insecure_http": True}),
+        ("own AiohttpSender", lambda: {"sender": AiohttpSender(max_response_bytes=1 << 20)}),
+        ("both", lambda: {"allow_insecure_http": True, "sender": AiohttpSender(max_connections=1)}),
+    ]
+
+
+@pytest.mark.parametrize("settings", [s for _, s in _senders()], ids=[n for n, _ in _senders()])
+async def test_every_way_of_building_a_client_verifies_certificates(
+    untrusted_https: tuple[str, Hits, Path], settings: Callable[[], dict[str, Any]]
+) -> None:
+    # Through the real TLS handshake with a loopback server whose certificate nobody trusts:
+    # allow_insecure_http (plain http only) and a sender built with options of its own change
+    # nothing about verification.
+    url, hits, _ = untrusted_https
+    async with AsyncAudiencesClient(
+        SECRET, "project_x", base_url=url, retry=NO_RETRY, timeout=5, **settings()
+    ) as client:
+        with pytest.raises(TransportError, match=r"(?i)certificate") as raised:
+            await client.create("vip")
+    assert SECRET not in str(raised.value)
+    assert hits.count == 0
 
 
 # -- plain http -----------------------------------------------------------------------------

@@ -106,10 +106,33 @@ async def test_one_pooled_session_per_client(api: Api, emulator: Emulator) -> No
     await asyncio.gather(*(api.view("vip") for _ in range(10)))
     await api.list()
     assert emulator.count(route="view", status=200) == 10
-    if isinstance(api, AsyncAudiencesClient):
-        session = api._transport._session
-        await api.view("vip")
-        assert api._transport._session is session
+
+
+async def test_requests_one_after_another_reuse_one_connection() -> None:
+    # A pooled session keeps its connection alive between requests: every request of a client
+    # used one at a time arrives from the same client port.
+    peers: list[object] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.json_response(VIEW_BODY)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with AsyncAudiencesClient(
+            KEY, PROJECT, base_url=f"http://127.0.0.1:{runner.addresses[0][1]}"
+        ) as client:
+            for _ in range(5):
+                await client.view("vip")
+    finally:
+        await runner.cleanup()
+    assert len(peers) == 5
+    assert len(set(peers)) == 1, peers
 
 
 # -- session life ----------------------------------------------------------------------------

@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from .._errors import BatchAudiencesError, ValidationError
 from .._pacing import RetryBudget
 from .._transport import RequestTrace
-from ._errors import DeadlineExceededError
+from ._errors import DeadlineExceededError, NotSentError
 from ._reports import ProgressEvent, ProgressKind
+
+if TYPE_CHECKING:
+    from .._api import Operations
 
 __all__ = [
     "BulkCall",
@@ -27,6 +30,8 @@ __all__ = [
     "is_int",
     "open_source",
 ]
+
+R = TypeVar("R")
 
 ProgressCallback = Callable[[ProgressEvent], object]
 #: An opened input: a plain iterator (read on the loop, synchronously) or an async one.
@@ -165,6 +170,7 @@ class BulkCall:
 
     def __init__(
         self,
+        ops: Operations,
         source: Source,
         *,
         concurrency: int,
@@ -172,6 +178,7 @@ class BulkCall:
         retry_budget: int | None,
         deadline: float | None,
     ) -> None:
+        self._ops = ops
         self._source = source
         self._async_source = hasattr(source, "__anext__")
         self._on_progress = on_progress
@@ -186,6 +193,8 @@ class BulkCall:
         self._input_exhausted = False
         self._stop_error: BatchAudiencesError | None = None
         self._stop_reason: str | None = None
+        # The first error of the progress callback, or of a task (a bug): raised at the end.
+        self._crash: BaseException | None = None
 
     def _elapsed(self) -> float:
         return self._loop.time() - self._started
@@ -199,6 +208,71 @@ class BulkCall:
     def _on_deadline(self) -> None:
         assert self._deadline is not None
         self._stop(DeadlineExceededError(self._deadline), f"the deadline of {self._deadline:g}s passed")
+
+    async def _read(self) -> None:
+        raise NotImplementedError
+
+    async def _read_input(self) -> BaseException | None:
+        """Read the whole input (:meth:`_read`). An error of the input itself stops the call and
+        is returned, to be raised once what was sent is finished."""
+        try:
+            await self._read()
+        except Exception as error:
+            self._stop(NotSentError(f"reading the input failed: {error}"), "the input failed")
+            return error
+        return None
+
+    @staticmethod
+    async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:
+        """Cancel the tasks not done yet, and wait until they have ended."""
+        pending = [task for task in tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _finish(self, report: R) -> R:
+        """Hand back ``report`` after the ``finished`` event, unless the call crashed (before or
+        in that event)."""
+        self._raise_crash()
+        self._publish("finished")
+        self._raise_crash()
+        return report
+
+    def _publish(
+        self,
+        kind: ProgressKind,
+        *,
+        chunk_index: int | None = None,
+        chunk_start: int | None = None,
+        chunk_count: int | None = None,
+        token: str | None = None,
+        error: BatchAudiencesError | None = None,
+    ) -> None:
+        """Hand the callback a progress event of the counts as they are now. A callback that
+        raises stops the call; its error is raised at the end (see :meth:`_raise_crash`)."""
+        callback = self._on_progress
+        if callback is None or self._crash is not None:
+            return
+        event = self._tally.event(
+            kind, rate=self._ops.limiter.rate, elapsed=self._elapsed(), chunk_index=chunk_index,
+            chunk_start=chunk_start, chunk_count=chunk_count, token=token, error=error,
+        )
+        try:
+            callback(event)
+        except Exception as exc:
+            self._crash = exc
+            self._stop(NotSentError(f"the progress callback raised {exc!r}"), "the progress callback raised")
+
+    def _keep_crash(self, task: asyncio.Task[None]) -> None:
+        """A finished task's error: its own errors are handled inside, so any is a bug, raised at
+        the end."""
+        if not task.cancelled() and task.exception() is not None and self._crash is None:
+            self._crash = task.exception()
+
+    def _raise_crash(self) -> None:
+        if self._crash is not None:
+            raise self._crash
 
     def _stop(self, error: BatchAudiencesError, reason: str) -> None:
         if self._stop_error is None:

@@ -36,7 +36,6 @@ from .._errors import (
 from .._models import CreateRequest, NewAudience
 from .._transport import RequestTrace
 from ._call import BulkCall, ProgressCallback, Source, check_call_limits, check_concurrency, open_source
-from ._errors import NotSentError
 from ._reports import (
     BulkReport,
     CreatedAudience,
@@ -101,14 +100,12 @@ class _CreateMany(BulkCall):
         deadline: float | None,
     ) -> None:
         super().__init__(
-            source, concurrency=concurrency, on_progress=on_progress, retry_budget=retry_budget,
+            ops, source, concurrency=concurrency, on_progress=on_progress, retry_budget=retry_budget,
             deadline=deadline,
         )
-        self._ops = ops
         self._skip_existing = if_exists == "skip"
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: dict[str, int] = {}
-        self._crash: BaseException | None = None
         self._succeeded: list[CreatedAudience] = []
         self._skipped: list[SkippedAudience] = []
         self._uncertain: list[UncertainAudience] = []
@@ -116,28 +113,18 @@ class _CreateMany(BulkCall):
 
     async def run(self) -> BulkReport:
         timer = self._start_deadline_timer()
-        input_error: BaseException | None = None
         try:
-            try:
-                await self._read()
-            except Exception as error:  # the input itself failed: finish what was sent, re-raise
-                input_error = error
-                self._stop(NotSentError(f"reading the input failed: {error}"), "the input failed")
+            input_error = await self._read_input()
             while self._tasks:
                 await asyncio.wait(list(self._tasks))
         finally:
             if timer is not None:
                 timer.cancel()
-            pending = [task for task in self._tasks if not task.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            await self._cancel(self._tasks)
         if input_error is not None:
             raise input_error
-        if self._crash is not None:
-            raise self._crash
-        report = BulkReport(
+        self._raise_crash()
+        return self._finish(BulkReport(
             succeeded=tuple(sorted(self._succeeded, key=lambda item: item.position)),
             skipped=tuple(sorted(self._skipped, key=lambda item: item.position)),
             failed=tuple(sorted(self._failed, key=lambda item: item.position)),
@@ -148,11 +135,7 @@ class _CreateMany(BulkCall):
             stop_reason=self._stop_reason,
             elapsed=self._elapsed(),
             uncertain=tuple(sorted(self._uncertain, key=lambda item: item.position)),
-        )
-        self._emit("finished")
-        if self._crash is not None:
-            raise self._crash
-        return report
+        ))
 
     async def _next(self) -> tuple[bool, object]:
         if self._async_source:
@@ -209,8 +192,7 @@ class _CreateMany(BulkCall):
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and self._crash is None:
-            self._crash = task.exception()
+        self._keep_crash(task)
 
     async def _create(self, position: int, audience: NewAudience) -> None:
         trace = RequestTrace(budget=self._budget)
@@ -261,24 +243,10 @@ class _CreateMany(BulkCall):
         token: str | None = None,
         error: BatchAudiencesError | None = None,
     ) -> None:
-        callback = self._on_progress
-        if callback is None or self._crash is not None:
-            return
-        event = self._tally.event(
-            kind,
-            rate=self._ops.limiter.rate,
-            elapsed=self._elapsed(),
-            chunk_index=position,
-            chunk_start=position,
-            chunk_count=None if position is None else 1,
-            token=token,
-            error=error,
+        self._publish(
+            kind, chunk_index=position, chunk_start=position,
+            chunk_count=None if position is None else 1, token=token, error=error,
         )
-        try:
-            callback(event)
-        except Exception as exc:  # a broken callback stops the call; the error is raised at the end
-            self._crash = exc
-            self._stop(NotSentError(f"the progress callback raised {exc!r}"), "the progress callback raised")
 
 
 async def run_create_many(

@@ -160,10 +160,9 @@ class _Upload(BulkCall):
         late_write_grace: float,
     ) -> None:
         super().__init__(
-            source, concurrency=concurrency, on_progress=on_progress, retry_budget=retry_budget,
+            ops, source, concurrency=concurrency, on_progress=on_progress, retry_budget=retry_budget,
             deadline=deadline,
         )
-        self._ops = ops
         self._name = name
         self._mode: UploadMode = mode
         self._chunk_size = chunk_size
@@ -176,7 +175,6 @@ class _Upload(BulkCall):
             ops, name, self._budget, self._tally, self._confirmed, late_write_grace
         )
         self._tasks: dict[asyncio.Task[None], Chunk] = {}
-        self._callback_error: BaseException | None = None
         self._tokens: dict[int, str] = {}
         self._failed_chunks: list[FailedChunk] = []
         self._failed_items: list[FailedItem] = []
@@ -191,13 +189,7 @@ class _Upload(BulkCall):
                 # Chunks skipped were accepted by an earlier run, maybe not applied yet: let them
                 # land before anything that could touch the same IDs is sent.
                 await self._settle()
-            input_error: BaseException | None = None
-            if self._stop_error is None:
-                try:
-                    await self._read()
-                except Exception as error:  # the input itself failed: finish what was read, re-raise
-                    input_error = error
-                    self._stop(NotSentError(f"reading the input failed: {error}"), "the input failed")
+            input_error = await self._read_input() if self._stop_error is None else None
             while self._tasks:
                 await asyncio.wait(list(self._tasks))
             if input_error is not None:
@@ -208,24 +200,12 @@ class _Upload(BulkCall):
             if timer is not None:
                 timer.cancel()
             await self._cancel_all()
-        if self._callback_error is not None:
-            raise self._callback_error
-        report = self._report(applied)
-        self._emit("finished")
-        if self._callback_error is not None:
-            raise self._callback_error
-        return report
+        self._raise_crash()
+        return self._finish(self._report(applied))
 
     async def _cancel_all(self) -> None:
-        pending: list[asyncio.Task[Any]] = [task for task in self._tasks if not task.done()]
-        pending += [
-            chunk.confirm for chunk in self._chunks.values()
-            if chunk.confirm is not None and not chunk.confirm.done()
-        ]
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        confirms = [chunk.confirm for chunk in self._chunks.values() if chunk.confirm is not None]
+        await self._cancel([*self._tasks, *confirms])
 
     def _report(self, applied: bool | None) -> UploadReport:
         tally = self._tally
@@ -393,9 +373,7 @@ class _Upload(BulkCall):
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
-        # A chunk task handles every error of its own; anything else is a bug, raised at the end.
-        if not task.cancelled() and task.exception() is not None and self._callback_error is None:
-            self._callback_error = task.exception()
+        self._keep_crash(task)
 
     async def _run_chunk(self, chunk: Chunk, depends: set[int]) -> None:
         try:
@@ -467,6 +445,8 @@ class _Upload(BulkCall):
         tally.chunks_acknowledged += 1
         self._confirmations.acknowledged(chunk)
         self._emit("acknowledged", chunk)
+        if self._ops.has_hooks:
+            self._ops.chunk_acknowledged(self._name, chunk.route, chunk.index, chunk.count, chunk.token)
 
     def _fail(self, chunk: Chunk, error: BatchAudiencesError) -> None:
         chunk.error = error
@@ -516,24 +496,13 @@ class _Upload(BulkCall):
     def _emit(
         self, kind: ProgressKind, chunk: Chunk | None = None, error: BatchAudiencesError | None = None
     ) -> None:
-        callback = self._on_progress
-        if callback is None or self._callback_error is not None:
-            return
-        event = self._tally.event(
-            kind,
-            rate=self._ops.limiter.rate,
-            elapsed=self._elapsed(),
-            chunk_index=None if chunk is None else chunk.index,
-            chunk_start=None if chunk is None else chunk.start,
-            chunk_count=None if chunk is None else chunk.count,
-            token=None if chunk is None else chunk.token,
-            error=error,
-        )
-        try:
-            callback(event)
-        except Exception as exc:  # a broken callback stops the upload; the error is raised at the end
-            self._callback_error = exc
-            self._stop(NotSentError(f"the progress callback raised {exc!r}"), "the progress callback raised")
+        if chunk is None:
+            self._publish(kind, error=error)
+        else:
+            self._publish(
+                kind, chunk_index=chunk.index, chunk_start=chunk.start, chunk_count=chunk.count,
+                token=chunk.token, error=error,
+            )
 
 
 async def run_upload(

@@ -7,7 +7,10 @@ import codecs
 
 from ..sources import ATTRIBUTE_TYPES
 
-__all__ = ["attribute_spec", "non_negative_int", "positive_float", "positive_int", "text_encoding"]
+__all__ = [
+    "attribute_spec", "non_negative_float", "non_negative_int", "positive_float", "positive_int",
+    "text_encoding",
+]
 
 
 def _whole_number(text: str, minimum: int, rule: str) -> int:
@@ -25,15 +28,26 @@ def positive_int(text: str) -> int:
     return _whole_number(text, 1, "at least 1")
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
+def _finite_number(text: str, minimum: float, rule: str, *, inclusive: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    # written so that NaN fails too: no comparison with NaN is true
+    low_enough = value >= minimum if inclusive else value > minimum
+    if not low_enough or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    return _finite_number(text, 0.0, "a positive number", inclusive=False)
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    return _finite_number(text, 0.0, "a finite number, 0 or more", inclusive=True)
 
 
 def non_negative_int(text: str) -> int:

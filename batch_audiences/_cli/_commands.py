@@ -216,6 +216,7 @@ COMMANDS: dict[str, CommandFunc] = {
     "list": cmd_list,
     "wait": cmd_wait,
     "upload": _lazy("._upload", "cmd_upload"),
+    "sync": _lazy("._sync", "cmd_sync"),
     "create-many": _lazy("._bulk_commands", "cmd_create_many"),
     "demo": _lazy("._bulk_commands", "cmd_demo"),
     "emulator-dump": _lazy("._emulator_commands", "cmd_emulator_dump"),

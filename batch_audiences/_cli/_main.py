@@ -191,6 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_upload_arguments(p)
 
+    from ._sync import SYNC_EPILOG, add_sync_arguments
+
+    p = command(
+        "sync", "make an audience equal to a file, sending only what changed",
+        "Keep an audience equal to a CSV, NDJSON or text file (or '-' for stdin): compare it with "
+        "the snapshot of the last sync and send only removes, adds and changed IDs.",
+        api,
+        epilog=SYNC_EPILOG,
+    )
+    add_sync_arguments(p)
+
     p = command(
         "create-many", "create audiences from a manifest",
         "Create every audience of a manifest, concurrently: a CSV file with a header holding "

@@ -22,11 +22,11 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
-from .._bulk import ProgressEvent, UploadReport
+from .._bulk import LATE_WRITE_GRACE, ProgressEvent, UploadReport
 from .._client import AsyncAudiencesClient
 from .._errors import AudienceExistsError, AuthenticationError, BatchAudiencesError, NotFoundError
 from .._models import MAX_IDS_PER_REQUEST
-from ._argtypes import positive_float, positive_int, text_encoding
+from ._argtypes import non_negative_float, positive_float, positive_int, text_encoding
 from ._checkpoint import Checkpoint, fingerprint
 from ._commands import make_client, refused, resolved_base_url
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, CLIError
@@ -85,6 +85,11 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
                         "input's format")
     parser.add_argument("--max-bad-rows", type=positive_int, default=None, metavar="N",
                         help="stop (exit 1, checkpoint kept) once N bad rows are seen")
+    parser.add_argument("--late-write-grace", type=non_negative_float, default=LATE_WRITE_GRACE,
+                        metavar="S",
+                        help="a request that timed out may still be applied late: a chunk whose "
+                        "try was lost counts as applied, for the chunks after it, only S seconds "
+                        "after that try (default: %(default)s; 0 trusts that none lands late)")
 
 
 def _check_options(args: argparse.Namespace, fmt: str) -> None:
@@ -199,6 +204,7 @@ async def _upload(
             args.name, source.items(), mode=args.mode, chunk_size=chunk_size,
             concurrency=args.concurrency, wait=args.wait, on_progress=on_progress,
             skip_chunks=frozenset(checkpoint.accepted) if checkpoint is not None else (),
+            late_write_grace=args.late_write_grace,
         ))
 
         def stop_reading() -> None:

@@ -44,9 +44,15 @@ Example, on the running event loop::
 
 From blocking code, ``with Emulator() as emu:`` serves from a background thread. From a shell,
 ``python -m batch_audiences.testing --port 8080`` serves until Ctrl-C.
+
+For unit tests of code that uses a client, without a server: :class:`MockSender` answers every
+request from a function of yours, and :func:`set_testing` makes retry back-offs and rate-limiter
+pauses take no time (in tests against the emulator too).
 """
 
+from .._testmode import is_testing, set_testing
 from ._emulator import Emulator
+from ._mock import MockSender
 from ._models import ROUTES, EmulatedAudience, FaultPlan, RecordedRequest, ScriptedResponse
 
 __all__ = [
@@ -54,6 +60,9 @@ __all__ = [
     "EmulatedAudience",
     "Emulator",
     "FaultPlan",
+    "MockSender",
     "RecordedRequest",
     "ScriptedResponse",
+    "is_testing",
+    "set_testing",
 ]

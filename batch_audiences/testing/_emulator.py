@@ -62,6 +62,9 @@ class Emulator:
     (``"seconds"``), or not at all (``"off"``); ``rate_limit_headers`` adds ``X-RateLimit-*`` to
     every answer. :meth:`set_rate` changes the rate while serving.
 
+    Whether an add of an ID already present replaces its attribute set or merges into it is not
+    documented by Batch: ``attribute_merge="replace"`` (the default) or ``"merge"`` picks one.
+
     Use it with ``async with`` on the running loop, or with ``with`` from blocking code (it then
     serves from a background thread with its own loop):
 
@@ -94,8 +97,11 @@ class Emulator:
         faults: FaultPlan | None = None,
         latency: float | tuple[float, float] = 0.0,
         record_bodies: bool = True,
+        attribute_merge: str = "replace",
         taken_name: str = "explicit",
     ) -> None:
+        if attribute_merge not in ("replace", "merge"):
+            raise ValueError(f"attribute_merge must be 'replace' or 'merge', got {attribute_merge!r}")
         indexing_delay = _check_delay("indexing_delay", indexing_delay)
         replace_delay = (
             3 * indexing_delay
@@ -105,7 +111,7 @@ class Emulator:
         self._host = host
         self._port = port
         self._settings = ServerSettings(api_key, project_key, record_bodies)
-        self._store = AudienceStore(indexing_delay, replace_delay)
+        self._store = AudienceStore(indexing_delay, replace_delay, attribute_merge=attribute_merge)
         self._store.taken_name = _check_taken_name(taken_name)
         self._injector = FaultInjector(
             faults if faults is not None else FaultPlan(), rate_limit,

@@ -1,10 +1,16 @@
 """The aiohttp.web application: routing, fault handling, auth, then the API logic.
 
-Per request: route (404/405) -> apply due writes -> fault decision (scripts, rate limit, random)
--> added latency -> read the body -> scripted/fault answer or drop -> maybe hold -> auth (401)
--> validation (400) -> the store -> maybe drop after or answer slowly. Paths under
-``/_emulator/`` are the emulator's own inspection routes (:meth:`ApiServer._debug`), outside all
-of that.
+Per request: route (404, a wrong method included) -> apply due writes -> fault decision
+(scripts, rate limit, random) -> added latency -> read the body -> scripted/fault answer or
+drop -> maybe hold -> auth (401) -> validation (400) -> the store -> maybe drop after or answer
+slowly. Paths under ``/_emulator/`` are the emulator's own inspection routes
+(:meth:`ApiServer._debug`), outside all of that.
+
+Every answer has a status Batch documents (:data:`DOCUMENTED`): aiohttp's own refusals (a body
+too large, one it cannot decode, an ``Expect`` it does not know, an error escaping a handler) are
+turned into the API's JSON errors. A request aiohttp cannot parse as HTTP at all (a broken request
+line or header, a bad chunk size) never reaches the application: aiohttp answers it ``400`` with a
+text body. Scripted answers (:class:`ScriptedResponse`) are sent as scripted, whatever their status.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from ._errors import ApiError
 from ._faults import Decision, FaultInjector
@@ -37,8 +44,12 @@ from ._validation import (
     parse_view,
 )
 
-#: Large enough for 10,000 IDs with 15 attributes each; a bigger body gets a JSON 413.
+logger: Final = logging.getLogger("batch_audiences.testing")
+
+#: Large enough for 10,000 IDs with 15 attributes each; a bigger body gets a JSON 400.
 MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+#: The statuses Batch documents; the emulator answers no other (scripted answers aside).
+DOCUMENTED: Final = frozenset({200, 202, 400, 401, 404, 429, 500, 503})
 _PATH_RE: Final = re.compile(r"/\d+\.\d+/audiences/([A-Za-z_]+)")
 #: Where the emulator's own (non-API) inspection routes live.
 DEBUG_PREFIX: Final = "/_emulator/"
@@ -80,6 +91,48 @@ def _json_response(status: int, body: object, headers: dict[str, str] | None = N
     )
 
 
+def as_api_error(error: BaseException) -> ApiError:
+    """The documented answer for an error that escaped the API logic (aiohttp's or a bug's)."""
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, web.HTTPException):
+        if error.status in DOCUMENTED and error.status >= 400:
+            status = error.status
+        elif error.status == 405:
+            status = 404  # a route is a method and a path, as in ApiServer._handle
+        else:
+            status = 400 if 400 <= error.status < 500 else 500
+        code = "NOT_FOUND" if status == 404 else "INVALID_REQUEST" if status < 500 else "INTERNAL_ERROR"
+        return ApiError(status, code, error.text or error.reason)
+    if not isinstance(error, ConnectionError):  # a client gone is no news
+        # A bug of the emulator's: answered as Batch would, but logged with its traceback (as
+        # aiohttp would have), so it is not lost. (aiohttp would answer a timeout 504.)
+        logger.error("the emulator failed on a request", exc_info=error)
+    return ApiError(500, "INTERNAL_ERROR", f"the emulator failed: {type(error).__name__}")
+
+
+@web.middleware
+async def _documented_only(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn what aiohttp raises around the handler (its router's 404 for a path that is not one,
+    such as ``CONNECT host:443``) into the API's JSON error with a documented status."""
+    try:
+        return await handler(request)
+    except Exception as error:  # every error becomes a documented answer
+        api_error = as_api_error(error)
+        return _json_response(api_error.status, api_error.body())
+
+
+async def _expect(request: web.Request) -> None:
+    """``Expect: 100-continue`` as aiohttp does; any other expectation is ignored, not a 417
+    (a status Batch does not document)."""
+    if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # The interim answer is not the response's start: aiohttp counts output to know that.
+        request.writer.output_size = 0
+
+
 class ApiServer:
     """Serves the Audience API from an :class:`AudienceStore`."""
 
@@ -101,9 +154,9 @@ class ApiServer:
     def make_app(self) -> web.Application:
         """A fresh application; must be called on the loop that will serve it."""
         self._stopping = asyncio.Event()
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_documented_only])
         # One catch-all route, so unknown paths and wrong methods get the API's JSON errors.
-        app.router.add_route("*", "/{tail:.*}", self.handle)
+        app.router.add_route("*", "/{tail:.*}", self.handle, expect_handler=_expect)
         return app
 
     def begin_stop(self) -> None:
@@ -142,6 +195,8 @@ class ApiServer:
         result = _Result()
         try:
             return await self._handle(request, route, result)
+        except Exception as error:  # answered as a documented status, recorded
+            return self._error(result, as_api_error(error))
         finally:
             self._recorder.close(slot, status=result.status, outcome=result.outcome, body=result.body)
 
@@ -153,11 +208,11 @@ class ApiServer:
                 "/{version}/audiences/{create,update,replace,remove,view,list}",
             ))
         if request.method != _METHODS[route]:
-            response = self._error(result, ApiError(
-                405, "METHOD_NOT_ALLOWED", f"{route} takes {_METHODS[route]}, not {request.method}"
+            # A route is a method and a path: Batch documents no 405, so this is an unknown route.
+            return self._error(result, ApiError(
+                404, "NOT_FOUND",
+                f"no route {request.method} {request.path}; {route} takes {_METHODS[route]}",
             ))
-            response.headers["Allow"] = _METHODS[route]
-            return response
 
         self._store.apply_due()
         decision = self._injector.decide(route)
@@ -170,7 +225,11 @@ class ApiServer:
                 raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 return self._error(result, ApiError(
-                    413, "PAYLOAD_TOO_LARGE", f"the request body is over {MAX_BODY_BYTES} bytes"
+                    400, "PAYLOAD_TOO_LARGE", f"the request body is over {MAX_BODY_BYTES} bytes"
+                ))
+            except web.RequestPayloadError as error:  # e.g. a Content-Encoding it cannot decode
+                return self._error(result, ApiError(
+                    400, "INVALID_BODY", f"the request body cannot be read: {error}"
                 ))
             decoded = decode_json(raw)
             if self._settings.record_bodies and is_json(decoded):
@@ -306,4 +365,4 @@ class ApiServer:
         transport = request.transport
         if transport is not None:
             transport.abort()
-        return web.Response(status=204)
+        return web.Response(status=500)  # never sent: the connection is gone

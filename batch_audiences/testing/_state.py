@@ -91,8 +91,11 @@ class AudienceStore:
         indexing_delay: float,
         replace_indexing_delay: float,
         clock: Callable[[], float] = time.monotonic,
+        attribute_merge: str = "replace",
     ) -> None:
         self.indexing_delay = indexing_delay
+        # How an add of an ID already present treats its attributes; Batch does not document it.
+        self.attribute_merge = attribute_merge
         self.replace_indexing_delay = replace_indexing_delay
         self.taken_name = "explicit"  # a key of TAKEN_NAME_REPLIES
         self._clock = clock
@@ -131,9 +134,12 @@ class AudienceStore:
                 audience.last_replace_order = order
             elif payload is not None:  # update: in request order, so the last action per ID wins
                 members = audience.members
+                merge = self.attribute_merge == "merge"
                 for custom_id, attributes in payload:
                     if attributes is None:
                         members.pop(custom_id, None)
+                    elif merge and custom_id in members:
+                        members[custom_id] = {**members[custom_id], **attributes}
                     else:
                         members[custom_id] = attributes
             audience.updated = max(audience.updated, min(write.nominal_time, _utc_now()))

@@ -1,0 +1,199 @@
+"""Keeping the REST API key out of every text the SDK lets out.
+
+A server or proxy may echo the key back anywhere: in the reason phrase of its status line, in a
+header (even a malformed one, which the HTTP parser then quotes in its error), in an error body
+— raw, JSON-escaped (``\\u0073k_…``), percent-encoded, as HTML entities, or any mix of these,
+character by character. Replacing the raw bytes of the key misses all but the first form.
+
+:class:`Redactor` matches the key *as a reader would decode it*: one regular expression in which
+each character of the key may appear in any of those encodings, so the key is found whatever
+mix a server used, and the whole encoded run is replaced. It also takes out a long fragment of
+the key (a prefix or suffix of at least :data:`MIN_FRAGMENT` characters): an echo cut short by a
+server, a proxy or a length cap must not leak most of the key either. The key's own characters
+match in their own case; the hexadecimal digits of an escape, in either.
+
+Redaction happens at the boundary, where text leaves the SDK: the transport redacts an answer's
+body, headers and reason phrase before anything is built from them, and the text of exceptions
+and log lines once more after decoding. :func:`install_log_filter` puts a filter on the SDK's
+logger that redacts every record against every live client's key, as a last line of defence.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import weakref
+from collections.abc import Iterable
+from typing import Final
+
+__all__ = ["MIN_FRAGMENT", "REDACTED", "Redactor", "install_log_filter"]
+
+REDACTED: Final = "<redacted>"
+#: The shortest prefix or suffix of a key taken out on its own. ``Secret.masked`` shows the last
+#: four characters on purpose; a fragment this long is treated as the key itself.
+MIN_FRAGMENT: Final = 8
+# Keys shorter than this are only redacted whole: their fragments would match ordinary text.
+_FRAGMENTS_FROM: Final = 12
+
+
+def _hex(number: int, width: int = 0) -> str:
+    # Hexadecimal digits come in either case; the key's own characters do not.
+    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{number:0{width}x}")
+
+
+def _forms(char: str) -> list[str]:
+    """Every way ``char`` may be written in a text that was (partly) escaped, as regex parts."""
+    code = ord(char)
+    forms = [
+        re.escape(char),
+        "".join("%" + _hex(byte, 2) for byte in char.encode("utf-8")),  # percent-encoded
+        f"&#0*{code};",  # HTML decimal entity
+        f"&#[xX]0*{_hex(code)};",  # HTML hexadecimal entity
+        r"\\U" + _hex(code, 8),  # Python's long escape
+    ]
+    if code < 0x100:
+        forms.append(r"\\x" + _hex(code, 2))  # Python / C escape, as repr() writes it
+    if code < 0x10000:
+        forms.append(r"\\u" + _hex(code, 4))  # JSON / Python escape
+    else:  # JSON writes an astral character as a surrogate pair
+        high, low = divmod(code - 0x10000, 0x400)
+        forms.append(r"\\u" + _hex(0xD800 + high, 4) + r"\\u" + _hex(0xDC00 + low, 4))
+    if char == "/":
+        forms.append(r"\\/")  # JSON may escape a slash
+    return forms
+
+
+def _char_pattern(char: str) -> str:
+    return "(?:" + "|".join(_forms(char)) + ")"
+
+
+def _patterns(key: str) -> tuple[str, str | None]:
+    """The key whole or a prefix of it; and a suffix of it (``None`` for a short key)."""
+    parts = [_char_pattern(char) for char in key]
+    if len(key) < _FRAGMENTS_FROM:
+        return "".join(parts), None
+    # A prefix of at least MIN_FRAGMENT characters, as long as it goes (greedy nested options)…
+    tail = ""
+    for part in reversed(parts[MIN_FRAGMENT:]):
+        tail = f"(?:{part}{tail})?"
+    # …or a suffix of at least MIN_FRAGMENT characters, as long as it goes back.
+    head = ""
+    for part in parts[: len(key) - MIN_FRAGMENT]:
+        head = f"(?:{head}{part})?"
+    return "".join(parts[:MIN_FRAGMENT]) + tail, head + "".join(parts[len(key) - MIN_FRAGMENT :])
+
+
+class Redactor:
+    """Finds one key in text or bytes, in any encoding or mix of encodings, and hides it.
+
+    >>> redactor = Redactor("sk-live-7f3a9c2e5b8d")
+    >>> redactor.text("401 Bad key Bearer sk-live-7f3a9c2e5b8d")
+    '401 Bad key Bearer <redacted>'
+    >>> redactor.text(r'{"error_message": "key \\u0073k-live-7f3a9c%32e5b8d refused"}')
+    '{"error_message": "key <redacted> refused"}'
+    >>> redactor.text("cut short: sk-live-7f3a…")
+    'cut short: <redacted>…'
+    >>> redactor.text("nothing to see")
+    'nothing to see'
+    """
+
+    __slots__ = ("__weakref__", "_bytes", "_ends", "_text")
+
+    def __init__(self, key: str) -> None:
+        whole, suffix = _patterns(key)
+        self._text = re.compile(whole if suffix is None else f"{whole}|{suffix}")
+        # On raw bytes (where a raw non-ASCII character is its UTF-8 bytes) the key whole or cut
+        # at its end: a suffix alone costs ten times more to look for, and whatever text is
+        # made of a body goes through :meth:`text` before it leaves.
+        self._bytes = re.compile(whole.encode("utf-8"))
+        # Any match holds an escape, or the key's first or last characters as they are: a few
+        # substring searches tell whether the regular expression needs to run at all.
+        size = min(len(key), MIN_FRAGMENT if len(key) >= _FRAGMENTS_FROM else len(key))
+        self._ends = (key[:size], key[-size:])
+
+    def __repr__(self) -> str:
+        return "Redactor(<key hidden>)"
+
+    def _may_hold(self, value: str) -> bool:
+        return any(marker in value for marker in (*self._ends, "\\", "%", "&#"))
+
+    def text(self, value: str) -> str:
+        """``value`` with every appearance of the key (or a long fragment of it) replaced."""
+        return self._text.sub(REDACTED, value) if self._may_hold(value) else value
+
+    def shows_key(self, value: str) -> bool:
+        """Whether ``value`` shows the key or a long fragment of it, in any encoding."""
+        return self._may_hold(value) and self._text.search(value) is not None
+
+    def body(self, value: bytes) -> bytes:
+        """Raw bytes with the key replaced in every encoding; the common case costs a few searches.
+
+        A replacement inside a JSON string keeps the document valid: ``<redacted>`` holds
+        neither a quote nor a backslash.
+        """
+        first, last = (end.encode("utf-8") for end in self._ends)
+        if not any(marker in value for marker in (first, last, b"\\", b"%", b"&#")):
+            return value
+        return self._bytes.sub(REDACTED.encode(), value)
+
+    def exception_shows_key(self, exc: BaseException) -> bool:
+        """Whether any text of ``exc`` or of its causes (str, repr, args) shows the key."""
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            try:
+                texts = [str(current), repr(current), repr(current.args)]
+            except Exception:  # an exception whose str() fails: assume the worst
+                return True
+            if any(self.shows_key(text) for text in texts):
+                return True
+            current = current.__cause__ or current.__context__
+        return False
+
+
+# Every live client's redactor, for the log filter; a client gone is forgotten with it.
+_LIVE: weakref.WeakSet[Redactor] = weakref.WeakSet()
+
+
+def register(redactor: Redactor) -> None:
+    """Have the log filter hide this redactor's key too."""
+    _LIVE.add(redactor)
+
+
+def redact_all(text: str, redactors: Iterable[Redactor] | None = None) -> str:
+    """``text`` with every live client's key hidden."""
+    for redactor in list(_LIVE) if redactors is None else redactors:
+        text = redactor.text(text)
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites a record's message with every live key hidden (arguments formatted first)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _LIVE:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is logging's business, not ours
+            return True
+        clean = redact_all(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when set: the traceback is redacted here, once.
+            record.exc_text = redact_all(_FORMATTER.formatException(record.exc_info))
+        return True
+
+
+_FORMATTER: Final = logging.Formatter()
+
+
+_FILTER: Final = _RedactingFilter()
+
+
+def install_log_filter(logger: logging.Logger) -> None:
+    """Put the redacting filter on ``logger`` (once)."""
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)

@@ -1,0 +1,270 @@
+"""The seam under the transport: a :class:`Sender` makes one HTTP exchange, nothing more.
+
+A sender takes an :class:`HTTPRequest` (method, URL, headers, body, timeout) and returns an
+:class:`HTTPResponse` (status, headers, body), or raises :class:`SendError` when no answer came.
+It knows nothing of retries, pacing, errors or keys: that policy lives in the transport, above
+it. :class:`AiohttpSender` is the default, one pooled ``aiohttp.ClientSession``;
+:class:`batch_audiences.testing.MockSender` answers from a function, for unit tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from collections.abc import Mapping
+from typing import Final, Protocol, runtime_checkable
+from urllib.parse import parse_qsl, urlsplit
+
+import aiohttp
+import attrs
+import orjson
+import yarl
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ._errors import ClientClosedError, InvalidSettingError
+from ._loops import run_on_owner
+
+__all__ = [
+    "MAX_RESPONSE_BYTES",
+    "AiohttpSender",
+    "HTTPRequest",
+    "HTTPResponse",
+    "SendError",
+    "Sender",
+]
+
+#: The most of one answer body :class:`AiohttpSender` reads by default. The API's largest answer
+#: (a page of 100 audiences) is a few tens of KB; a broken proxy streaming without end must not
+#: fill memory.
+MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
+
+_LARGE_BODY: Final = 2**20
+_AFTER_VERSION: Final = re.compile(r"/\d+\.\d+(/.*)$")
+# Failures of these kinds happen before a byte of the request left: nothing can have been applied.
+_NOT_SENT: Final = (aiohttp.ClientConnectorError,)
+
+
+def _headers(value: Mapping[str, str]) -> CIMultiDictProxy[str]:
+    if isinstance(value, CIMultiDictProxy):
+        return value
+    return CIMultiDictProxy(CIMultiDict(value))
+
+
+@attrs.frozen
+class HTTPRequest:
+    """One HTTP request as the transport hands it to a sender.
+
+    ``url`` is complete, query string included (already percent-encoded); ``body`` is ``None``
+    for a GET. ``timeout`` is the whole exchange's limit in seconds.
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = attrs.field(converter=_headers, repr=False)  # holds the key
+    body: bytes | None = attrs.field(default=None, repr=False)
+    timeout: float = 30.0
+
+    @property
+    def path(self) -> str:
+        """The URL's path, e.g. ``/2.8/audiences/view``."""
+        return urlsplit(self.url).path
+
+    @property
+    def route(self) -> str:
+        """The path after the API version, e.g. ``/audiences/view``."""
+        path = self.path
+        found = _AFTER_VERSION.search(path)
+        return found.group(1) if found else path
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query string, decoded."""
+        return dict(parse_qsl(urlsplit(self.url).query, keep_blank_values=True))
+
+    def json(self) -> object:
+        """The body, decoded from JSON (``None`` when there is no body)."""
+        return None if self.body is None else orjson.loads(self.body)
+
+
+@attrs.frozen
+class HTTPResponse:
+    """One HTTP answer as a sender returns it.
+
+    ``headers`` match case-insensitively. ``truncated`` is set by a sender that stopped reading
+    a body larger than it allows; ``body`` then holds the part that was read.
+
+    >>> HTTPResponse.from_json(202, {"indexing_token": "t1"}).body
+    b'{"indexing_token":"t1"}'
+    """
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_headers)
+    body: bytes = b""
+    reason: str | None = None
+    truncated: bool = False
+
+    @classmethod
+    def from_json(
+        cls, status: int, data: object, *, headers: Mapping[str, str] | None = None
+    ) -> HTTPResponse:
+        """An answer with ``data`` as its JSON body (and the matching ``Content-Type``)."""
+        return cls(
+            status, {"Content-Type": "application/json", **(headers or {})}, orjson.dumps(data)
+        )
+
+
+class SendError(Exception):
+    """A sender got no answer. ``maybe_sent`` is false only when nothing can have left
+    (the connection was never made), so a write cannot have been applied.
+
+    A custom sender or a :class:`~batch_audiences.testing.MockSender` handler raises it to stand
+    for a refused, broken or timed-out connection; the transport retries it as such and finally
+    raises :class:`TransportError`.
+    """
+
+    def __init__(self, reason: str, *, maybe_sent: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.maybe_sent = maybe_sent
+
+
+@runtime_checkable
+class Sender(Protocol):
+    """What a client sends its HTTP through (``sender=`` of the clients)."""
+
+    async def send(self, request: HTTPRequest) -> HTTPResponse:
+        """Make one exchange; raise :class:`SendError` when no answer came."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; called by the client that was given this sender, once, at close."""
+        ...
+
+
+class AiohttpSender:
+    """The default :class:`Sender`: a pooled ``aiohttp.ClientSession``, created on first use.
+
+    ``session``: use this session (it is never closed here; the caller keeps it).
+    ``max_connections``: the pool's size when the sender makes its own session.
+    ``max_response_bytes``: the most of one body read (default :data:`MAX_RESPONSE_BYTES`);
+    a longer one comes back with ``truncated`` set. Redirects are never followed and TLS
+    certificates are always verified (to trust another CA, pass a session of your own).
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        max_connections: int = 100,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise InvalidSettingError("session", "must be an aiohttp.ClientSession")
+        limits = {"max_connections": max_connections, "max_response_bytes": max_response_bytes}
+        for field, value in limits.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidSettingError(field, f"must be a positive integer, got {value!r}")
+        self._session = session
+        self._owns_session = session is None
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the own session was made
+        self._closed = False
+        self.max_connections = max_connections
+        self.max_response_bytes = max_response_bytes
+
+    def __repr__(self) -> str:
+        return (f"AiohttpSender(max_connections={self.max_connections}, "
+                f"max_response_bytes={self.max_response_bytes}, own_session={self._owns_session})")
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` ran."""
+        return self._closed
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("this client is closed; create a new one")
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._loop is not None and loop is not self._loop:
+            # aiohttp would fail with a bare "Event loop is closed" or "attached to a different
+            # loop" RuntimeError, typically on a second asyncio.run() with the same client.
+            raise ClientClosedError(
+                "this client's connections belong to the event loop it was first used in"
+                f"{' (now closed)' if self._loop.is_closed() else ''}; an async client serves one "
+                "event loop: build it inside your async code, or use the blocking AudiencesClient"
+            )
+        if self._session is None:
+            self._loop = loop if self._owns_session else None
+            connector = aiohttp.TCPConnector(limit=self.max_connections)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+            # aiohttp silently resends a GET once when a kept-alive connection breaks. Retries
+            # belong to the policy (bounded, paced, counted in stats, logged): turn that off, as
+            # aiohttp's own test client does. Harmless if a later aiohttp drops the attribute.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
+        elif self._session.closed:
+            raise ClientClosedError(
+                "the aiohttp session given as session= is closed" if not self._owns_session
+                else "this client is closed; create a new one"
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session if this sender made it; a caller's session stays open."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            # On the loop the session was made on, whichever loop calls this (see _loops).
+            await run_on_owner(session.close, self._loop)
+
+    async def send(self, request: HTTPRequest) -> HTTPResponse:
+        """Make one exchange; see :class:`Sender`."""
+        session = self._get_session()
+        timeout = aiohttp.ClientTimeout(total=request.timeout)
+        try:
+            async with session.request(
+                request.method, yarl.URL(request.url, encoded=True), data=_payload(request.body),
+                headers=request.headers, allow_redirects=False, timeout=timeout,
+            ) as response:
+                length = response.content_length
+                if length is not None and length <= self.max_response_bytes and (
+                    "Content-Encoding" not in response.headers
+                ):
+                    # The common case, a small body of known size, without _read_capped's
+                    # extra coroutine on every request.
+                    body, complete = await response.read(), True
+                else:
+                    body, complete = await _read_capped(response, self.max_response_bytes)
+                return HTTPResponse(
+                    response.status, response.headers, body, response.reason, not complete
+                )
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise SendError(_describe(exc), maybe_sent=not isinstance(exc, _NOT_SENT)) from exc
+
+
+def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
+    # aiohttp warns (an error under -W error) on raw bytes over 1 MiB, and writes a BytesIO in
+    # slices that let the loop breathe; a fresh one per attempt, since a send consumes it.
+    if body is not None and len(body) > _LARGE_BODY:
+        return io.BytesIO(body)
+    return body
+
+
+def _describe(exc: BaseException) -> str:
+    # On one line, but whole: the transport hides the key in it before shortening it.
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """The body, up to ``limit`` bytes; the flag is False when there was more."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(65536):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks)[:limit], False
+    return b"".join(chunks), True

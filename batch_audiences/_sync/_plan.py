@@ -1,0 +1,179 @@
+"""Streaming the source into the store: each item checked, put in canonical form, hashed.
+
+Nothing of the source is kept in Python beyond one batch: rows go to the store's scratch table
+as they are read, and the store computes the difference. An item's attribute set is put in the
+canonical form of the wire (``date(...)``/``url(...)`` keys, sorted keys, compact JSON), and
+hashed to 64 bits (CRC-32 and Adler-32), so the same set hashes the same on every run and
+machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from itertools import islice
+from typing import Any, Final
+from zlib import adler32, crc32
+
+import attrs
+import orjson
+
+from .._bulk import FailedItem
+from .._codec import encode_attributes
+from .._errors import BatchAudiencesError, ValidationError
+from .._models import Member, check_id
+from ._store import StagedRow, SyncSession
+
+__all__ = ["MAX_FAILED_ITEMS", "StageResult", "canonical_row", "stage_source"]
+
+# Items read and staged at a time.
+_BATCH = 10_000
+# Bad items kept in detail (all are counted).
+MAX_FAILED_ITEMS = 10_000
+_SORT_KEYS = orjson.OPT_SORT_KEYS
+_PLAIN: Final = frozenset({str, int, bool, float})
+_HALF: Final = 1 << 31
+# Sorted keys (JSON) of the attribute key sequences seen: sources repeat a handful of them.
+_KEYS: dict[tuple[str, ...], str] = {}
+_MAX_KEY_SETS: Final = 4096
+
+
+def canonical_row(custom_id: str, attributes: dict[str, Any] | None) -> StagedRow:
+    """``(id, hash, keys, canonical attributes)`` of one checked member.
+
+    >>> canonical_row("u1", None)
+    ('u1', 0, None, None)
+    >>> row = canonical_row("u1", {"plan": "pro", "age": 3})
+    >>> row[2], row[3]
+    ('["age","plan"]', b'{"age":3,"plan":"pro"}')
+    >>> row[1] == canonical_row("u1", {"age": 3, "plan": "pro"})[1]
+    True
+    >>> canonical_row("u1", {"plan": "pro", "age": 4})[1] == row[1]
+    False
+    """
+    if not attributes:
+        return (custom_id, 0, None, None)
+    # This runs once per source row: plain values (all a CSV gives) skip the codec's reshaping,
+    # which would return them unchanged.
+    for value in attributes.values():
+        if type(value) not in _PLAIN:
+            wire = encode_attributes(attributes)
+            break
+    else:
+        wire = attributes
+    order = tuple(wire)
+    keys = _KEYS.get(order)
+    if keys is None:
+        keys = orjson.dumps(sorted(order)).decode()
+        if len(_KEYS) < _MAX_KEY_SETS:
+            _KEYS[order] = keys
+    blob = orjson.dumps(wire, option=_SORT_KEYS)
+    # 64 bits, stable across processes and machines: CRC-32 and Adler-32 of the canonical JSON
+    # (as a signed integer, for the databases' bigint). 0 is "no attributes": moved off it.
+    h = (crc32(blob) - _HALF) << 32 | adler32(blob)
+    return (custom_id, h or 1, keys, blob)
+
+
+@attrs.define
+class StageResult:
+    """What staging read: items, and the bad or duplicate ones with their positions."""
+
+    items_read: int = 0
+    items_failed: int = 0
+    failed_items: list[FailedItem] = attrs.field(factory=list)
+    stopped: str | None = None
+
+    def fail(self, position: int, item: object, error: BatchAudiencesError) -> None:
+        self.items_failed += 1
+        if len(self.failed_items) < MAX_FAILED_ITEMS:
+            self.failed_items.append(FailedItem(position, item, error))
+
+
+def _check(item: object) -> StagedRow:
+    if type(item) is Member:
+        return canonical_row(item.id, item.attributes)
+    if type(item) is str:
+        return (check_id(item), 0, None, None)
+    if isinstance(item, Member):
+        return canonical_row(item.id, item.attributes)
+    if isinstance(item, str):
+        return (check_id(str.__str__(item)), 0, None, None)
+    raise ValidationError("source", f"items must be str IDs or Member, got {type(item).__name__}")
+
+
+def _rows(batch: list[Any], first: int, result: StageResult) -> tuple[list[StagedRow], list[int] | None]:
+    """The staged rows of a batch, and the batch offsets they come from (``None``: all of them).
+
+    The common case (every item valid) is one comprehension; a bad item sends the batch down
+    the item-by-item path, which records it with its position.
+    """
+    try:
+        return [_check(item) for item in batch], None
+    except ValidationError:
+        pass
+    rows: list[StagedRow] = []
+    offsets: list[int] = []
+    for offset, item in enumerate(batch):
+        try:
+            rows.append(_check(item))
+        except ValidationError as error:
+            result.fail(first + offset, item, error)
+        else:
+            offsets.append(offset)
+    return rows, offsets
+
+
+async def _batches(source: Iterator[Any] | AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
+    if hasattr(source, "__anext__"):
+        batch: list[Any] = []
+        async for item in source:  # type: ignore[union-attr]
+            batch.append(item)
+            if len(batch) == _BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+    while batch := list(islice(source, _BATCH)):
+        yield batch
+
+
+async def stage_source(
+    session: SyncSession,
+    source: Iterator[Any] | AsyncIterator[Any],
+    *,
+    deadline_at: float | None,
+) -> StageResult:
+    """Read ``source`` to its end into ``session``; the store writes one batch while the next is read."""
+    loop = asyncio.get_running_loop()
+    result = StageResult()
+    writing: asyncio.Future[list[int]] | None = None
+    written: tuple[list[Any], int, list[int] | None] = ([], 0, None)
+
+    def collect(duplicates: list[int], batch: list[Any], first: int, offsets: list[int] | None) -> None:
+        for index in duplicates:
+            offset = index if offsets is None else offsets[index]
+            result.fail(first + offset, batch[offset],
+                        ValidationError("id", "duplicate ID: its first occurrence is the one synced"))
+
+    try:
+        async for batch in _batches(source):
+            first = result.items_read
+            rows, offsets = _rows(batch, first, result)
+            result.items_read = first + len(batch)
+            if writing is not None:
+                collect(await writing, *written)
+            # The store writes this batch (on its own thread) while the next one is read.
+            writing = asyncio.ensure_future(session.stage(rows))
+            written = (batch, first, offsets)
+            if deadline_at is not None and loop.time() >= deadline_at:
+                result.stopped = "the deadline passed while the source was read"
+                break
+        if writing is not None:
+            collect(await writing, *written)
+            writing = None
+    finally:
+        if writing is not None and not writing.done():
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
+    return result
