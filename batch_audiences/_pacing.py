@@ -109,6 +109,8 @@ _CLEAN_SHARE = 0.05
 _NOISE_MARGIN = 0.1
 # Counts since a cut are halved past this many requests, so shares follow recent behaviour.
 _SHARE_MEMORY = 400
+# Waits for the spacing from the last start, at most, before a request goes.
+_SPACING_TRIES = 3
 _CLOSED_MESSAGE = "this client was closed while the request waited for its turn"
 
 
@@ -357,7 +359,9 @@ class RateLimiter:
         """After a wait for a turn: the time the request may start, at least one turn after the
         last request that started (which may have started late: a busy event loop), as a server
         allowing no burst demands; None when a cut or a pause came meanwhile (take a new turn)."""
-        while True:
+        # A few times at most: another request may have started meanwhile, but a pause that
+        # takes no time (the test mode) must not loop for ever.
+        for _ in range(_SPACING_TRIES):
             woke = self._clock()
             rate = self._rate_at(woke) if self._estimate is not None else self.max_rate
             gap = self._last_start + 1.0 / rate - woke if rate is not None else 0.0
@@ -368,6 +372,7 @@ class RateLimiter:
                 raise ClientClosedError(_CLOSED_MESSAGE)
             if start < self._paused_until or now < self._last_decrease:
                 return None
+        return self._clock()
 
     def _started(self, now: float) -> float:
         if now > self._last_start:
