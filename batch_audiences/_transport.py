@@ -272,8 +272,11 @@ class Transport:
     async def aclose(self) -> None:
         """Close the sender; a derived transport leaves what it shares (sender, limiter) open."""
         self._closed = True
+        if self._ceiling is not None:
+            self._ceiling.close()  # its own requests waiting for their turn end now
         if self._parent is not None:
             return
+        self.limiter.close()  # every request waiting for its turn ends now, with ClientClosedError
         await self.sender.aclose()
 
     # -- the policy loop ------------------------------------------------------------------
@@ -424,7 +427,7 @@ class Transport:
         # A wait beyond max_retry_after is not honoured (the call fails at once): it must not
         # pause the client's other requests either, or one odd header stalls them all.
         honoured = retry_after if retry_after is None or retry_after <= policy.max_retry_after else None
-        self.limiter.on_throttle(exchange.sent_at, honoured)
+        self.limiter.on_throttle(exchange.sent_at, honoured, answer.headers)
         if self.hooks:
             self.hooks.emit(Throttled(
                 request_id=exchange.request_id, method=exchange.method, route=exchange.route,
@@ -501,7 +504,7 @@ class Transport:
                     "sender's cap); it was not read", method=method, route=route,
                     headers=answer.headers,
                 )
-            self.limiter.on_success()
+            self.limiter.on_success(answer.headers)
             exchange.trace.headers = answer.headers
             return status, answer.body
         raise error_from_response(
