@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import inspect
 import socket
@@ -245,11 +246,30 @@ def _test_mode_left_off() -> Iterator[None]:
 
 
 @pytest.fixture
-def free_port() -> int:
-    """A loopback port that was free a moment ago (nothing listens on it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port() -> Iterator[int]:
+    """A loopback port nothing listens on, for the whole test.
+
+    The port stays bound (never listening) on 127.0.0.1, and on ::1 where there is IPv6, until
+    the test ends: a connection to it is refused, and no other process (tests run side by side
+    on one machine) can start listening on it meanwhile, as it could on a port merely free a
+    moment ago.
+    """
+    with contextlib.ExitStack() as held:
+        while True:
+            v4 = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            v4.bind(("127.0.0.1", 0))
+            port = int(v4.getsockname()[1])
+            if not socket.has_ipv6:
+                break
+            v6 = held.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+            try:
+                v6.bind(("::1", port))
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    continue  # taken on ::1: another port (the sockets so far stay held)
+                break  # no usable IPv6 loopback: "localhost" is 127.0.0.1 only
+            break
+        yield port
 
 
 @pytest.fixture

@@ -1149,3 +1149,32 @@ def test_cli_rejects_bad_options() -> None:
     )
     assert result.returncode == 2
     assert "fail-rate" in result.stderr
+
+
+@pytest.mark.parametrize("serving", ["thread", "loop"])
+async def test_stopping_while_connections_arrive_leaves_no_socket_open(serving: str) -> None:
+    # Connections that arrive while the emulator stops (a client connecting at that moment)
+    # must be closed with it, not left for the garbage collector ("unclosed socket / transport"
+    # ResourceWarnings raised in whatever test runs next).
+    import gc
+    import socket
+    import warnings
+
+    def arrive(port: int) -> list[socket.socket]:
+        return [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(5):
+            if serving == "thread":
+                with Emulator(indexing_delay=0.0) as emu:
+                    clients = arrive(emu.port)
+            else:
+                async with Emulator(indexing_delay=0.0) as emu:
+                    clients = await asyncio.to_thread(arrive, emu.port)
+                    await asyncio.sleep(0)  # the loop sees the connections arrive, then stops
+            for client in clients:
+                client.close()
+            gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []

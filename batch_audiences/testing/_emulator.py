@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import socket
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -21,6 +22,9 @@ from ._server import ApiServer, ServerSettings
 from ._state import TAKEN_NAME_REPLIES, AudienceStore
 
 Latency: TypeAlias = "float | tuple[float, float]"
+
+#: Loop turns from accepting a connection to its ``connection_made`` (see :meth:`Emulator.stop`).
+_ACCEPT_TURNS = 3
 
 
 def _check_delay(name: str, value: float) -> float:
@@ -125,6 +129,7 @@ class Emulator:
             self._settings, self._store, self._injector, self._recorder, self._next_latency
         )
         self._runner: web.AppRunner | None = None
+        self._listener: socket.socket | None = None
         self._base_url: str | None = None
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
@@ -300,12 +305,19 @@ class Emulator:
         runner = web.AppRunner(self._server.make_app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port)
-            await site.start()
+            # The listening socket is ours, so stop() can stop accepting before closing it.
+            family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+            listener = socket.create_server((self._host, self._port), family=family, backlog=128)
         except BaseException:
             await runner.cleanup()
             raise
-        self._runner = runner
+        try:
+            await web.SockSite(runner, listener).start()
+        except BaseException:
+            listener.close()
+            await runner.cleanup()
+            raise
+        self._runner, self._listener = runner, listener
         self._port = int(runner.addresses[0][1])
         host = f"[{self._host}]" if ":" in self._host else self._host
         self._base_url = f"http://{host}:{self._port}"
@@ -316,6 +328,16 @@ class Emulator:
         if runner is None:
             return
         self._server.begin_stop()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # Closing the server while a connection it accepted is still being set up makes
+            # asyncio (3.11) fail that set-up quietly and leave its socket open (an assertion in
+            # Server._attach, swallowed). So stop accepting first, let the accepts under way
+            # finish (their callback, their task's first step, then connection_made: three
+            # loop turns), and only then close: aiohttp then knows, and closes, every connection.
+            asyncio.get_running_loop().remove_reader(listener)
+            for _ in range(_ACCEPT_TURNS):
+                await asyncio.sleep(0)
         await runner.cleanup()
 
     async def __aenter__(self) -> Emulator:
