@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
 
 import attrs
 
-from ._codec import decode, encode
+from ._codec import decode, decode_accepted, encode
 from ._errors import (
     APIError,
     AudienceExistsError,
@@ -160,11 +160,12 @@ class Operations:
         trace = trace if trace is not None else RequestTrace()
         try:
             status, payload = await self._request("POST", route, body=body, trace=trace)
-            accepted = decode(payload, Accepted, status=status, method="POST", route=route)
+            # The answer's status and headers go into the result, so a caller can log what the
+            # server said (a request ID…).
+            return decode_accepted(payload, status=status, headers=trace.headers or {},
+                                   method="POST", route=route)
         except UnexpectedResponseError as error:  # from the codec, or a 2xx body over the cap
             return self._unread(error, trace)
-        # Where the answer is read, so a caller can log what the server said (a request ID…).
-        return attrs.evolve(accepted, status=status, headers=trace.headers or {})
 
     async def _read(
         self, route: str, params: Mapping[str, str], cls: type[T], trace: RequestTrace | None = None

@@ -2,38 +2,47 @@
 budget of one bulk call.
 
 Batch publishes no rate figure for the audience routes, so :class:`RateLimiter` starts unlimited
-(or at ``max_rate``) and learns from the server, AIMD-style:
+(or at ``max_rate``) and learns the limit from the server's 429s, the way TCP congestion control
+learns a path's capacity from lost packets (CUBIC's curve, as in botocore's "adaptive" retry mode,
+and BBR's habit of probing a little above what was measured):
 
-- a 429 cuts the pace of the whole client, not just of the request that got it: requests already
-  waiting for their turn are re-queued at the new pace. The new pace is half the pace actually
-  offered (a rate far above it was not binding), but never below 90 % of what the server was
-  measurably accepting, so one 429 costs little once the limit is known;
-- a ``Retry-After`` (or ``X-RateLimit-Reset``) pauses every request of the client, including
-  those already waiting;
-- throttle-free running probes upward again: fast (doubling per second, as TCP's slow start)
-  while the limit is still unknown; once it has been measured, by 0.1 % per accepted request,
-  so that the 10 % given up by a cut is probed back over about a hundred requests: about one
-  429 per hundred requests at steady state, whether the limit is one request a second or a
-  hundred;
-- a 429 answering a request sent *before* the last cut says nothing new: it is honoured
-  (``Retry-After``) but does not cut again, so a burst of in-flight 429s is one signal, not ten;
-- a cut must show an effect. If the pace were the cause, going from pace P1 with a share s1 of
-  429s (measured between the two cuts before) to pace P2 would leave a share of about
-  ``1 - (1 - s1) * P1 / P2`` (the server accepting the same number per second). When 429s keep
-  coming well above that, they are not the pace's
-  doing (a server or proxy that throttles a share of requests whatever the rate): the cuts are
-  undone (back to ``max_rate``, or unlimited), that share is remembered as noise, and from then
-  on only a share of 429s clearly above it cuts the pace. Each such 429 is still honoured and
-  retried; the pace is just not driven down to a crawl, one cut at a time.
+- **The cut.** A 429 sets the limit estimate ``W`` to the pace that was refused (the pace of the
+  request before it, which got through; no more than what the last requests actually kept to)
+  times the share of the last answers that were not 429s, and drops the pace to 95 % of ``W``.
+  Nothing measured yet (the first answers of a job): the pace is halved. The cut applies to the
+  whole client: requests already waiting for their turn are re-queued at the new pace.
+- **The climb.** From there the pace returns to ``W`` along a concave cubic curve (fast at
+  first, flat near ``W``): within the time of about ``_REQUESTS_PER_CYCLE`` requests, or of
+  ``_JUDGE_AFTER`` (at least a second) when ``W`` just moved. Then it probes above ``W`` along
+  a convex cubic (CUBIC's window, in time): 1 % more after a fifth of a second, twice ``W``
+  after a second, nine times after two. A limit that rose is found within seconds; at a steady
+  limit the client meets one 429 (plus the few in flight) per cycle of about
+  ``_REQUESTS_PER_CYCLE`` requests, whatever the rate. Time during which no request waited
+  for its turn does not count (the pace was not used, so it taught nothing), and the probe
+  stops at ``_PROBE_CAP`` times ``W``.
+- **Overload.** While climbing back, a further 429 cuts again only when 429s are most of the
+  answers since the cut (a limit that fell far, or the start of a job): the estimate is then
+  what got through since the cut, and the probe starts at once.
+- **Echoes.** A 429 answering a request sent *before* the last cut says nothing new: it is
+  honoured (``Retry-After``) but does not cut again, so a burst of in-flight 429s is one signal.
+- **Noise.** While climbing back, the pace is below what the server accepted: a limit gives few
+  429s there. When climb after climb meets a share of 429s of ``_NOISE_SHARE`` or more (over
+  ``_NOISE_SAMPLE`` requests at least; a clean climb starts the count again), they
+  are not the pace's doing (a server or proxy that throttles a share of requests whatever the
+  rate): the cuts are undone, that share is remembered as noise, and from then on only a share
+  of 429s clearly above it cuts the pace. Each such 429 is still honoured and retried.
+- **Advice.** A ``Retry-After`` (or ``X-RateLimit-Reset``) pauses every request of the client,
+  including those already waiting; the climb starts when the pause ends. A success carrying
+  ``X-RateLimit-Remaining: 0`` says the pace is at the limit: the probe above ``W`` waits.
 
-The rates a cut is based on (requests offered, and accepted, over the last two seconds) are
-counted in buckets of a tenth of a second (:class:`_Window`), so that the bookkeeping of a
-request is a few additions, whatever the rate: the common case, a client never throttled, pays
-next to nothing for being able to react to its first 429.
+The counts a cut is based on are kept in buckets of a tenth of a second (:class:`_Window`) and
+short rings of the last answers and starts, so that the bookkeeping of a request is a few
+additions, whatever the rate.
 
 Requests reserve a start time rather than queueing on a lock: :meth:`RateLimiter.acquire`
-computes the slot and sleeps with ``asyncio.sleep``, so the event loop is never blocked. A
-limiter in fail-fast mode raises :class:`ThrottledError` instead of waiting.
+computes the slot and waits for it without blocking the event loop. :meth:`RateLimiter.close`
+ends every wait at once with :class:`ClientClosedError`. A limiter in fail-fast mode raises
+:class:`ThrottledError` instead of waiting.
 
 :class:`RetryBudget` is what a bulk call (``upload``, ``create_many``) hands to the transport
 with each request: it decides whether one more retry may be made, counting retries against the
@@ -45,9 +54,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 
-from ._errors import ThrottledError
+from ._errors import ClientClosedError, ThrottledError
 
 __all__ = ["RateLimiter", "RetryBudget"]
 
@@ -55,27 +65,53 @@ __all__ = ["RateLimiter", "RetryBudget"]
 _WINDOW = 2.0
 _BUCKETS = 20
 _BUCKETS_PER_SECOND = _BUCKETS / _WINDOW
-# Relative rate increase per accepted request, once the limit has been measured (counted in
-# requests, not seconds, so the share of 429s does not depend on how low the limit is)…
-_PROBE_PER_SUCCESS = 0.001
-# …and per second while it has not (the rate was cut on a guess): find it fast, as TCP's slow start.
-_SLOW_START_PER_SECOND = 1.0
-# After a 429, stay this far under what the server was measurably accepting.
-_HEADROOM = 0.9
+# After a cut, the pace restarts at this share of the limit estimate…
+_BACKOFF = 0.95
+# …and one cut divides the pace by at most this much.
+_DEEPEST_CUT = 1 / 8
+# The climb back to the estimate lasts about this many requests at the estimated rate…
+_REQUESTS_PER_CYCLE = 30
+# …but no less and no more than these many seconds; the shortest when the estimate just moved
+# by more than _STABLE (a share of it).
+_MIN_CLIMB = 1.0
+_MAX_CLIMB = 30.0
+_STABLE = 0.15
+# Past the estimate, the pace grows as CUBIC's window does: twice the estimate after this many
+# seconds, 9 times after twice as long…
+_PROBE_SCALE = 1.0
+# …up to this multiple of the estimate.
+_PROBE_CAP = 64.0
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
 _MIN_RATE = 0.2
+# The last starts are remembered, with the pace then.
+_MIN_EVIDENCE = 8
+# The pace kept by the client is measured over this many starts.
+_KEPT_STARTS = 4
+# The share of 429s a cut is based on is that of the last answers…
+_LAST_ANSWERS = 20
+# …when there are at least this many.
+_MIN_ANSWERS = 4
 # The pace assumed when the first request of a client is throttled, before anything is known.
 _FIRST_GUESS = 1.0
 # Requests sent since a cut before its effect is judged; until then a further 429 cuts again only
 # when 429s are already this many, and at least half of those requests (a limit far below the
 # pace, typically at the start of a job). A verdict of noise also needs this many 429s.
 _JUDGE_AFTER = 20
-_CLEAR_OVERLOAD = 2
-_NOISE_EVIDENCE = 3
-# A share of 429s this far above what the pace explains is noise, not a limit.
+_CLEAR_OVERLOAD = 3
+_NOISE_EVIDENCE = 5
+# While climbing back below the estimate, at least this share of 429s is noise, not a limit,
+# over at least this many requests of climbs in a row (a climb with at most _CLEAN_SHARE of
+# 429s starts the count again)…
+_NOISE_SHARE = 0.12
+_NOISE_SAMPLE = 40
+_CLEAN_SHARE = 0.05
+# …and once noise is known, a share this far above it is a limit again.
 _NOISE_MARGIN = 0.1
 # Counts since a cut are halved past this many requests, so shares follow recent behaviour.
 _SHARE_MEMORY = 400
+# Waits for the spacing from the last start, at most, before a request goes.
+_SPACING_TRIES = 3
+_CLOSED_MESSAGE = "this client was closed while the request waited for its turn"
 
 
 class _Window:
@@ -136,7 +172,9 @@ class RateLimiter:
     ``max_rate`` is a hard ceiling in requests per second (``None``: no ceiling). :attr:`rate` is
     the pace in force now (``None`` while no throttling has been seen and no ceiling is set).
     ``fail_fast`` makes :meth:`acquire` raise :class:`ThrottledError` rather than wait.
-    ``clock`` and ``sleep`` are ``time.monotonic`` and ``asyncio.sleep`` unless a test swaps them.
+    ``clock`` is ``time.monotonic`` unless a test swaps it. ``sleep`` is the one place where the
+    limiter waits: by default a wait that :meth:`close` can end; a test may pass a virtual sleep
+    (or one that returns at once, to make every pause zero-length).
     """
 
     def __init__(
@@ -145,40 +183,78 @@ class RateLimiter:
         *,
         fail_fast: bool = False,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
     ) -> None:
         self.max_rate = max_rate
         self.fail_fast = fail_fast
         self._clock = clock
-        self._sleep = sleep
-        self._rate: float | None = max_rate
+        self.sleep = sleep
+        self._closed = False
+        self._waiters: set[asyncio.Future[None]] = set()
+        # The control law: no estimate (None) means the pace is max_rate (None: unlimited).
+        self._estimate: float | None = None
+        self._floor = 0.0  # the pace right after the cut
+        self._climb_from = -math.inf  # when the climb started (the cut, or the end of its pause)
+        self._climb = _MIN_CLIMB  # seconds to climb back to the estimate
+        self._probe_held = False  # X-RateLimit-Remaining: 0 seen since the climb ended
+        self._room_seen = False  # X-RateLimit-Remaining above 0 ever seen
         self._next_slot = -math.inf
         self._paused_until = -math.inf
         self._last_decrease = -math.inf
         self._last_start = -math.inf
-        self._last_probe = clock()
         self._sends = _Window()
-        self._successes = _Window()
-        self._measured = False
+        # The pace in force at the last starts, with their times.
+        self._starts: deque[tuple[float, float | None]] = deque(maxlen=_MIN_EVIDENCE)
+        # The last answers (True: accepted; 429s only when fresh), and how many were accepted.
+        self._answers: deque[bool] = deque(maxlen=_LAST_ANSWERS)
+        self._answers_ok = 0
+        # Requests sent while climbing back, and 429s for them, over climbs in a row that met
+        # many 429s (the evidence of noise).
+        self._noise_sent = self._noise_throttled = 0
         #: Number of 429 answers reported to this limiter.
         self.throttles = 0
-        #: Number of 429s that cut the rate (the others were stale echoes of an earlier one).
+        #: Number of 429s that cut the rate (the others were echoes of an earlier one, or noise).
         self.decreases = 0
         #: Share of requests the server throttles whatever the pace, once learned (else None).
         self.noise: float | None = None
-        # Requests started, and 429s for them, since the last cut (this "epoch", which started
-        # at _epoch_start) and in the one before it, with its pace; whether the last cut was
-        # judged.
+        # Requests started, and fresh 429s for them, since the last cut (this "epoch", which
+        # started at _epoch_start).
         self._sent = self._throttled = 0
         self._epoch_start: float | None = None
-        self._prev_sent = self._prev_throttled = 0
-        self._prev_pace: float | None = None
-        self._judged = True
+
+    # -- the pace ---------------------------------------------------------------------------------
 
     @property
     def rate(self) -> float | None:
         """Requests per second in force now, or ``None`` when unlimited."""
-        return self._rate
+        return self._rate_at(self._clock())
+
+    @property
+    def estimate(self) -> float | None:
+        """The server's limit as last measured (requests per second), or ``None``."""
+        return self._estimate
+
+    def _rate_at(self, now: float) -> float | None:
+        estimate = self._estimate
+        if estimate is None:
+            return self.max_rate
+        elapsed = now - self._climb_from
+        climb = self._climb
+        if elapsed <= 0.0:  # the cut, or the pause after it, has just happened
+            rate = self._floor
+        elif elapsed < climb:
+            # Concave cubic from the floor to the estimate: quick at first, flat near the limit.
+            left = 1.0 - elapsed / climb
+            rate = estimate - (estimate - self._floor) * left * left * left
+        elif self._probe_held:
+            rate = estimate
+        else:
+            # Convex cubic above it: barely more at first (a limit just above is found with one
+            # 429), then faster and faster (a limit that rose is found within seconds).
+            beyond = (elapsed - climb) / _PROBE_SCALE
+            rate = estimate * min(1.0 + beyond * beyond * beyond, _PROBE_CAP)
+        ceiling = self.max_rate
+        return min(rate, ceiling) if ceiling is not None else rate
 
     @property
     def paused_until(self) -> float:
@@ -190,30 +266,113 @@ class RateLimiter:
         now = self._clock()
         return max(0.0, self._next_slot - now, self._paused_until - now)
 
+    # -- waiting for a turn -----------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """How many requests are waiting for their turn now."""
+        return len(self._waiters)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """End every wait now with :class:`ClientClosedError`; later waits raise it too."""
+        self._closed = True
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(ClientClosedError(_CLOSED_MESSAGE))
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (through ``sleep`` when given), or until :meth:`close`."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.add(waiter)
+        if self.sleep is None:
+            handle: asyncio.TimerHandle | None = loop.call_later(seconds, _wake, waiter)
+            sleeper: asyncio.Future[object] | None = None
+        else:
+            handle = None
+            sleeper = asyncio.ensure_future(self.sleep(seconds))
+            sleeper.add_done_callback(lambda _: _wake(waiter))
+        try:
+            await waiter
+            if sleeper is not None:
+                sleeper.result()  # the sleep's own failure, if any
+        finally:
+            self._waiters.discard(waiter)
+            if handle is not None:
+                handle.cancel()
+            if sleeper is not None and not sleeper.done():
+                sleeper.cancel()
+
     async def acquire(self) -> float:
         """Wait for this request's turn and return the time it starts at.
 
         A request that was waiting when a 429 cut the rate, or when a ``Retry-After`` paused the
         client, takes a new turn under the new conditions. Raises :class:`ThrottledError`
-        instead of waiting when the limiter is fail-fast.
+        instead of waiting when the limiter is fail-fast, :class:`ClientClosedError` when it
+        would wait once :meth:`close` was called (also to requests that were waiting then).
         """
         while True:
             now = self._clock()
             start = self._next_slot
+            if self._closed and start > now:
+                raise ClientClosedError(_CLOSED_MESSAGE)  # no turn to wait for any more
             if self._paused_until > start:
                 start = self._paused_until
+            rate = self._rate_at(now) if self._estimate is not None else self.max_rate
             if start <= now:  # its turn has come: the path of every request of an unpaced client
-                if self._rate is not None:
-                    self._next_slot = now + 1.0 / self._rate
-                return self._started(now)
+                if rate is not None:
+                    idle_from = max(self._next_slot, self._climb_from)
+                    if self._estimate is not None and now > idle_from:
+                        # The pace was not used meanwhile (no request waited): that says
+                        # nothing of the limit, so the climb and the probe wait too.
+                        self._climb_from += now - idle_from
+                        rate = self._rate_at(now) or rate
+                    # Spaced from the last request that started (which may have started late).
+                    start = self._last_start + 1.0 / rate
+                    if start <= now:
+                        self._next_slot = now + 1.0 / rate
+                        return self._started(now)
+                else:
+                    return self._started(now)
             if self.fail_fast:
                 raise ThrottledError(start - now)
-            if self._rate is not None:
-                self._next_slot = start + 1.0 / self._rate
-            await self._sleep(start - now)
-            # Re-checked after the sleep: the conditions may have changed while we waited.
-            if start >= self._paused_until and now >= self._last_decrease:
-                return self._started(self._clock())
+            if rate is not None:
+                self._next_slot = start + 1.0 / rate
+            await self._pause(start - now)
+            # Re-checked after the wait: the conditions may have changed meanwhile.
+            if self._closed:
+                raise ClientClosedError(_CLOSED_MESSAGE)
+            if start < self._paused_until or now < self._last_decrease:
+                continue
+            woke = await self._spaced(start, now)
+            if woke is None:
+                continue
+            return self._started(woke)
+
+    async def _spaced(self, start: float, now: float) -> float | None:
+        """After a wait for a turn: the time the request may start, at least one turn after the
+        last request that started (which may have started late: a busy event loop), as a server
+        allowing no burst demands; None when a cut or a pause came meanwhile (take a new turn)."""
+        # A few times at most: another request may have started meanwhile, but a pause that
+        # takes no time (the test mode) must not loop for ever.
+        for _ in range(_SPACING_TRIES):
+            woke = self._clock()
+            rate = self._rate_at(woke) if self._estimate is not None else self.max_rate
+            gap = self._last_start + 1.0 / rate - woke if rate is not None else 0.0
+            if gap <= 1e-4:
+                return woke
+            await self._pause(gap)
+            if self._closed:
+                raise ClientClosedError(_CLOSED_MESSAGE)
+            if start < self._paused_until or now < self._last_decrease:
+                return None
+        return self._clock()
 
     def _started(self, now: float) -> float:
         if now > self._last_start:
@@ -223,6 +382,7 @@ class RateLimiter:
             self._sent //= 2
             self._throttled //= 2
             self._epoch_start = now - (now - self._epoch_start) / 2
+        self._starts.append((now, self._rate_at(now) if self._estimate is not None else self.max_rate))
         sends = self._sends  # _Window.add, inlined: this runs for every request
         if now >= sends.edge:
             sends.open(now)
@@ -230,31 +390,44 @@ class RateLimiter:
         sends.last = now
         return now
 
-    def on_success(self) -> None:
-        """Count an accepted request, and probe upward when the rate is capped by throttling."""
-        now = self._clock()
-        successes = self._successes  # _Window.add, inlined: this runs for every request
-        if now >= successes.edge:
-            successes.open(now)
-        successes.counts[successes.index] += 1
-        successes.last = now
-        rate = self._rate
-        if rate is None:  # unlimited: nothing to probe
-            self._last_probe = now
-            return
-        elapsed = min(max(now - self._last_probe, 0.0), 1.0)
-        self._last_probe = now
-        ceiling = self.max_rate
-        if ceiling is not None and rate >= ceiling:
-            return
-        rate *= 1.0 + (_PROBE_PER_SUCCESS if self._measured else _SLOW_START_PER_SECOND * elapsed)
-        self._rate = min(rate, ceiling) if ceiling is not None else rate
+    # -- answers ----------------------------------------------------------------------------------
 
-    def on_throttle(self, sent_at: float, retry_after: float | None) -> None:
+    def on_success(self, headers: Mapping[str, str] | None = None) -> None:
+        """Count an accepted request; ``headers`` (the answer's) may hold ``X-RateLimit-*``."""
+        now = self._clock()
+        self._answer(True)
+        if headers is not None and self._estimate is not None:
+            remaining = headers.get("X-RateLimit-Remaining")
+            if remaining is not None:
+                self._advised(now, remaining.strip())
+
+    def _advised(self, now: float, remaining: str) -> None:
+        """``X-RateLimit-Remaining`` on a success: hold the probe at the limit while it says 0.
+
+        Only once it has said more than 0: a server that lets no burst through says 0 after
+        every request, whatever the pace."""
+        if remaining == "0" and self._room_seen:
+            if not self._probe_held and now - self._climb_from >= self._climb:
+                # The probe reached the limit: it is the estimate now, held there.
+                rate = self._rate_at(now)
+                if rate is not None:
+                    self._estimate = rate
+                self._probe_held = True
+        elif remaining.isdigit() and remaining != "0":
+            self._room_seen = True
+            if not self._probe_held:
+                return
+            # Room again (the limit rose): probe from here.
+            self._probe_held = False
+            self._climb_from = now - self._climb
+
+    def on_throttle(
+        self, sent_at: float, retry_after: float | None, headers: Mapping[str, str] | None = None
+    ) -> None:
         """React to a 429 for a request that started at ``sent_at`` (a value from :meth:`acquire`).
 
         Pauses every request for ``retry_after`` seconds when given; cuts the rate unless the
-        request started before the last cut (see the module docstring).
+        request started before the last cut, or the 429s are noise (see the module docstring).
         """
         now = self._clock()
         self.throttles += 1
@@ -264,88 +437,158 @@ class RateLimiter:
                 self._paused_until = until
                 self._next_slot = max(self._next_slot, until)
         if sent_at < self._last_decrease:
-            self._prev_throttled += 1  # the 429 belongs to the pace in force before the cut
-            return
+            return  # the 429 belongs to the pace in force before the cut
         self._throttled += 1
+        self._answer(False)
         if not self._pace_is_the_cause(now):
             return
+        self._cut(now, sent_at)
+
+    def _climbing(self, now: float) -> bool:
+        """Whether the pace is on its way back to the estimate (not above it)."""
+        return self._estimate is not None and now - self._climb_from < self._climb
+
+    def _cut(self, now: float, sent_at: float) -> None:
         self.decreases += 1
-        accepted = self._accepted_rate(now)
-        # The pace refused is the one actually offered: a rate far above it was not binding.
+        # The pace refused: the one in force when the request was sent. Its predecessor's went
+        # through (else this would not be news): the limit is between the two.
+        rate = self._rate_at(min(sent_at, now))
+        for started, pace in reversed(self._starts):
+            if started < sent_at:
+                if pace is not None and (rate is None or pace < rate):
+                    rate = pace
+                break
         offered = self._offered_rate(now)
-        if self._rate is None:
-            base = offered or _FIRST_GUESS
+        # A pace far above what was offered was not binding (the client was not using it).
+        base = (offered or _FIRST_GUESS) if rate is None else min(rate, 2.0 * (offered or rate))
+        # Nor one above what the last starts actually kept (a busy event loop wakes late).
+        # (Far below the pace, the client was not using it: then what it offered counts.)
+        kept = self._kept_rate(now) if rate is not None else None
+        if kept is not None and kept >= 0.5 * base:
+            base = min(base, kept)
+        # A second cut while climbing back: the pace is far above the limit (a limit that fell,
+        # or the start of a job), and the estimate rests on few answers: probe from it at once.
+        overloaded = self._climbing(now)
+        if overloaded and self._sent:
+            # Far above the limit, what got through since the cut is what counts.
+            accepted: float | None = max(0.0, 1.0 - self._throttled / self._sent)
         else:
-            base = min(self._rate, offered) if offered else self._rate
-        new_rate = base / 2.0
-        if accepted is not None:
-            # What the server just accepted is the best guess of its limit: stay a bit under it,
-            # but always slow down a little, since the present pace was just refused.
-            new_rate = min(max(new_rate, _HEADROOM * accepted), _HEADROOM * base)
-        self._measured = accepted is not None
-        new_rate = max(new_rate, _MIN_RATE)
+            accepted = self._accepted_share()
+        if accepted:
+            # What got through of the pace offered is the best guess of the limit: at the limit,
+            # nearly all of it; far above, the limit's share of it. A pace that probed past the
+            # limit is ahead of what the server accepted meanwhile: no more than that.
+            estimate = base * max(accepted, _DEEPEST_CUT)
+            floor = _BACKOFF * estimate
+        else:  # nothing measured: halve, and find the limit from there
+            estimate = floor = base / 2.0
         if self.max_rate is not None:
-            new_rate = min(new_rate, self.max_rate)
-        self._rate = new_rate
-        self._prev_sent, self._prev_throttled = self._sent, self._throttled
-        # Only an epoch between two cuts has a pace set by this limiter: the first one (the
-        # start of a job) is a burst, no reference for judging.
-        start = self._epoch_start
-        self._prev_pace = None if start is None else self._sent / max(now - start, 1e-3)
+            estimate = min(estimate, self.max_rate)
+        estimate = max(estimate, _MIN_RATE)
+        previous, self._estimate = self._estimate, estimate
+        self._floor = min(max(floor, _MIN_RATE), estimate)
+        if previous is not None and abs(estimate - previous) <= _STABLE * previous:
+            # The limit holds still: probe it seldom, so that 429s stay few.
+            self._climb = min(max(_REQUESTS_PER_CYCLE / estimate, _MIN_CLIMB), _MAX_CLIMB)
+        else:
+            # The limit moved (or is new): probe again soon, in case it moves on; but not before
+            # enough requests to tell whether the cut worked (see _pace_is_the_cause).
+            self._climb = min(max(_JUDGE_AFTER / estimate, _MIN_CLIMB), _MAX_CLIMB)
+        if overloaded or not accepted:
+            self._climb = 0.0  # straight to probing
+        self._probe_held = False
+        # The climb, and the counts that judge it, start when a pause ends.
+        self._climb_from = max(now, self._paused_until)
         self._sent = self._throttled = 0
         self._epoch_start = now
-        self._judged = False
         self._last_decrease = now
-        self._last_probe = now
         # Turns reserved at the old pace are void (their holders re-queue when they wake): the
         # next turn follows the last request that actually started, at the new pace.
-        self._next_slot = max(now, self._last_start + 1.0 / new_rate, self._paused_until)
+        self._next_slot = max(now, self._last_start + 1.0 / self._floor, self._paused_until)
 
     def _pace_is_the_cause(self, now: float) -> bool:
-        """Whether a fresh 429 should cut the pace (see the module docstring); may undo the
-        last cut when it showed no effect."""
+        """Whether a fresh 429 should cut the pace (see the module docstring); may decide that
+        the 429s are noise, and undo the cuts."""
         sent, throttled = self._sent, self._throttled
-        if not self._judged:
-            if sent < _JUDGE_AFTER:
-                return throttled >= _CLEAR_OVERLOAD and 2 * throttled >= sent
-            self._judged = True
-            before = self._prev_pace
-            if before is not None and self._prev_sent >= _JUDGE_AFTER and throttled >= _NOISE_EVIDENCE:
-                pace = sent / max(now - (self._epoch_start or now), 1e-3)
-                explained = 1.0 - (1.0 - self._prev_throttled / self._prev_sent) * before / pace
-                share = throttled / sent
-                if share > max(explained, 0.0) + _NOISE_MARGIN:
-                    self.noise = share
-                    self._forget_cuts(now)
-                    return False
+        overload = throttled >= _CLEAR_OVERLOAD and 2 * throttled >= sent
         if self.noise is not None:
-            return sent >= _JUDGE_AFTER and throttled > (self.noise + _NOISE_MARGIN) * sent
+            if self._climbing(now) and sent >= _JUDGE_AFTER and throttled < self.noise / 2 * sent:
+                self.noise = None  # the last cut did stop most 429s: a limit after all
+                return True
+            return overload or (sent >= _JUDGE_AFTER and throttled > (self.noise + _NOISE_MARGIN) * sent)
+        if not self._climbing(now):
+            if throttled <= _CLEAN_SHARE * sent:
+                self._noise_sent = self._noise_throttled = 0  # a clean climb: a limit's doing
+            return True  # above the estimate (or unpaced): this 429 says where the limit is
+        # Climbing back, below what the server accepted: 429s here are few if the pace is the
+        # cause. Many, but not most: they come whatever the pace.
+        if overload:
+            return True
+        if sent < _JUDGE_AFTER:
+            return False
+        if throttled <= _CLEAN_SHARE * sent:
+            self._noise_sent = self._noise_throttled = 0
+            return True
+        # Counted over climbs in a row, each after a cut to what got through: one climb alone
+        # may have aimed above the limit (a server allowing bursts inflates the estimate).
+        self._noise_sent += sent
+        self._noise_throttled += throttled
+        if (
+            self._noise_sent >= _NOISE_SAMPLE
+            and self._noise_throttled >= _NOISE_EVIDENCE
+            and self._noise_throttled >= _NOISE_SHARE * self._noise_sent
+        ):
+            self.noise = self._noise_throttled / self._noise_sent
+            self._noise_sent = self._noise_throttled = 0
+            self._forget_cuts(now)
+            return False
         return True
 
     def _forget_cuts(self, now: float) -> None:
         """The 429s were noise: back to the pace the limiter started with."""
-        rate = self._rate = self.max_rate
-        self._measured = False
+        self._estimate = None
+        rate = self.max_rate
         self._sent = self._throttled = 0
         self._epoch_start = now
-        self._prev_pace = None
         # Turns reserved at the cut pace are void; waiting requests re-queue when they wake.
         self._last_decrease = now
         self._next_slot = max(now, self._paused_until, self._last_start + (1.0 / rate if rate else 0.0))
 
-    def _accepted_rate(self, now: float) -> float | None:
-        count, first = self._successes.span(now)
-        if count < 3:
+    def _accepted_share(self) -> float | None:
+        """The share of the last answers that were not 429s (None: too few answers); called
+        on a 429, which is the last of them."""
+        answers = self._answers
+        if len(answers) < _MIN_ANSWERS:
             return None
-        # The spacing of the successes themselves: measured from the first to the last, so the
-        # idle time before the first request of a job does not count as a slow server.
-        return (count - 1) / max(self._successes.last - first, 1e-3)
+        # Without the 429 that asks for the cut: one 429 says the limit was just passed (by a
+        # probe), not that a twentieth of the pace is too much.
+        return min(1.0, self._answers_ok / (len(answers) - 1))
+
+    def _answer(self, ok: bool) -> None:
+        answers = self._answers
+        if len(answers) == answers.maxlen:
+            self._answers_ok -= answers[0]
+        answers.append(ok)
+        self._answers_ok += ok
+
+    def _kept_rate(self, now: float) -> float | None:
+        """The pace the last few starts kept (few: a probe's pace moves fast)."""
+        starts = self._starts
+        if len(starts) < _KEPT_STARTS or now - starts[0][0] > _WINDOW:
+            return None
+        first = starts[-_KEPT_STARTS][0]
+        return (_KEPT_STARTS - 1) / max(starts[-1][0] - first, 1e-3)
 
     def _offered_rate(self, now: float) -> float | None:
         count, first = self._sends.span(now)
         if count < 2:
             return None
         return count / max(now - first, 1e-3)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class RetryBudget:

@@ -29,6 +29,7 @@ from typing import Final
 __all__ = ["MIN_FRAGMENT", "REDACTED", "Redactor", "install_log_filter"]
 
 REDACTED: Final = "<redacted>"
+_REDACTED_BYTES: Final = REDACTED.encode()
 #: The shortest prefix or suffix of a key taken out on its own. ``Secret.masked`` shows the last
 #: four characters on purpose; a fragment this long is treated as the key itself.
 MIN_FRAGMENT: Final = 8
@@ -97,7 +98,7 @@ class Redactor:
     'nothing to see'
     """
 
-    __slots__ = ("__weakref__", "_bytes", "_ends", "_text")
+    __slots__ = ("__weakref__", "_byte_markers", "_bytes", "_ends", "_markers", "_text")
 
     def __init__(self, key: str) -> None:
         whole, suffix = _patterns(key)
@@ -110,12 +111,23 @@ class Redactor:
         # substring searches tell whether the regular expression needs to run at all.
         size = min(len(key), MIN_FRAGMENT if len(key) >= _FRAGMENTS_FROM else len(key))
         self._ends = (key[:size], key[-size:])
+        self._markers = (*self._ends, "\\", "%", "&#")
+        self._byte_markers = tuple(marker.encode("utf-8") for marker in self._markers)
 
     def __repr__(self) -> str:
         return "Redactor(<key hidden>)"
 
     def _may_hold(self, value: str) -> bool:
-        return any(marker in value for marker in (*self._ends, "\\", "%", "&#"))
+        # A plain loop, not any() over a generator: this runs on every answer of every request.
+        for marker in self._markers:  # noqa: SIM110
+            if marker in value:
+                return True
+        return False
+
+    def may_show_key(self, value: str) -> bool:
+        """False when ``value`` surely does not show the key: a few substring searches, no
+        regular expression. True means only "look closer" (:meth:`shows_key`, :meth:`text`)."""
+        return self._may_hold(value)
 
     def text(self, value: str) -> str:
         """``value`` with every appearance of the key (or a long fragment of it) replaced."""
@@ -131,10 +143,10 @@ class Redactor:
         A replacement inside a JSON string keeps the document valid: ``<redacted>`` holds
         neither a quote nor a backslash.
         """
-        first, last = (end.encode("utf-8") for end in self._ends)
-        if not any(marker in value for marker in (first, last, b"\\", b"%", b"&#")):
-            return value
-        return self._bytes.sub(REDACTED.encode(), value)
+        for marker in self._byte_markers:
+            if marker in value:
+                return self._bytes.sub(_REDACTED_BYTES, value)
+        return value
 
     def exception_shows_key(self, exc: BaseException) -> bool:
         """Whether any text of ``exc`` or of its causes (str, repr, args) shows the key."""

@@ -40,6 +40,9 @@ __all__ = [
 MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 
 _LARGE_BODY: Final = 2**20
+# URLs kept parsed (those without a query string: the write routes of a few base URLs), and
+# timeouts kept made: bounds, should a program derive clients without end.
+_MAX_KEPT_URLS: Final = 64
 _AFTER_VERSION: Final = re.compile(r"/\d+\.\d+(/.*)$")
 # Failures of these kinds happen before a byte of the request left: nothing can have been applied.
 _NOT_SENT: Final = (aiohttp.ClientConnectorError,)
@@ -171,6 +174,9 @@ class AiohttpSender:
         self._closed = False
         self.max_connections = max_connections
         self.max_response_bytes = max_response_bytes
+        # Made once, not per request: a client sends to a handful of URLs with one timeout.
+        self._urls: dict[str, yarl.URL] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def __repr__(self) -> str:
         return (f"AiohttpSender(max_connections={self.max_connections}, "
@@ -220,10 +226,23 @@ class AiohttpSender:
     async def send(self, request: HTTPRequest) -> HTTPResponse:
         """Make one exchange; see :class:`Sender`."""
         session = self._get_session()
-        timeout = aiohttp.ClientTimeout(total=request.timeout)
+        timeout = self._timeouts.get(request.timeout)
+        if timeout is None:
+            if len(self._timeouts) >= _MAX_KEPT_URLS:
+                self._timeouts.clear()
+            timeout = self._timeouts[request.timeout] = aiohttp.ClientTimeout(total=request.timeout)
+        url = self._urls.get(request.url)
+        if url is None:
+            url = yarl.URL(request.url, encoded=True)
+            if "?" not in request.url:  # the routes without a query: a few, reused by every write
+                if len(self._urls) >= _MAX_KEPT_URLS:
+                    self._urls.clear()
+                self._urls[request.url] = url
+        body = request.body
+        data = body if body is None or len(body) <= _LARGE_BODY else _payload(body)
         try:
             async with session.request(
-                request.method, yarl.URL(request.url, encoded=True), data=_payload(request.body),
+                request.method, url, data=data,
                 headers=request.headers, allow_redirects=False, timeout=timeout,
             ) as response:
                 length = response.content_length

@@ -211,6 +211,8 @@ class Transport:
         # A derived client's own ceiling, under the shared limiter (see derive()).
         self._ceiling: RateLimiter | None = None
         self.hooks = hooks if isinstance(hooks, Hooks) else Hooks(hooks)
+        # Hooks are fixed at construction: whether there are any is asked once, not per step.
+        self._hooked = bool(self.hooks)
         key = config.api_key.reveal()
         base = {
             "Authorization": f"Bearer {key}",
@@ -251,7 +253,7 @@ class Transport:
     @property
     def has_hooks(self) -> bool:
         """Whether anything listens to events (build costly details only when it does)."""
-        return bool(self.hooks)
+        return self._hooked
 
     def emit(self, event: HookEvent) -> None:
         """Give an event to the client's hooks (a failing hook is logged, never raised)."""
@@ -270,8 +272,11 @@ class Transport:
     async def aclose(self) -> None:
         """Close the sender; a derived transport leaves what it shares (sender, limiter) open."""
         self._closed = True
+        if self._ceiling is not None:
+            self._ceiling.close()  # its own requests waiting for their turn end now
         if self._parent is not None:
             return
+        self.limiter.close()  # every request waiting for its turn ends now, with ClientClosedError
         await self.sender.aclose()
 
     # -- the policy loop ------------------------------------------------------------------
@@ -321,7 +326,7 @@ class Transport:
         )
         exchange = _Exchange(method, route, request, trace if trace is not None else RequestTrace(),
                              audience)
-        if self.hooks:
+        if self._hooked:
             exchange.request_id = next(_REQUEST_IDS)
             if audience is None:
                 found = _NAME_FIRST.match(body) if body is not None else None
@@ -334,13 +339,13 @@ class Transport:
             await self._ceiling.acquire()
         exchange.sent_at = await self.limiter.acquire()
         # aclose() may have happened while this request waited for its turn or its back-off:
-        # say so, rather than a failure from the sender.
-        if self.closed:
+        # say so, rather than a failure from the sender. (``closed``, inline.)
+        if self._closed or (self._parent is not None and self._parent.closed):
             raise ClientClosedError("this client was closed while the request was in progress")
         trace = exchange.trace
         trace.attempts += 1
         self._counters.requests += 1
-        hooks = self.hooks
+        hooks = self.hooks if self._hooked else None
         if hooks:
             exchange.started = time.perf_counter()
             hooks.emit(RequestSent(request_id=exchange.request_id, method=exchange.method,
@@ -396,14 +401,18 @@ class Transport:
         # error messages, logs, models or hooks.
         body = redactor.body(response.body)
         headers = response.headers
-        # One look at all names and values at once: the common case is a few substring searches.
-        if redactor.shows_key("\n".join(itertools.chain(headers.keys(), headers.values()))):
-            headers = CIMultiDictProxy(CIMultiDict(
-                (redactor.text(name), redactor.text(value)) for name, value in headers.items()
-            ))
         reason = response.reason
-        if reason:
-            reason = redactor.text(reason)
+        # One look at all names, values and the reason phrase at once: in the common case a few
+        # substring searches, and nothing more.
+        if redactor.may_show_key(
+            "\n".join(itertools.chain(headers.keys(), headers.values(), (reason or "",)))
+        ):
+            if redactor.shows_key("\n".join(itertools.chain(headers.keys(), headers.values()))):
+                headers = CIMultiDictProxy(CIMultiDict(
+                    (redactor.text(name), redactor.text(value)) for name, value in headers.items()
+                ))
+            if reason:
+                reason = redactor.text(reason)
         status = response.status
         retry_after = parse_retry_after(headers) if status in (429, 503) else None
         if logger.isEnabledFor(logging.DEBUG):
@@ -418,7 +427,7 @@ class Transport:
         # A wait beyond max_retry_after is not honoured (the call fails at once): it must not
         # pause the client's other requests either, or one odd header stalls them all.
         honoured = retry_after if retry_after is None or retry_after <= policy.max_retry_after else None
-        self.limiter.on_throttle(exchange.sent_at, honoured)
+        self.limiter.on_throttle(exchange.sent_at, honoured, answer.headers)
         if self.hooks:
             self.hooks.emit(Throttled(
                 request_id=exchange.request_id, method=exchange.method, route=exchange.route,
@@ -495,7 +504,7 @@ class Transport:
                     "sender's cap); it was not read", method=method, route=route,
                     headers=answer.headers,
                 )
-            self.limiter.on_success()
+            self.limiter.on_success(answer.headers)
             exchange.trace.headers = answer.headers
             return status, answer.body
         raise error_from_response(

@@ -11,14 +11,28 @@ from pathlib import Path
 from types import ModuleType
 
 try:
-    from . import creates, imports, memory, sequential, serialization, sources, sources_memory, sync, upload
+    from . import (
+        creates,
+        imports,
+        memory,
+        pacing,
+        sequential,
+        serialization,
+        sources,
+        sources_memory,
+        sync,
+        upload,
+    )
 except ImportError as error:  # httpx or requests: the contenders the SDK is compared with
     sys.exit(f"{error}: install the benchmark extra first, e.g. pip install -e '.[bench]'")
 from ._runner import Context, Result, machine, progress, render, render_machine, render_summary, write_json
 
 COMPARISONS: dict[str, ModuleType] = {
     module.KEY: module
-    for module in (creates, sequential, upload, serialization, memory, imports, sources, sources_memory, sync)
+    for module in (
+        creates, sequential, upload, serialization, memory, imports, sources, sources_memory, sync,
+        pacing,
+    )
 }
 
 

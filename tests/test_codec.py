@@ -297,3 +297,68 @@ async def test_none_optionals_are_omitted_from_requests(api: Api, emulator: Emul
     assert records[5].query == {"limit": "10"}
     for record in records[:4]:
         assert b"null" not in orjson.dumps(record.body)
+
+
+class _Color(str, enum.Enum):
+    RED = "red"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Name(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        None,
+        {"plan": "pro", "score": 3, "vip": True, "ratio": 0.5},
+        {"seen": datetime(2024, 5, 1, 12, 0, tzinfo=PARIS_SUMMER)},
+        {"date(seen)": datetime(2024, 5, 1, tzinfo=UTC), "plan": "pro"},
+        {"site": Url("https://example.com/a")},
+        {"tags": ("a", "b"), "more": ["c"]},
+        {"tags": [_Name("a")]},
+        {"color": _Color.RED, "level": _Level.HIGH},
+        {"name": _Name("subclass")},
+    ],
+)
+def test_bulk_bodies_tried_as_they_are_match_the_reshaped_body(attributes: dict[str, Any] | None) -> None:
+    # encode() tries the attribute maps as the models hold them first; whatever the values,
+    # the bytes must be those of the body built with every map reshaped.
+    from batch_audiences._codec import _unstructure_replace, _unstructure_update
+
+    update = UpdateRequest("n", [IdAction.add("a", attributes), IdAction.remove("b")])
+    replace = ReplaceRequest("n", [Member("a", attributes), Member("b")])
+    assert encode(update) == orjson.dumps(_unstructure_update(update, True))
+    assert encode(replace) == orjson.dumps(_unstructure_replace(replace, True))
+
+
+def test_an_id_json_cannot_carry_is_named_on_the_bulk_path() -> None:
+    from batch_audiences import ValidationError
+
+    with pytest.raises(ValidationError, match=r"ids\[1\]\.id"):
+        encode(UpdateRequest("n", [IdAction.add("a", {"p": 1}), IdAction.add("b\udc00")]))
+
+
+@pytest.mark.parametrize("raw", [b'{"indexing_token":"t1"}', b"", b"  ", b"null", b'{"other":1}'])
+def test_an_accepted_answer_read_with_its_status_is_the_decoded_one(raw: bytes) -> None:
+    from batch_audiences._codec import decode_accepted
+
+    accepted = decode_accepted(raw, status=202, headers={"X-Request-Id": "r1"}, method="POST", route="/r")
+    assert accepted == decode(raw, Accepted, status=202, method="POST", route="/r")
+    assert accepted.status == 202
+    assert accepted.headers == {"X-Request-Id": "r1"}
+
+
+@pytest.mark.parametrize("raw", [b"[1]", b'{"indexing_token":3}', b"{not json"])
+def test_an_unreadable_accepted_answer_raises_as_decode_does(raw: bytes) -> None:
+    from batch_audiences._codec import decode_accepted
+
+    with pytest.raises(UnexpectedResponseError) as expected:
+        decode(raw, Accepted, status=202, method="POST", route="/r")
+    with pytest.raises(UnexpectedResponseError) as got:
+        decode_accepted(raw, status=202, headers={}, method="POST", route="/r")
+    assert str(got.value) == str(expected.value)

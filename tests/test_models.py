@@ -405,3 +405,44 @@ def test_bad_settings_raise_validation_and_configuration_errors(
         client_class("key-123456789012", "project_x", **settings)
     assert isinstance(info.value, ConfigurationError)
     assert info.value.field == next(iter(settings))
+
+
+@pytest.mark.parametrize(
+    ("id_", "attributes"),
+    [
+        ("user-1", None),
+        ("user-1", {"plan": "pro", "score": 3, "ratio": 0.5, "vip": False}),
+        ("user-1", {"seen": datetime(2024, 1, 1, tzinfo=timezone.utc)}),
+        ("user-1", {"date(seen)": "2024-01-01T00:00:00Z"}),
+        ("user-1", {"score": 2**70}),
+        ("user-1", {"score": float("nan")}),
+        ("user-1", {"": 1}),
+        ("user-1", {1: 1}),
+        ("user-1", [("plan", "pro")]),
+        ("  ", None),
+        ("", {"plan": "pro"}),
+        ("x" * 1025, None),
+        (7, None),
+        (7, {"score": float("inf")}),
+    ],
+)
+def test_add_is_the_constructor_with_action_add(id_: Any, attributes: Any) -> None:
+    # IdAction.add takes a shortcut on its common case: same instance, same error, either way.
+    def outcome(build: Any) -> object:
+        try:
+            return build()
+        except ValidationError as exc:
+            return (type(exc), str(exc))
+
+    assert outcome(lambda: IdAction.add(id_, attributes)) == outcome(
+        lambda: IdAction(id_, Action.ADD, attributes)
+    )
+
+
+def test_add_keeps_a_copy_of_the_attributes() -> None:
+    attributes = {"plan": "pro"}
+    action = IdAction.add("user-1", attributes)
+    attributes["plan"] = "free"
+    assert action.attributes == {"plan": "pro"}
+    assert type(action) is IdAction
+    assert action.action is Action.ADD

@@ -3,12 +3,14 @@ and the retry budget of bulk calls."""
 
 from __future__ import annotations
 
+import asyncio
+import time as time_
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from batch_audiences import ThrottledError
+from batch_audiences import AsyncAudiencesClient, ThrottledError
 from batch_audiences._pacing import RateLimiter, RetryBudget
 from batch_audiences.testing import Emulator
 
@@ -84,7 +86,7 @@ async def test_a_cut_slows_down_requests_already_waiting() -> None:
 
     time.during_next_sleep = throttled
     second = await pacer.acquire()  # reserved 100.01 at the old pace
-    assert pacer.rate == pytest.approx(50.0)
+    assert pacer.estimate == pytest.approx(50.0)  # nothing measured yet: halved
     assert second - first == pytest.approx(1 / 50)  # re-queued at the new pace
 
 
@@ -96,29 +98,92 @@ async def test_a_429_of_a_request_sent_before_the_last_cut_does_not_cut_again() 
     time.now += 0.1
     pacer.on_throttle(a, None)
     pacer.on_throttle(b, None)  # sent before the cut: an echo of the same congestion
-    assert pacer.rate == pytest.approx(5.0)
+    assert pacer.estimate == pytest.approx(5.0)
     assert (pacer.throttles, pacer.decreases) == (2, 1)
     c = await pacer.acquire()
-    d = await pacer.acquire()
-    pacer.on_throttle(c, None)  # sent after it: news, but one 429 alone may be noise
-    assert pacer.rate == pytest.approx(5.0)
-    pacer.on_throttle(d, None)  # every request since the cut throttled: the pace is the cause
-    assert pacer.rate == pytest.approx(2.5)
+    pacer.on_throttle(c, None)  # sent after it, as the pace probes up from a guess: news
+    assert pacer.decreases == 2
+    assert pacer.estimate is not None
+    assert pacer.estimate <= 5.0
 
 
-async def test_a_cut_stays_just_under_what_the_server_accepted() -> None:
-    time = VirtualTime()
-    pacer = limiter(time, max_rate=30)
-    for _ in range(40):  # 25 accepted per second
+async def run_at(time: VirtualTime, pacer: RateLimiter, rate: float, count: int) -> float:
+    """``count`` requests accepted at ``rate`` per second; returns when the last one started."""
+    sent = 0.0
+    for _ in range(count):
+        sent = await pacer.acquire()
+        time.now += 1.0 / rate
         pacer.on_success()
-        time.now += 0.04
-    time.now -= 0.04
-    pacer.on_throttle(time.now, None)
-    # Half of 30 would be 15; the server was taking 25, so 90 % of that.
-    assert pacer.rate == pytest.approx(22.5, rel=0.01)
+    return sent
 
 
-async def test_probing_is_fast_before_the_limit_is_known_and_slow_after() -> None:
+async def test_after_a_cut_the_pace_climbs_back_in_seconds_then_probes_above() -> None:
+    time = VirtualTime()
+    pacer = limiter(time)
+    sent = await run_at(time, pacer, 20.0, 40)  # the server took 20 per second…
+    pacer.on_throttle(sent, None)  # …and then refused one
+    cut = time.now
+    # The estimate: the pace refused (all the others of the last answers got through).
+    estimate = pacer.estimate
+    assert estimate is not None
+    assert estimate == pytest.approx(20.0, rel=0.01)
+    assert pacer.rate == pytest.approx(0.95 * estimate)
+    climb = 1.0  # a new estimate: back to it soon (20 requests, 1 s at least), in case it moves on
+    # Concave: most of the way back within the first half of the climb.
+    time.now = cut + climb / 2
+    assert 0.99 * estimate <= (pacer.rate or 0) < estimate
+    time.now = cut + climb
+    assert pacer.rate == pytest.approx(estimate)
+    # Then it probes above, slowly at first (a limit just above is met with one 429)…
+    time.now = cut + climb + 0.2
+    assert pacer.rate == pytest.approx(estimate * 1.008)
+    # …then faster and faster, so that a limit that rose is found within seconds.
+    time.now = cut + climb + 1.0
+    assert pacer.rate == pytest.approx(2 * estimate)
+    time.now = cut + climb + 2.0
+    assert pacer.rate == pytest.approx(9 * estimate)
+    time.now = cut + 600
+    assert pacer.rate == pytest.approx(64 * estimate)  # bounded
+    # A limit that holds still is probed seldom: about 30 requests' worth of climb, not 1 s.
+    sent = await run_at(time, pacer, 20.0, 40)
+    pacer.on_throttle(sent, None)
+    again = pacer.estimate
+    assert again is not None
+    assert again == pytest.approx(estimate, rel=0.05)
+    time.now += 1.0
+    assert (pacer.rate or 0) < again
+    time.now += 30 / again - 1.0
+    assert pacer.rate == pytest.approx(again)
+
+
+async def test_the_climb_and_the_probe_wait_while_the_pace_is_not_used() -> None:
+    time = VirtualTime()
+    pacer = limiter(time)
+    sent = await run_at(time, pacer, 20.0, 40)
+    pacer.on_throttle(sent, None)
+    estimate = pacer.estimate
+    assert estimate is not None
+    time.now += 60.0  # idle for a minute: nothing was learnt about the limit meanwhile
+    await pacer.acquire()
+    assert (pacer.rate or 0) <= estimate
+
+
+async def test_a_limit_that_rises_is_followed_within_seconds() -> None:
+    time = VirtualTime()
+    pacer = limiter(time)
+    sent = await run_at(time, pacer, 5.0, 15)
+    pacer.on_throttle(sent, None)
+    cut = time.now
+    # The limit is now 20/s. The old limiter needed about 1,400 requests to get there.
+    while (pacer.rate or 0) < 20.0:
+        await run_at(time, pacer, 1000.0, 1)  # back-to-back requests: the pace is all that binds
+    # 4 s back to 5/s (20 requests: enough to judge the cut, the estimate being new), then
+    # 1.4 s of probing up to four times that.
+    assert time.now - cut <= 6.0
+    assert len(time.sleeps) <= 60
+
+
+async def test_first_429_with_nothing_measured_halves_and_probes_from_there() -> None:
     time = VirtualTime()
     pacer = limiter(time)
     pacer.on_throttle(await pacer.acquire(), None)  # nothing known: a guess
@@ -126,22 +191,32 @@ async def test_probing_is_fast_before_the_limit_is_known_and_slow_after() -> Non
     assert guess is not None
     assert guess > 0
     time.now += 1.0
-    pacer.on_success()
-    assert pacer.rate == pytest.approx(2 * guess)  # slow start: doubles in a second
+    assert pacer.rate == pytest.approx(2 * guess)
 
+
+async def test_x_ratelimit_remaining_zero_holds_the_probe_at_the_limit() -> None:
     time = VirtualTime()
-    pacer = limiter(time, max_rate=100)
-    for _ in range(21):
-        pacer.on_success()
-        time.now += 0.05
-    pacer.on_throttle(time.now, None)
-    measured = pacer.rate
-    assert measured is not None
-    for _ in range(100):
-        time.now += 1.0
-        pacer.on_success()
-    # Once measured: 0.1 % per accepted request, however long they take.
-    assert pacer.rate == pytest.approx(measured * 1.001**100)
+    pacer = limiter(time)
+    sent = await run_at(time, pacer, 20.0, 40)
+    pacer.on_throttle(sent, None)
+    estimate = pacer.estimate
+    assert estimate is not None
+    time.now += 2.0  # past the climb (1.5 s): probing above the estimate
+    probing = pacer.rate
+    assert probing is not None
+    assert probing > estimate
+    pacer.on_success({"X-RateLimit-Remaining": "0"})
+    time.now += 0.5
+    # A server that has never said more than 0 lets no burst through: its 0 says nothing.
+    assert (pacer.rate or 0) > probing
+    time.now -= 0.5
+    pacer.on_success({"X-RateLimit-Remaining": "2"})  # this one lets bursts through…
+    pacer.on_success({"X-RateLimit-Remaining": "0"})  # …and says: that was the last one
+    time.now += 5.0
+    assert pacer.rate == pytest.approx(probing)  # held, not grown for five seconds
+    pacer.on_success({"X-RateLimit-Remaining": "4"})  # room again
+    time.now += 1.0
+    assert pacer.rate == pytest.approx(2 * probing)  # probing on from there
 
 
 async def test_probing_never_passes_max_rate() -> None:
@@ -206,10 +281,74 @@ async def test_a_bulk_call_converges_under_a_server_limit_with_few_429s(
     assert accepted == chunks
     assert throttled == report.retries
     assert throttled <= 0.15 * (accepted + throttled), (throttled, accepted)
-    # The limiter found a pace near the server's limit: neither far below nor above it.
-    rate = api.stats.rate
-    assert rate is not None
-    assert 0.4 * limit <= rate <= 1.5 * limit, rate
+    # The limiter found the server's limit: its estimate is neither far below nor above it (the
+    # pace itself moves around it by design: back up after a cut, then probing above).
+    assert api.stats.rate is not None
+    client = api if isinstance(api, AsyncAudiencesClient) else api.sync._async  # the blocking twin's
+    limiter = client._transport.limiter
+    estimate = limiter.estimate
+    assert estimate is not None
+    assert 0.4 * limit <= estimate <= 1.5 * limit, estimate
+
+
+@pytest.mark.parametrize("burst", [1, 40], ids=["burst 1", "burst R"])
+async def test_the_pace_settles_near_the_emulators_limit_in_both_shapes(burst: int) -> None:
+    from batch_audiences import AsyncAudiencesClient
+
+    limit = 40.0
+    async with Emulator(indexing_delay=0, record_bodies=False, rate_limit=limit, burst=burst,
+                        rate_limit_retry_after="off", rate_limit_headers=False) as emu:
+        emu.add_audience("crm")
+        emu.rate_limit = limit  # counters from zero
+        async with AsyncAudiencesClient(emu.api_key, emu.project_key, base_url=emu.base_url) as client:
+            report = await client.upload("crm", (f"u{n}" for n in range(2_000)), chunk_size=10,
+                                         retry_budget=10_000)
+            estimate = client._transport.limiter.estimate
+        accepted, refused = emu.rate_limit_counts()
+    assert report.ok, report.summary()
+    assert accepted == 200
+    # Few 429s (the start of the job included), and an estimate of the limit near it: with a
+    # second's worth of burst, a probe that drained the bucket saw up to twice the rate go through.
+    assert refused <= 0.2 * (accepted + refused), (accepted, refused)
+    assert estimate is not None
+    assert 0.6 * limit <= estimate <= (1.4 if burst == 1 else 2.0) * limit, estimate
+
+
+async def test_the_pace_follows_a_limit_that_falls_and_rises() -> None:
+    from batch_audiences import AsyncAudiencesClient, ProgressEvent
+
+    async with Emulator(indexing_delay=0, rate_limit=40, burst=1, rate_limit_retry_after="off",
+                        rate_limit_headers=False) as emu:
+        emu.add_audience("crm")
+        emu.rate_limit = 40
+        moved: list[float] = []
+
+        def move(event: ProgressEvent) -> None:
+            # The limit falls to 10/s after 60 accepted requests, and rises back after 30 more.
+            if event.chunks_acknowledged >= 60 and not moved:
+                emu.set_rate(10)
+                moved.append(time_.monotonic())
+            elif event.chunks_acknowledged >= 90 and len(moved) == 1:
+                emu.set_rate(40)
+                moved.append(time_.monotonic())
+
+        async with AsyncAudiencesClient(emu.api_key, emu.project_key, base_url=emu.base_url) as client:
+            report = await client.upload("crm", (f"u{n}" for n in range(2_400)), chunk_size=10,
+                                         on_progress=move, retry_budget=10_000)
+        records = [r for r in emu.requests if r.route == "update"]
+    assert report.ok, report.summary()
+    assert len(moved) == 2
+    fell, rose = moved
+    low = [r for r in records if fell <= r.received_at < rose]
+    high = [r for r in records if r.received_at >= rose]
+    # At 10/s the pace came down: most requests of that phase got through (few 429s).
+    assert sum(r.status == 202 for r in low) >= 0.6 * len(low), len(low)
+    # Back at 40/s the pace climbed back: the last 150 requests went at well over 10/s, as the
+    # emulator's own clock measures them (the server's arrival times, not a sleep).
+    accepted_high = [r.received_at for r in high if r.status == 202]
+    assert len(accepted_high) >= 140
+    span = accepted_high[-1] - accepted_high[-100]
+    assert 99 / span >= 20, f"{99 / span:.1f} requests/s at the end, against a limit of 40"
 
 
 async def test_fail_fast_fails_the_chunk_that_would_have_waited(make_api: Any, emulator: Emulator) -> None:
@@ -220,3 +359,45 @@ async def test_fail_fast_fails_the_chunk_that_would_have_waited(make_api: Any, e
     assert report.chunks_acknowledged == 1
     assert any(isinstance(chunk.error, ThrottledError) for chunk in report.failed_chunks)
     assert emulator.count(route="update") == 1
+
+
+# -- closing wakes every request queued in the limiter (issue 10, lifecycle) ---------------------
+
+
+async def test_aclose_ends_every_request_queued_in_the_limiter_at_once(emulator: Emulator) -> None:
+    from batch_audiences import AsyncAudiencesClient, ClientClosedError
+
+    from ._compat import async_timeout
+
+    emulator.add_audience("vip")
+    client = AsyncAudiencesClient(
+        emulator.api_key, emulator.project_key, base_url=emulator.base_url, max_rate=2
+    )
+    views = [asyncio.ensure_future(client.view("vip")) for _ in range(40)]
+    # The first view goes at once; the 39 others are queued 0.5 s apart (about 20 s in all).
+    async with async_timeout(10):
+        done, _ = await asyncio.wait(views, return_when=asyncio.FIRST_COMPLETED)
+    assert len(done) == 1
+    await client.aclose()
+    # Far less than the 19 s the queue would take: closing must wake them, not let them run out.
+    async with async_timeout(2):
+        outcomes = await asyncio.gather(*views, return_exceptions=True)
+    closed = [o for o in outcomes if isinstance(o, ClientClosedError)]
+    assert len(closed) == 39, outcomes
+    assert emulator.count(route="view") == 1  # no queued view reached the server after the close
+
+
+async def test_acquire_after_close_raises_and_waiters_wake_in_virtual_time() -> None:
+    from batch_audiences import ClientClosedError
+
+    pacer = RateLimiter(max_rate=1)  # the real sleep: only close() can end these waits early
+    assert await pacer.acquire() > 0
+    waiters = [asyncio.ensure_future(pacer.acquire()) for _ in range(5)]
+    await asyncio.sleep(0)  # let them queue
+    assert pacer.waiting == 5
+    pacer.close()
+    results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 1.0)
+    assert all(isinstance(r, ClientClosedError) for r in results), results
+    assert pacer.waiting == 0
+    with pytest.raises(ClientClosedError):
+        await pacer.acquire()  # it would have to wait: no turn comes any more

@@ -22,7 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080,
                         help="port to listen on, 0 for any free one (default: %(default)s)")
     parser.add_argument("--rate", type=float, default=None, metavar="R",
-                        help="accept at most R requests per second (burst 1); 429 over it")
+                        help="accept at most R requests per second (a token bucket); 429 over it")
+    parser.add_argument("--burst", type=float, default=1.0, metavar="B",
+                        help="requests the rate limit lets through at once after a quiet spell: 1 "
+                        "spaces requests 1/R apart, R allows one second's worth (default: 1)")
+    parser.add_argument("--rate-retry-after", choices=("exact", "seconds", "off"), default="exact",
+                        help="Retry-After on the rate limit's 429s: exact fractional seconds, "
+                        "whole seconds rounded up (as real servers send), or none (default: exact)")
+    parser.add_argument("--no-rate-headers", action="store_true",
+                        help="send no X-RateLimit-Limit/-Remaining/-Reset headers")
     parser.add_argument("--fail-rate", type=float, default=0.0, metavar="F",
                         help="probability of a transient failure per request, split evenly between "
                         "429 and 503 (default: 0)")
@@ -59,6 +67,9 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
         indexing_delay=args.indexing_delay,
         replace_indexing_delay=args.replace_indexing_delay,
         rate_limit=args.rate,
+        burst=args.burst,
+        rate_limit_retry_after=args.rate_retry_after,
+        rate_limit_headers=not args.no_rate_headers,
         faults=faults,
         latency=args.latency,
     )

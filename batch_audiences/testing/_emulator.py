@@ -15,6 +15,7 @@ from aiohttp import web
 
 from ._faults import FaultInjector
 from ._models import EmulatedAudience, FaultPlan, RecordedRequest, ScriptedResponse
+from ._ratelimit import RetryAfterMode, check_burst, check_retry_after
 from ._recording import Recorder
 from ._server import ApiServer, ServerSettings
 from ._state import TAKEN_NAME_REPLIES, AudienceStore
@@ -54,6 +55,13 @@ class Emulator:
     for a replace), applied in that order. Faults (scripted answers, a rate limit, seeded random
     faults, dropped connections, latency) make a client's error handling testable.
 
+    The rate limit is a token bucket of ``rate_limit`` requests per second holding ``burst``
+    requests (1: requests must be spaced ``1/rate_limit`` apart; ``rate_limit``: one second's
+    worth may go at once). Its 429s carry ``Retry-After`` as exact fractional seconds
+    (``rate_limit_retry_after="exact"``), rounded up to whole seconds as real servers write it
+    (``"seconds"``), or not at all (``"off"``); ``rate_limit_headers`` adds ``X-RateLimit-*`` to
+    every answer. :meth:`set_rate` changes the rate while serving.
+
     Whether an add of an ID already present replaces its attribute set or merges into it is not
     documented by Batch: ``attribute_merge="replace"`` (the default) or ``"merge"`` picks one.
 
@@ -83,6 +91,9 @@ class Emulator:
         indexing_delay: float = 0.05,
         replace_indexing_delay: float | None = None,
         rate_limit: float | None = None,
+        burst: float = 1,
+        rate_limit_retry_after: RetryAfterMode = "exact",
+        rate_limit_headers: bool = True,
         faults: FaultPlan | None = None,
         latency: float | tuple[float, float] = 0.0,
         record_bodies: bool = True,
@@ -102,7 +113,11 @@ class Emulator:
         self._settings = ServerSettings(api_key, project_key, record_bodies)
         self._store = AudienceStore(indexing_delay, replace_delay, attribute_merge=attribute_merge)
         self._store.taken_name = _check_taken_name(taken_name)
-        self._injector = FaultInjector(faults if faults is not None else FaultPlan(), rate_limit)
+        self._injector = FaultInjector(
+            faults if faults is not None else FaultPlan(), rate_limit,
+            burst=check_burst(burst), retry_after=check_retry_after(rate_limit_retry_after),
+            limit_headers=bool(rate_limit_headers),
+        )
         self._recorder = Recorder()
         self._latency = _check_latency(latency)
         self._latency_rng = self._new_latency_rng()
@@ -196,12 +211,56 @@ class Emulator:
 
     @property
     def rate_limit(self) -> float | None:
-        """Requests per second accepted (burst 1); over it, 429 with ``Retry-After``. None: no limit."""
+        """Requests per second accepted; over it, 429. None: no limit. Assigning starts afresh
+        (a full bucket, counters at zero); :meth:`set_rate` changes it as a live server would."""
         return self._injector.rate_limit
 
     @rate_limit.setter
     def rate_limit(self, value: float | None) -> None:
         self._injector.rate_limit = value
+
+    def set_rate(self, rate: float | None, burst: float | None = None) -> None:
+        """Change the rate limit (and its burst) while serving: the tokens saved up so far stay
+        (up to the new burst), as when a real server's limit moves under a running job.
+
+        >>> emu = Emulator(rate_limit=40, burst=40)
+        >>> emu.set_rate(10)
+        >>> emu.rate_limit, emu.burst
+        (10.0, 40.0)
+        """
+        self._injector.set_rate(rate, burst)
+
+    @property
+    def burst(self) -> float:
+        """How many requests the rate limit lets through at once after a quiet spell (>= 1)."""
+        return self._injector.limit_state()[1]
+
+    @burst.setter
+    def burst(self, value: float) -> None:
+        self._injector.configure_limit(burst=value)
+
+    @property
+    def rate_limit_retry_after(self) -> RetryAfterMode:
+        """``Retry-After`` on the rate limit's 429s: ``"exact"``, ``"seconds"`` or ``"off"``."""
+        return self._injector.limit_state()[2]
+
+    @rate_limit_retry_after.setter
+    def rate_limit_retry_after(self, value: RetryAfterMode) -> None:
+        self._injector.configure_limit(retry_after=value)
+
+    @property
+    def rate_limit_headers(self) -> bool:
+        """Whether answers carry ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset``."""
+        return self._injector.limit_state()[3]
+
+    @rate_limit_headers.setter
+    def rate_limit_headers(self, value: bool) -> None:
+        self._injector.configure_limit(headers=value)
+
+    def rate_limit_counts(self) -> tuple[int, int]:
+        """Requests the rate limit accepted and refused since it was last set (or reset)."""
+        state = self._injector.limit_state()
+        return state[4], state[5]
 
     @property
     def latency(self) -> float | tuple[float, float]:

@@ -1,13 +1,13 @@
 """Deciding, at a request's arrival, whether it is answered normally or meets a fault.
 
-Order: scripted responses (consumed only by matching requests), then the rate limit, then the
-random :class:`FaultPlan`. Decisions are taken at arrival (before the added latency), so they
-follow arrival order and a seeded run is reproducible even when latency reorders processing.
+Order: scripted responses (consumed only by matching requests), then the rate limit (the token
+bucket of :mod:`._ratelimit`), then the random :class:`FaultPlan`. Decisions are taken at arrival
+(before the added latency), so they follow arrival order and a seeded run is reproducible even
+when latency reorders processing.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 import time
@@ -15,12 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._models import FaultPlan, ScriptedResponse
-
-
-def format_seconds(seconds: float) -> str:
-    """A number of seconds without trailing zeros: ``1.0`` -> ``"1"``, ``0.05`` -> ``"0.05"``."""
-    text = f"{seconds:.6f}".rstrip("0").rstrip(".")
-    return text or "0"
+from ._ratelimit import RetryAfterMode, TokenBucket, check_burst, check_retry_after, format_seconds
 
 
 @dataclass(frozen=True)
@@ -52,16 +47,19 @@ class FaultInjector:
         plan: FaultPlan,
         rate_limit: float | None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        burst: float = 1.0,
+        retry_after: RetryAfterMode = "exact",
+        limit_headers: bool = True,
     ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._scripts: list[ScriptedResponse] = []
         self._plan = plan
         self._rng = random.Random(plan.seed)
-        self._rate_limit: float | None = None
-        self._tokens = 1.0
-        self._refilled_at = clock()
-        self.rate_limit = rate_limit
+        self._bucket = TokenBucket(
+            rate_limit, burst=burst, retry_after=retry_after, headers=limit_headers, clock=clock
+        )
 
     @property
     def plan(self) -> FaultPlan:
@@ -78,19 +76,40 @@ class FaultInjector:
 
     @property
     def rate_limit(self) -> float | None:
-        """Accepted requests per second (burst 1), or None for no limit. Assigning refills the bucket."""
-        return self._rate_limit
+        """Accepted requests per second, or None for no limit. Assigning refills the bucket."""
+        return self._bucket.rate
 
     @rate_limit.setter
     def rate_limit(self, value: float | None) -> None:
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ValueError(
-                f"rate_limit must be a positive number of requests per second or None, got {value!r}"
-            )
         with self._lock:
-            self._rate_limit = None if value is None else float(value)
-            self._tokens = 1.0
-            self._refilled_at = self._clock()
+            self._bucket.change(value, name="rate_limit")
+            self._bucket.reset()
+
+    def limit_state(self) -> tuple[float | None, float, RetryAfterMode, bool, int, int]:
+        """The rate limit's rate, burst, Retry-After mode, headers switch, and the requests it
+        accepted and refused since the last reset."""
+        with self._lock:
+            b = self._bucket
+            return b.rate, b.burst, b.retry_after, b.headers, b.accepted, b.refused
+
+    def set_rate(self, rate: float | None, burst: float | None = None) -> None:
+        """Change the rate (and burst) live: the tokens saved up stay, up to the new burst."""
+        with self._lock:
+            self._bucket.change(rate, burst)
+
+    def configure_limit(
+        self, *, burst: float | None = None, retry_after: RetryAfterMode | None = None,
+        headers: bool | None = None,
+    ) -> None:
+        """Change what the rate limit allows at once and what its answers say."""
+        with self._lock:
+            bucket = self._bucket
+            if burst is not None:
+                bucket.change(bucket.rate, check_burst(burst))
+            if retry_after is not None:
+                bucket.retry_after = check_retry_after(retry_after)
+            if headers is not None:
+                bucket.headers = bool(headers)
 
     def script(self, responses: tuple[ScriptedResponse, ...]) -> None:
         """Queue scripted answers."""
@@ -110,8 +129,7 @@ class FaultInjector:
         with self._lock:
             self._scripts.clear()
             self._rng = random.Random(self._plan.seed)
-            self._tokens = 1.0
-            self._refilled_at = self._clock()
+            self._bucket.reset()
 
     def decide(self, route: str) -> Decision:
         """The fate of a request to ``route`` arriving now."""
@@ -138,22 +156,13 @@ class FaultInjector:
         return None
 
     def _take_token(self) -> Decision | None:
-        rate = self._rate_limit
-        if rate is None:
+        bucket = self._bucket
+        headers = bucket.take()
+        if headers is None:
             return None
-        now = self._clock()
-        self._tokens = min(1.0, self._tokens + (now - self._refilled_at) * rate)
-        self._refilled_at = now
-        if self._tokens >= 1.0 - 1e-9:  # float noise must not turn an on-time request away
-            self._tokens = max(0.0, self._tokens - 1.0)
-            return None
-        # Round the wait up to the millisecond so a client that waits exactly this long gets in.
-        wait = math.ceil((1.0 - self._tokens) / rate * 1000) / 1000
-        headers = self._limit_headers(rate, wait)
-        headers["Retry-After"] = format_seconds(wait)
         message = (
-            f"rate limit of {format_seconds(rate)} requests per second exceeded; "
-            f"retry in {format_seconds(wait)}s"
+            f"rate limit of {format_seconds(bucket.rate or 0)} requests per second exceeded; "
+            f"retry in {format_seconds(bucket.wait())}s"
         )
         body = {"error_code": "TOO_MANY_REQUESTS", "error_message": message}
         return Decision("respond", "rate_limited", 429, body, headers)
@@ -161,19 +170,7 @@ class FaultInjector:
     def rate_headers(self) -> dict[str, str]:
         """``X-RateLimit-*`` headers for an accepted request (empty without a rate limit)."""
         with self._lock:
-            rate = self._rate_limit
-            if rate is None:
-                return {}
-            return self._limit_headers(rate, max(0.0, (1.0 - self._tokens) / rate))
-
-    @staticmethod
-    def _limit_headers(rate: float, wait: float) -> dict[str, str]:
-        # Burst is 1, so once a request is counted nothing remains until the next refill.
-        return {
-            "X-RateLimit-Limit": format_seconds(rate),
-            "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": str(math.ceil(time.time() + wait)),  # epoch seconds, whole as usual
-        }
+            return self._bucket.limit_headers()
 
     def _draw(self, route: str) -> Decision:
         plan = self._plan
