@@ -93,6 +93,12 @@ def _guarded(
     return guarded
 
 
+def _bytea(row: StagedRow) -> tuple[str, int, str | None, bytes | None]:
+    """A staged row for the ``bytea`` column (text there would be read with escapes)."""
+    custom_id, h, keys, attrs = row
+    return custom_id, h, keys, None if attrs is None else attrs.encode()
+
+
 def _lock_id(key: SnapshotKey) -> int:
     return int.from_bytes(bytes.fromhex(key.digest), "big", signed=True)
 
@@ -199,7 +205,7 @@ class _PostgresSession:
                 "COPY src (n, id, h, keys, attrs) FROM STDIN"
             ) as copy:
                 for index, row in enumerate(rows):
-                    await copy.write_row((first + index, *row))
+                    await copy.write_row((first + index, *_bytea(row)))
         except psycopg.errors.UniqueViolation:
             # A duplicate ID in this batch: rare, so find it row by row.
             duplicates = []
@@ -208,7 +214,7 @@ class _PostgresSession:
                 for index, row in enumerate(rows):
                     added = await self._one(
                         "INSERT INTO src (n, id, h, keys, attrs) VALUES (%s, %s, %s, %s, %s) "
-                        "ON CONFLICT (id) DO NOTHING RETURNING n", (n, *row),
+                        "ON CONFLICT (id) DO NOTHING RETURNING n", (n, *_bytea(row)),
                     )
                     if added is None:
                         duplicates.append(index)
