@@ -524,3 +524,21 @@ async def test_a_wrong_postgres_password_is_reported_without_it(
         await client.sync("crm", ["a"], state=wrong)
     assert "Wrong-Pass-123" not in str(caught.value)
     assert real not in str(caught.value)
+
+
+async def test_a_postgres_sync_releases_its_lock_before_it_returns(
+    emu: Emulator, client: AsyncAudiencesClient, postgresql_url: str
+) -> None:
+    # The server frees a session's advisory lock only once it notices the disconnect, a moment
+    # after the client closed: a sync run right after another could find the lock still held.
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(postgresql_url, autocommit=True) as watcher:
+        await watcher.execute("DROP SCHEMA IF EXISTS batch_audiences CASCADE")
+        for _ in range(20):
+            report = await client.sync("crm", ["a", "b"], state=postgresql_url)
+            assert report.ok, report.summary()
+            cursor = await watcher.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            )
+            assert await cursor.fetchone() == (0,)

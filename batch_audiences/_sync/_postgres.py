@@ -93,6 +93,12 @@ def _guarded(
     return guarded
 
 
+def _bytea(row: StagedRow) -> tuple[str, int, str | None, bytes | None]:
+    """A staged row for the ``bytea`` column (text there would be read with escapes)."""
+    custom_id, h, keys, attrs = row
+    return custom_id, h, keys, None if attrs is None else attrs.encode()
+
+
 def _lock_id(key: SnapshotKey) -> int:
     return int.from_bytes(bytes.fromhex(key.digest), "big", signed=True)
 
@@ -161,6 +167,7 @@ class _PostgresSession:
         self._staged = 0
         self._full = False
         self._closed = False
+        self._locked = False
 
     async def _one(self, query: str, params: Any = None) -> Any:
         cursor = await self._conn.execute(query, params)
@@ -170,6 +177,7 @@ class _PostgresSession:
         locked = await self._one("SELECT pg_try_advisory_lock(%s)", (_lock_id(self._key),))
         if not locked[0]:
             raise SyncLockedError(self._key.name, f"pg_advisory_lock({_lock_id(self._key)}) on {self.where}")
+        self._locked = True
         async with self._conn.transaction():
             await self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             for statement in _SCHEMA:
@@ -186,8 +194,13 @@ class _PostgresSession:
         if self._closed:
             return
         self._closed = True
+        if self._locked:
+            # Closing the connection frees the lock only once the server notices the disconnect,
+            # a moment later: a sync started right after this one would find it still held.
+            with contextlib.suppress(Exception):
+                await self._conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_id(self._key),))
         with contextlib.suppress(Exception):
-            await self._conn.close()  # ends the session: its advisory lock and temp tables go
+            await self._conn.close()  # ends the session: temp tables go, and the lock if still held
 
     @_guarded
     async def stage(self, rows: Sequence[StagedRow]) -> list[int]:
@@ -199,7 +212,7 @@ class _PostgresSession:
                 "COPY src (n, id, h, keys, attrs) FROM STDIN"
             ) as copy:
                 for index, row in enumerate(rows):
-                    await copy.write_row((first + index, *row))
+                    await copy.write_row((first + index, *_bytea(row)))
         except psycopg.errors.UniqueViolation:
             # A duplicate ID in this batch: rare, so find it row by row.
             duplicates = []
@@ -208,7 +221,7 @@ class _PostgresSession:
                 for index, row in enumerate(rows):
                     added = await self._one(
                         "INSERT INTO src (n, id, h, keys, attrs) VALUES (%s, %s, %s, %s, %s) "
-                        "ON CONFLICT (id) DO NOTHING RETURNING n", (n, *row),
+                        "ON CONFLICT (id) DO NOTHING RETURNING n", (n, *_bytea(row)),
                     )
                     if added is None:
                         duplicates.append(index)

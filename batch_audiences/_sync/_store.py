@@ -48,8 +48,8 @@ UNSET: Final = 1
 ADD: Final = 2
 
 #: One source item as staged: ID, attribute hash, sorted attribute keys (JSON text, ``None``
-#: without attributes) and the canonical attributes (JSON bytes, ``None`` without).
-StagedRow = tuple[str, int, "str | None", "bytes | None"]
+#: without attributes) and the canonical attributes (JSON text, ``None`` without).
+StagedRow = tuple[str, int, "str | None", "str | None"]
 #: One plan row as read for sending: ID, operation, canonical attributes (JSON text or bytes).
 PlanRow = tuple[str, int, "str | bytes | None"]
 

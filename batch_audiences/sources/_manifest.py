@@ -6,12 +6,11 @@ import os
 from collections.abc import Iterator
 from typing import Any, Final
 
-import orjson
-
 from .._errors import ValidationError
 from .._models import NewAudience
 from ._csv import csv_records
 from ._files import COMPRESSIONS, SourceFile, check_encoding, check_file, lines
+from ._ndjson import json_values
 from ._rows import RowError, SourceError, SourceReader
 
 __all__ = ["MANIFEST_FORMATS", "read_manifest"]
@@ -99,18 +98,7 @@ def _csv(
 
 def _ndjson(reader: SourceReader[Any], numbered: Iterator[tuple[int, str, bool]], encoding: str
             ) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, text, undecodable in numbered:
-        if not text.strip():
-            continue
-        reader.rows += 1
-        if undecodable:
-            reader.bad_row(number, f"not valid {encoding}")
-            continue
-        try:
-            record = orjson.loads(text)
-        except orjson.JSONDecodeError as error:
-            reader.bad_row(number, f"not valid JSON ({error})")
-            continue
+    for number, record in json_values(reader, numbered, encoding):
         if not isinstance(record, dict):
             reader.bad_row(number, f"expected a JSON object, got {type(record).__name__}")
             continue

@@ -13,7 +13,7 @@ from ._convert import AttributeSpec, attribute_specs, json_value
 from ._files import SourceFile, check_encoding, check_file, lines
 from ._rows import SourceReader, id_problem, source_id
 
-__all__ = ["read_ndjson"]
+__all__ = ["json_values", "read_ndjson"]
 
 
 def read_ndjson(
@@ -51,18 +51,7 @@ def read_ndjson(
 
     def produce(reader: SourceReader[str | Member | IdAction]) -> Iterator[str | Member | IdAction]:
         with lines(source, encoding) as numbered:
-            for number, text, undecodable in numbered:
-                if not text.strip():
-                    continue
-                reader.rows += 1
-                if undecodable:
-                    reader.bad_row(number, f"not valid {encoding}")
-                    continue
-                try:
-                    data = orjson.loads(text)
-                except orjson.JSONDecodeError as error:
-                    reader.bad_row(number, f"not valid JSON ({error})")
-                    continue
+            for number, data in json_values(reader, numbered, encoding):
                 if isinstance(data, str):
                     problem = id_problem(data.strip() and data)
                     if problem is not None:
@@ -79,6 +68,27 @@ def read_ndjson(
                     reader.bad_row(number, f"expected a JSON object or string, got {type(data).__name__}")
 
     return SourceReader(source, produce, errors=errors, max_errors=max_errors)
+
+
+def json_values(
+    reader: SourceReader[Any], numbered: Iterator[tuple[int, str, bool]], encoding: str
+) -> Iterator[tuple[int, Any]]:
+    """The JSON value of each non-blank line, with its line number: the one place that decodes
+    NDJSON (the item reader and the manifest reader both read through it). A line that is not
+    valid in ``encoding`` or not valid JSON is a bad row of ``reader``."""
+    for number, text, undecodable in numbered:
+        if not text.strip():
+            continue
+        reader.rows += 1
+        if undecodable:
+            reader.bad_row(number, f"not valid {encoding}")
+            continue
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as error:
+            reader.bad_row(number, f"not valid JSON ({error})")
+            continue
+        yield number, value
 
 
 def _item(
