@@ -309,6 +309,18 @@ class RateLimiter:
             if sleeper is not None and not sleeper.done():
                 sleeper.cancel()
 
+    def try_acquire(self) -> float | None:
+        """This request's start time when it may go at once with nothing to pace (no rate, no
+        estimate, no pause): the turn :meth:`acquire` would give, without its coroutine.
+        ``None`` otherwise: then await :meth:`acquire`, which decides (and waits).
+        """
+        if self._estimate is not None or self.max_rate is not None:
+            return None
+        now = self._clock()
+        if self._next_slot > now or self._paused_until > now:
+            return None
+        return self._started(now)
+
     async def acquire(self) -> float:
         """Wait for this request's turn and return the time it starts at.
 
@@ -394,12 +406,15 @@ class RateLimiter:
 
     def on_success(self, headers: Mapping[str, str] | None = None) -> None:
         """Count an accepted request; ``headers`` (the answer's) may hold ``X-RateLimit-*``."""
-        now = self._clock()
-        self._answer(True)
+        answers = self._answers  # _answer(True), inlined: this runs for every request
+        if len(answers) == answers.maxlen:
+            self._answers_ok -= answers[0]
+        answers.append(True)
+        self._answers_ok += 1
         if headers is not None and self._estimate is not None:
             remaining = headers.get("X-RateLimit-Remaining")
             if remaining is not None:
-                self._advised(now, remaining.strip())
+                self._advised(self._clock(), remaining.strip())
 
     def _advised(self, now: float, remaining: str) -> None:
         """``X-RateLimit-Remaining`` on a success: hold the probe at the limit while it says 0.

@@ -117,17 +117,16 @@ class Redactor:
     def __repr__(self) -> str:
         return "Redactor(<key hidden>)"
 
-    def _may_hold(self, value: str) -> bool:
+    def may_show_key(self, value: str) -> bool:
+        """False when ``value`` surely does not show the key: a few substring searches, no
+        regular expression. True means only "look closer" (:meth:`shows_key`, :meth:`text`)."""
         # A plain loop, not any() over a generator: this runs on every answer of every request.
         for marker in self._markers:  # noqa: SIM110
             if marker in value:
                 return True
         return False
 
-    def may_show_key(self, value: str) -> bool:
-        """False when ``value`` surely does not show the key: a few substring searches, no
-        regular expression. True means only "look closer" (:meth:`shows_key`, :meth:`text`)."""
-        return self._may_hold(value)
+    _may_hold = may_show_key  # the name used inside; one function, no forwarding call
 
     def text(self, value: str) -> str:
         """``value`` with every appearance of the key (or a long fragment of it) replaced."""

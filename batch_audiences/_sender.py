@@ -225,7 +225,12 @@ class AiohttpSender:
 
     async def send(self, request: HTTPRequest) -> HTTPResponse:
         """Make one exchange; see :class:`Sender`."""
-        session = self._get_session()
+        session = self._session
+        # _get_session's checks, their common outcome inline (this runs on every request): a
+        # session of ours, open, on the loop it was made on; anything else is asked in full.
+        if (session is None or self._closed or session.closed
+                or (self._loop is not None and asyncio.get_running_loop() is not self._loop)):
+            session = self._get_session()
         timeout = self._timeouts.get(request.timeout)
         if timeout is None:
             if len(self._timeouts) >= _MAX_KEPT_URLS:

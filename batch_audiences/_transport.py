@@ -7,7 +7,7 @@ by default), which makes one exchange and nothing else. ``request`` is a short l
 steps, as httpx's ``_send_handling_auth`` over ``_send_single_request``::
 
     while True:
-        answer = await self._send_single(exchange)      # pace, send, redact, count, tell hooks
+        <take the turn, send, read>                     # pace, send, redact, count, tell hooks
         wait = self.should_retry(exchange, answer)      # None: this answer is final
         if wait is None:
             return self._conclude(exchange, answer)     # the body, or the typed error
@@ -64,6 +64,7 @@ _MAX_REASON_CHARS: Final = 300
 _NAME_FIRST: Final = re.compile(rb'\{"name":"([A-Za-z0-9_-]{1,255})"')
 # One number per logical request, for hooks to tie the events of its attempts together.
 _REQUEST_IDS: Final = itertools.count(1)
+
 
 
 @attrs.frozen
@@ -168,9 +169,14 @@ class _NoAnswer:
     reason: str
 
 
-@attrs.frozen
+@attrs.define
 class _Answer:
-    """An attempt's answer, with the key hidden from everything a text could be made of."""
+    """An attempt's answer, with the key hidden from everything a text could be made of.
+
+    Never changed once built, but not ``frozen``: one is built for every answer, and a frozen
+    class's ``__init__`` sets each field through ``object.__setattr__``, about three times the
+    work of plain assignments.
+    """
 
     status: int
     headers: Mapping[str, str]
@@ -300,7 +306,24 @@ class Transport:
         """
         exchange = self._prepare(method, route, body, params, trace, audience)
         while True:
-            answer = await self._send_single(exchange)
+            # One attempt, its steps inline (a coroutine of its own would cost a frame and two
+            # resumptions on every request). The turn is taken at once, without a coroutine,
+            # when nothing paces or pauses the client (the common case); else waited for.
+            started = self.limiter.try_acquire() if self._ceiling is None else None
+            if started is not None:
+                exchange.sent_at = started
+            else:
+                await self._wait_turn(exchange)
+            self._begin(exchange)
+            try:
+                response = await self.sender.send(exchange.request)
+            except SendError as exc:
+                answer: _Answer | _NoAnswer = self._no_answer(exchange, exc)
+            except BaseException as exc:
+                self._broken(exchange, exc)
+                raise
+            else:
+                answer = self._answered(exchange, response)
             wait = self.should_retry(exchange, answer)
             if wait is None:
                 return self._conclude(exchange, answer)
@@ -315,7 +338,8 @@ class Transport:
         trace: RequestTrace | None,
         audience: str | None,
     ) -> _Exchange:
-        if self.closed:
+        # ``closed``, inline (it runs on every request).
+        if self._closed or (self._parent is not None and self._parent.closed):
             raise ClientClosedError("this client is closed; create a new one")
         url = self._root + route
         if params:
@@ -333,11 +357,14 @@ class Transport:
                 exchange.audience = found.group(1).decode() if found else (params or {}).get("name")
         return exchange
 
-    async def _send_single(self, exchange: _Exchange) -> _Answer | _NoAnswer:
-        """One attempt: wait for the turn, send, and read the answer with the key hidden."""
+    async def _wait_turn(self, exchange: _Exchange) -> None:
+        """Wait for the attempt's turn: the client's own ceiling, then the shared limiter."""
         if self._ceiling is not None:
             await self._ceiling.acquire()
         exchange.sent_at = await self.limiter.acquire()
+
+    def _begin(self, exchange: _Exchange) -> None:
+        """Count the attempt that is about to leave and tell the hooks."""
         # aclose() may have happened while this request waited for its turn or its back-off:
         # say so, rather than a failure from the sender. (``closed``, inline.)
         if self._closed or (self._parent is not None and self._parent.closed):
@@ -345,32 +372,30 @@ class Transport:
         trace = exchange.trace
         trace.attempts += 1
         self._counters.requests += 1
-        hooks = self.hooks if self._hooked else None
-        if hooks:
+        if self._hooked:
             exchange.started = time.perf_counter()
-            hooks.emit(RequestSent(request_id=exchange.request_id, method=exchange.method,
-                                   route=exchange.route, attempt=trace.attempts,
-                                   audience=exchange.audience))
+            self.hooks.emit(RequestSent(request_id=exchange.request_id, method=exchange.method,
+                                        route=exchange.route, attempt=trace.attempts,
+                                        audience=exchange.audience))
         exchange.attempt_sent = time.time()
-        try:
-            response = await self.sender.send(exchange.request)
-        except SendError as exc:
-            return self._no_answer(exchange, exc)
-        except BaseException as exc:
-            # Cancelled, or the sender broke: the attempt still ends, for hooks (a span must close).
-            if hooks:
-                hooks.emit(RequestFailed(
-                    request_id=exchange.request_id, method=exchange.method, route=exchange.route,
-                    attempt=trace.attempts, reason=type(exc).__name__,
-                    elapsed=time.perf_counter() - exchange.started, maybe_applied=True,
-                    audience=exchange.audience,
-                ))
-            raise
-        answer = self._read(exchange, response)
-        if hooks:
-            hooks.emit(AnswerReceived(
+
+    def _broken(self, exchange: _Exchange, exc: BaseException) -> None:
+        # Cancelled, or the sender broke: the attempt still ends, for hooks (a span must close).
+        if self._hooked:
+            self.hooks.emit(RequestFailed(
                 request_id=exchange.request_id, method=exchange.method, route=exchange.route,
-                attempt=trace.attempts, status=answer.status,
+                attempt=exchange.trace.attempts, reason=type(exc).__name__,
+                elapsed=time.perf_counter() - exchange.started, maybe_applied=True,
+                audience=exchange.audience,
+            ))
+
+    def _answered(self, exchange: _Exchange, response: HTTPResponse) -> _Answer:
+        """The answer read (key hidden), told to the hooks, and a 429 taken into account."""
+        answer = self._read(exchange, response)
+        if self._hooked:
+            self.hooks.emit(AnswerReceived(
+                request_id=exchange.request_id, method=exchange.method, route=exchange.route,
+                attempt=exchange.trace.attempts, status=answer.status,
                 elapsed=time.perf_counter() - exchange.started, headers=answer.headers,
                 audience=exchange.audience,
             ))
@@ -447,10 +472,12 @@ class Transport:
                 return None
             retry_after = None
         else:
+            # ``policy.should_retry_status``, inline: a success ends here, on every request.
+            if answer.status not in policy.retry_statuses:
+                return None
             retry_after = answer.retry_after
             if not (
-                policy.should_retry_status(answer.status)
-                and not self.limiter.fail_fast
+                not self.limiter.fail_fast
                 and (retry_after is None or retry_after <= policy.max_retry_after)
                 and trace.may_retry(policy.max_retries, retry_after)
             ):
