@@ -51,7 +51,8 @@ from ._models import (
 from ._transport import RequestTrace
 
 if TYPE_CHECKING:
-    from ._pacing import RateLimiter, RetryBudget
+    from ._budget import RetryBudget
+    from ._pacing import RateLimiter
     from ._transport import Transport
 
 __all__ = ["IdsRoute", "Operations", "PollSchedule"]

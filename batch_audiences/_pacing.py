@@ -1,5 +1,4 @@
-"""Pacing: the adaptive rate limiter shared by every request of one client, and the retry
-budget of one bulk call.
+"""Pacing: the adaptive rate limiter shared by every request of one client.
 
 Batch publishes no rate figure for the audience routes, so :class:`RateLimiter` starts unlimited
 (or at ``max_rate``) and learns the limit from the server's 429s, the way TCP congestion control
@@ -59,7 +58,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from ._errors import ClientClosedError, ThrottledError
 
-__all__ = ["RateLimiter", "RetryBudget"]
+__all__ = ["RateLimiter"]
 
 # How far back sends and successes are counted to estimate rates, in how many buckets.
 _WINDOW = 2.0
@@ -604,56 +603,3 @@ class RateLimiter:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-class RetryBudget:
-    """The retries one bulk call may still make, and the time after which it makes none.
-
-    ``retries=None`` leaves each request its own limit (the client's ``max_retries``), as for a
-    single call; an integer is shared by every request of the call, and then replaces the
-    per-request limit: a request keeps retrying while the shared budget lasts. ``deadline`` is a
-    clock time (``time.monotonic`` by default) after which no retry is allowed.
-    """
-
-    def __init__(
-        self,
-        retries: int | None = None,
-        deadline: float | None = None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.retries = retries
-        self.deadline = deadline
-        self._clock = clock
-        #: Retries granted so far.
-        self.spent = 0
-        #: Set once a retry was refused because the shared budget was spent.
-        self.exhausted = False
-
-    @property
-    def expired(self) -> bool:
-        """Whether the deadline has passed."""
-        return self.deadline is not None and self._clock() >= self.deadline
-
-    def remaining_time(self) -> float | None:
-        """Seconds left before the deadline (``None``: no deadline; never negative)."""
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - self._clock())
-
-    def allow(self, attempts: int, max_retries: int, wait: float | None = None) -> bool:
-        """Whether a request that made ``attempts`` attempts may retry (after ``wait`` seconds).
-
-        Counts the retry when it is granted.
-        """
-        if self.deadline is not None and self._clock() + (wait or 0.0) >= self.deadline:
-            return False
-        if self.retries is None:
-            granted = attempts <= max_retries
-        else:
-            granted = self.spent < self.retries
-            if not granted:
-                self.exhausted = True
-        if granted:
-            self.spent += 1
-        return granted

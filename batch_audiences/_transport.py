@@ -31,6 +31,7 @@ import attrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import _redact
+from ._budget import RetryBudget
 from ._config import ClientConfig, _Waits
 from ._errors import ClientClosedError, TransportError, UnexpectedResponseError, error_from_response
 from ._hooks import (
@@ -44,7 +45,7 @@ from ._hooks import (
     RetryScheduled,
     Throttled,
 )
-from ._pacing import RateLimiter, RetryBudget
+from ._pacing import RateLimiter
 from ._sender import MAX_RESPONSE_BYTES, AiohttpSender, HTTPRequest, HTTPResponse, Sender, SendError
 from ._testmode import pause
 from ._version import __version__

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from batch_audiences import AsyncAudiencesClient, ThrottledError
-from batch_audiences._pacing import RateLimiter, RetryBudget
+from batch_audiences._budget import RetryBudget
+from batch_audiences._pacing import RateLimiter
 from batch_audiences.testing import Emulator
 
 

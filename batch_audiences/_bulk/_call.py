@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from .._budget import RetryBudget
 from .._errors import BatchAudiencesError, ValidationError
-from .._pacing import RetryBudget
 from .._transport import RequestTrace
 from ._errors import DeadlineExceededError, NotSentError
 from ._reports import ProgressEvent, ProgressKind

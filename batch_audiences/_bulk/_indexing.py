@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 from .._api import BULK_POLL, Operations
+from .._budget import RetryBudget
 from .._errors import BatchAudiencesError
-from .._pacing import RetryBudget
 from .._transport import RequestTrace
 from ._call import Tally
 from ._chunk import Chunk
