@@ -14,7 +14,6 @@ import html
 import logging
 import pickle
 import re
-import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import unquote
@@ -34,6 +33,7 @@ from batch_audiences import (
     TransportError,
 )
 from batch_audiences.testing import set_testing
+from tests.test_secrets import texts_of
 
 SECRET = "sk-live-3c9e1a7f5b2d8e4c6a0f"
 PROJECT = "project_redaction"
@@ -61,16 +61,9 @@ def leaks(text: str) -> bool:
 
 
 def texts_of_error(error: BaseException) -> list[str]:
-    """Everything an error shows: str, repr, args, attributes, traceback; its causes too."""
-    out: list[str] = []
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        out += [str(current), repr(current), repr(current.args)]
-        out += [repr(value) for value in vars(current).values()] if hasattr(current, "__dict__") else []
-        current = current.__cause__ or current.__context__
-    out.append("".join(traceback.format_exception(error)))
+    """Everything an error shows (as in test_secrets), and for an API error what it keeps of the
+    answer: its pickled copy, its body and its headers."""
+    out = texts_of(error)
     if isinstance(error, APIError):
         out.append(repr(pickle.loads(pickle.dumps(error))))
         out.append(error.body.decode("utf-8", "replace"))
