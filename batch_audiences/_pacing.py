@@ -73,11 +73,13 @@ _REQUESTS_PER_CYCLE = 30
 # …but no less and no more than these many seconds; the shortest when the estimate just moved
 # by more than _STABLE (a share of it).
 _MIN_CLIMB = 1.0
-_MAX_CLIMB = 30.0
+_MAX_CLIMB = 2.0
+# …and no more than this when the estimate just moved (the limit may be moving on).
+_MOVED_CLIMB = 1.0
 _STABLE = 0.15
 # Past the estimate, the pace grows as CUBIC's window does: twice the estimate after this many
 # seconds, 9 times after twice as long…
-_PROBE_SCALE = 1.0
+_PROBE_SCALE = 0.5
 # …up to this multiple of the estimate.
 _PROBE_CAP = 64.0
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
@@ -86,6 +88,8 @@ _MIN_RATE = 0.2
 _MIN_EVIDENCE = 8
 # The pace kept by the client is measured over this many starts.
 _KEPT_STARTS = 4
+# …and counts when it fell clearly short of the pace (a little jitter either way does not).
+_KEPT_SHORT = 0.9
 # The share of 429s a cut is based on is that of the last answers…
 _LAST_ANSWERS = 20
 # …when there are at least this many.
@@ -101,7 +105,7 @@ _NOISE_EVIDENCE = 5
 # While climbing back below the estimate, at least this share of 429s is noise, not a limit,
 # over at least this many requests of climbs in a row (a climb with at most _CLEAN_SHARE of
 # 429s starts the count again)…
-_NOISE_SHARE = 0.12
+_NOISE_SHARE = 0.15
 _NOISE_SAMPLE = 40
 _CLEAN_SHARE = 0.05
 # …and once noise is known, a share this far above it is a limit again.
@@ -110,6 +114,22 @@ _NOISE_MARGIN = 0.1
 _SHARE_MEMORY = 400
 # Waits for the spacing from the last start, at most, before a request goes.
 _SPACING_TRIES = 3
+# A request woken a little early relative to the last start (which may have woken late) goes
+# anyway: turns are kept on a schedule of target times, so that late wake-ups do not add up.
+_SPACING_TOLERANCE = 0.04
+# The rate the server accepted between two cuts (its "goodput") bounds the estimate, once it
+# rests on this many accepted answers over this many seconds of paced sending…
+_GOODPUT_ANSWERS = 5
+_GOODPUT_SECONDS = 0.3
+# …with this much slack: a bucket allowing no burst loses a little while the pace climbs.
+_GOODPUT_SLACK = 1.05
+# Only a server that lets bursts through makes a pace above its rate go through for a while: it
+# lets at least this many requests of the unpaced start of a job through before its first 429.
+_BURST_EVIDENCE = 4
+# A share of accepted answers from which a 429 says "just past the limit", not "far above it".
+_MOSTLY = 0.75
+# A server that lets no burst through refuses a pace just above its limit: aim a little below.
+_JUST_BELOW = 0.98
 _CLOSED_MESSAGE = "this client was closed while the request waited for its turn"
 
 
@@ -220,6 +240,13 @@ class RateLimiter:
         # started at _epoch_start).
         self._sent = self._throttled = 0
         self._epoch_start: float | None = None
+        # Answers accepted since the last cut, and seconds since then when the pace was not used.
+        self._accepted = 0
+        self._idle = 0.0
+        # The lowest pace at which a request sent since the last cut was refused.
+        self._lowest_refused = math.inf
+        # Whether the server lets bursts through (None: not known yet).
+        self._bursty: bool | None = None
 
     # -- the pace ---------------------------------------------------------------------------------
 
@@ -343,9 +370,10 @@ class RateLimiter:
                         # The pace was not used meanwhile (no request waited): that says
                         # nothing of the limit, so the climb and the probe wait too.
                         self._climb_from += now - idle_from
+                        self._idle += now - idle_from
                         rate = self._rate_at(now) or rate
                     # Spaced from the last request that started (which may have started late).
-                    start = self._last_start + 1.0 / rate
+                    start = self._last_start + (1.0 - _SPACING_TOLERANCE) / rate
                     if start <= now:
                         self._next_slot = now + 1.0 / rate
                         return self._started(now)
@@ -354,6 +382,10 @@ class RateLimiter:
             if self.fail_fast:
                 raise ThrottledError(start - now)
             if rate is not None:
+                # The turn after this one, at the pace the curve will be at then (a pace that
+                # climbs fast must not be held back by turns reserved at the pace of now).
+                if self._estimate is not None:
+                    rate = self._rate_at(start) or rate
                 self._next_slot = start + 1.0 / rate
             await self._pause(start - now)
             # Re-checked after the wait: the conditions may have changed meanwhile.
@@ -375,7 +407,7 @@ class RateLimiter:
         for _ in range(_SPACING_TRIES):
             woke = self._clock()
             rate = self._rate_at(woke) if self._estimate is not None else self.max_rate
-            gap = self._last_start + 1.0 / rate - woke if rate is not None else 0.0
+            gap = self._last_start + (1.0 - _SPACING_TOLERANCE) / rate - woke if rate is not None else 0.0
             if gap <= 1e-4:
                 return woke
             await self._pause(gap)
@@ -410,6 +442,7 @@ class RateLimiter:
             self._answers_ok -= answers[0]
         answers.append(True)
         self._answers_ok += 1
+        self._accepted += 1
         if headers is not None and self._estimate is not None:
             remaining = headers.get("X-RateLimit-Remaining")
             if remaining is not None:
@@ -454,9 +487,24 @@ class RateLimiter:
             return  # the 429 belongs to the pace in force before the cut
         self._throttled += 1
         self._answer(False)
+        refused = self._refused_pace(sent_at)
+        if refused is not None and refused < self._lowest_refused:
+            self._lowest_refused = refused
         if not self._pace_is_the_cause(now):
             return
         self._cut(now, sent_at)
+
+    def _refused_pace(self, sent_at: float) -> float | None:
+        """The pace a request started at ``sent_at`` went at: the one in force then, or (for a
+        server that lets no burst through, which judges the gap between two arrivals) the gap
+        from the start before it, if shorter."""
+        pace = self._rate_at(sent_at)
+        if self._bursty is False:
+            for started, _ in reversed(self._starts):
+                if started < sent_at:
+                    gap = 1.0 / max(sent_at - started, 1e-6)
+                    return gap if pace is None else min(pace, gap)
+        return pace
 
     def _climbing(self, now: float) -> bool:
         """Whether the pace is on its way back to the estimate (not above it)."""
@@ -466,9 +514,11 @@ class RateLimiter:
         self.decreases += 1
         # The pace refused: the one in force when the request was sent. Its predecessor's went
         # through (else this would not be news): the limit is between the two.
-        rate = self._rate_at(min(sent_at, now))
+        rate = self._refused_pace(min(sent_at, now))
         for started, pace in reversed(self._starts):
             if started < sent_at:
+                if self._bursty is False:
+                    pace = self._refused_pace(started)
                 if pace is not None and (rate is None or pace < rate):
                     rate = pace
                 break
@@ -478,23 +528,13 @@ class RateLimiter:
         # Nor one above what the last starts actually kept (a busy event loop wakes late).
         # (Far below the pace, the client was not using it: then what it offered counts.)
         kept = self._kept_rate(now) if rate is not None else None
-        if kept is not None and kept >= 0.5 * base:
+        if kept is not None and 0.5 * base <= kept < _KEPT_SHORT * base:
             base = min(base, kept)
-        # A second cut while climbing back: the pace is far above the limit (a limit that fell,
-        # or the start of a job), and the estimate rests on few answers: probe from it at once.
-        overloaded = self._climbing(now)
-        if overloaded and self._sent:
-            # Far above the limit, what got through since the cut is what counts.
-            accepted: float | None = max(0.0, 1.0 - self._throttled / self._sent)
-        else:
-            accepted = self._accepted_share()
-        if accepted:
-            # What got through of the pace offered is the best guess of the limit: at the limit,
-            # nearly all of it; far above, the limit's share of it. A pace that probed past the
-            # limit is ahead of what the server accepted meanwhile: no more than that.
-            estimate = base * max(accepted, _DEEPEST_CUT)
-            floor = _BACKOFF * estimate
-        else:  # nothing measured: halve, and find the limit from there
+        if self._bursty is None:
+            self._bursty = self._accepted >= _BURST_EVIDENCE
+        estimate, far = self._estimate_at_cut(now, base)
+        floor = _BACKOFF * estimate if estimate is not None else None
+        if estimate is None:  # nothing measured: halve, and find the limit from there
             estimate = floor = base / 2.0
         if self.max_rate is not None:
             estimate = min(estimate, self.max_rate)
@@ -507,18 +547,54 @@ class RateLimiter:
         else:
             # The limit moved (or is new): probe again soon, in case it moves on; but not before
             # enough requests to tell whether the cut worked (see _pace_is_the_cause).
-            self._climb = min(max(_JUDGE_AFTER / estimate, _MIN_CLIMB), _MAX_CLIMB)
-        if overloaded or not accepted:
-            self._climb = 0.0  # straight to probing
+            self._climb = min(max(_JUDGE_AFTER / estimate, _MIN_CLIMB), _MOVED_CLIMB)
+        if far or floor == estimate:
+            self._climb = 0.0  # far above the limit, or nothing measured: straight to probing
         self._probe_held = False
         # The climb, and the counts that judge it, start when a pause ends.
         self._climb_from = max(now, self._paused_until)
-        self._sent = self._throttled = 0
+        self._sent = self._throttled = self._accepted = 0
+        self._idle, self._lowest_refused = 0.0, math.inf
         self._epoch_start = now
         self._last_decrease = now
         # Turns reserved at the old pace are void (their holders re-queue when they wake): the
         # next turn follows the last request that actually started, at the new pace.
         self._next_slot = max(now, self._last_start + 1.0 / self._floor, self._paused_until)
+
+    def _estimate_at_cut(self, now: float, base: float) -> tuple[float | None, bool]:
+        """The limit, as a 429 refusing the pace ``base`` shows it (None: nothing to go by), and
+        whether the pace was far above it."""
+        bursty = self._bursty is not False
+        if self._climbing(now):
+            # A second cut while climbing back to the estimate.
+            if 2 * self._throttled >= self._sent > 0:
+                # Most requests since the last cut refused: far above the limit (a limit that
+                # fell, or the start of a job), and what got through is the limit's share.
+                return base * _share_of_limit(1.0 - self._throttled / self._sent, bursty), True
+            # A few (the climb aimed a little high, or the server's timing jitters): the limit
+            # is just below the lowest pace refused since the cut.
+            return min(base, self._lowest_refused) * _JUST_BELOW, False
+        goodput = self._goodput(now) if bursty or self._room_seen else None
+        if goodput is not None:
+            # Since the last cut, the server let through its rate and no more: a 429 says its
+            # bucket is empty, at that cut as at this one. A pace above that rate went through
+            # only while a saved burst lasted: the burst is spent, the rate is not higher.
+            return min(base, goodput * _GOODPUT_SLACK), False
+        accepted = self._accepted_share()
+        if accepted is None:
+            return None, False
+        if not bursty:
+            # A probe crossed the limit: it is between this gap and the last one accepted.
+            # (Older 429s in the last answers say nothing here.) A gap no shorter than the
+            # estimate's, among answers mostly accepted, is the server's timing jittering: the
+            # estimate moves down a little.
+            if accepted >= _MOSTLY:
+                base = max(base, self._estimate or 0.0)
+            return base * _JUST_BELOW, False
+        if accepted >= _MOSTLY:
+            return base, False  # a probe just crossed the limit
+        # Far above it: the limit's share of the pace is what got through.
+        return base * _share_of_limit(accepted, bursty), False
 
     def _pace_is_the_cause(self, now: float) -> bool:
         """Whether a fresh 429 should cut the pace (see the module docstring); may decide that
@@ -559,10 +635,15 @@ class RateLimiter:
         return True
 
     def _forget_cuts(self, now: float) -> None:
-        """The 429s were noise: back to the pace the limiter started with."""
-        self._estimate = None
-        rate = self.max_rate
-        self._sent = self._throttled = 0
+        """The 429s were noise: the cuts they made are undone, by probing up from the estimate
+        at once (the pace leaves it within a second or two, unless a clear excess of 429s says
+        the limit is there after all)."""
+        if self._estimate is not None:
+            self._floor = self._estimate
+        self._climb, self._climb_from, self._probe_held = 0.0, max(now, self._paused_until), False
+        rate = self._rate_at(now)
+        self._sent = self._throttled = self._accepted = 0
+        self._idle, self._lowest_refused = 0.0, math.inf
         self._epoch_start = now
         # Turns reserved at the cut pace are void; waiting requests re-queue when they wake.
         self._last_decrease = now
@@ -585,6 +666,13 @@ class RateLimiter:
         answers.append(ok)
         self._answers_ok += ok
 
+    def _goodput(self, now: float) -> float | None:
+        """Requests accepted per second of paced sending since the last cut (None: too few)."""
+        active = now - self._last_decrease - self._idle
+        if self._accepted < _GOODPUT_ANSWERS or not _GOODPUT_SECONDS <= active < math.inf:
+            return None
+        return self._accepted / active
+
     def _kept_rate(self, now: float) -> float | None:
         """The pace the last few starts kept (few: a probe's pace moves fast)."""
         starts = self._starts
@@ -598,6 +686,18 @@ class RateLimiter:
         if count < 2:
             return None
         return count / max(now - first, 1e-3)
+
+
+def _share_of_limit(accepted: float, bursty: bool) -> float:
+    """The limit's share of a pace of which ``accepted`` got through, far above the limit.
+
+    A server that lets no burst through refuses every other request of any pace between its
+    limit and twice it, two of three up to three times it, …: when ``1/k`` got through, the
+    limit is between ``1/k`` and ``1/(k-1)`` of the pace; the middle is taken."""
+    if bursty:
+        return max(accepted, _DEEPEST_CUT)
+    accepted = min(accepted, 0.5)
+    return max(accepted * (1.0 + accepted / (2.0 * (1.0 - accepted))), _DEEPEST_CUT)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -136,12 +136,12 @@ async def test_after_a_cut_the_pace_climbs_back_in_seconds_then_probes_above() -
     time.now = cut + climb
     assert pacer.rate == pytest.approx(estimate)
     # Then it probes above, slowly at first (a limit just above is met with one 429)…
-    time.now = cut + climb + 0.2
+    time.now = cut + climb + 0.1
     assert pacer.rate == pytest.approx(estimate * 1.008)
-    # …then faster and faster, so that a limit that rose is found within seconds.
-    time.now = cut + climb + 1.0
+    # …then faster and faster, so that a limit that rose is found within a second or two.
+    time.now = cut + climb + 0.5
     assert pacer.rate == pytest.approx(2 * estimate)
-    time.now = cut + climb + 2.0
+    time.now = cut + climb + 1.0
     assert pacer.rate == pytest.approx(9 * estimate)
     time.now = cut + 600
     assert pacer.rate == pytest.approx(64 * estimate)  # bounded
@@ -191,7 +191,7 @@ async def test_first_429_with_nothing_measured_halves_and_probes_from_there() ->
     guess = pacer.rate
     assert guess is not None
     assert guess > 0
-    time.now += 1.0
+    time.now += 0.5
     assert pacer.rate == pytest.approx(2 * guess)
 
 
@@ -216,7 +216,7 @@ async def test_x_ratelimit_remaining_zero_holds_the_probe_at_the_limit() -> None
     time.now += 5.0
     assert pacer.rate == pytest.approx(probing)  # held, not grown for five seconds
     pacer.on_success({"X-RateLimit-Remaining": "4"})  # room again
-    time.now += 1.0
+    time.now += 0.5
     assert pacer.rate == pytest.approx(2 * probing)  # probing on from there
 
 
