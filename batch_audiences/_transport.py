@@ -539,7 +539,7 @@ class Transport:
                     "sender's cap); it was not read", method=method, route=route,
                     headers=answer.headers,
                 )
-            self.limiter.on_success(answer.headers)
+            self.limiter.on_success(answer.headers, exchange.sent_at)
             exchange.trace.headers = answer.headers
             return status, answer.body
         raise error_from_response(
