@@ -487,7 +487,7 @@ class CreateRequest:
 
 def _to_actions(items: Iterable[IdAction]) -> tuple[IdAction, ...]:
     actions = tuple(items)
-    if set(map(type, actions)) <= {IdAction}:  # one pass in C; the loop below finds the culprit
+    if list(map(type, actions)).count(IdAction) == len(actions):  # a pass in C; the loop finds the culprit
         return actions
     for index, item in enumerate(actions):
         if type(item) is not IdAction:

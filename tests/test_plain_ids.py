@@ -60,7 +60,10 @@ def test_a_batch_with_one_bad_id_is_checked_item_by_item() -> None:
     batch = ["u1", "\u3000", "é" * MAX_ID_LENGTH, "x" * (MAX_ID_LENGTH + 1), "", "a b", "\ud800"]
     encoded = encode_batch(batch, "add", False, 10, invalid)
     assert [position for position, _ in bad] == [11, 13, 14, 16]
-    assert "non-empty" in bad[0][1] and "1,024 characters" in bad[1][1] and "JSON" in bad[3][1]
+    assert "non-empty" in bad[0][1]
+    assert "1,024 characters" in bad[1][1]
+    assert "non-empty" in bad[2][1]
+    assert "JSON" in bad[3][1]
     assert encoded.ids == ["u1", "é" * MAX_ID_LENGTH, "a b"]
     entries = orjson.loads(b"[" + encoded.piece + b"]")
     assert entries == [{"action": "add", "id": custom_id} for custom_id in encoded.ids]
