@@ -44,6 +44,7 @@ __all__ = [
     "check_attributes",
     "check_id",
     "check_name",
+    "plain_id",
     "typed_kind",
 ]
 
@@ -327,6 +328,16 @@ def _to_action(value: object) -> Action:
         raise ValidationError("action", f"must be 'add' or 'remove', got {value!r}") from None
 
 
+def plain_id(value: str) -> str:
+    """``value`` as an exact ``str`` when it is a subclass of one (a ``str``-based Enum, say):
+    ``str()`` of such an Enum member is ``"Plan.PRO"`` and its hash is its name's, while the ID
+    it stands for, the one JSON carries, is its value ``"pro"``. Anything else as it is, for
+    the ID's check to refuse (typed ``str`` so the models' signatures stay ``id: str``)."""
+    if type(value) is not str and isinstance(value, str):
+        return str.__str__(value)  # the string data itself, whatever the subclass's __str__
+    return value
+
+
 def _id_field(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if type(value) is not str or not value or value.isspace() or len(value) > MAX_ID_LENGTH:
         check_id(value)
@@ -353,7 +364,7 @@ class IdAction:
     True
     """
 
-    id: str = attrs.field(validator=_id_field)
+    id: str = attrs.field(converter=plain_id, validator=_id_field)
     action: Action = attrs.field(default=Action.ADD, converter=_to_action)
     attributes: dict[str, Any] | None = attrs.field(
         default=None, converter=_attributes_field, validator=_no_attributes_on_remove
@@ -415,7 +426,7 @@ class Member:
     'user-1'
     """
 
-    id: str = attrs.field(validator=_id_field)
+    id: str = attrs.field(converter=plain_id, validator=_id_field)
     attributes: dict[str, Any] | None = attrs.field(default=None, converter=_attributes_field)
 
 

@@ -4,6 +4,7 @@ progress, and the memory bound, for both clients, against the emulator over HTTP
 from __future__ import annotations
 
 import asyncio
+import enum
 import random
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
@@ -97,6 +98,42 @@ async def test_add_many_chunks(api: Any, emulator: Emulator) -> None:
     bodies = writes(emulator, "update")
     assert sorted(len(body["ids"]) for body in bodies) == [34] + [100] * 12
     assert [event.kind for event in events].count("acknowledged") == 13
+
+
+class Plan(str, enum.Enum):
+    # A str-based Enum: str() of a member is "Plan.PRO" (and its hash is its name's), yet it is
+    # the string "pro" to json and to ==.
+    PRO = "pro"
+    FREE = "free"
+
+
+@pytest.mark.parametrize("mode", ["add", "update", "remove", "replace"])
+async def test_an_id_of_a_str_subclass_is_sent_as_the_string_it_holds(
+    api: Any, emulator: Emulator, mode: str
+) -> None:
+    emulator.add_audience("crm", ["pro", "free", "kept"])
+    items: list[Any] = [Plan.PRO, "free"]
+    if mode == "update":  # plain IDs, Members and IdActions: every road an ID can take
+        items = [IdAction.remove(Plan.PRO), Member(Plan.FREE), Plan.PRO]
+    elif mode in ("add", "replace"):
+        items = [Plan.PRO, Member(Plan.FREE, {"tier": 1})]
+    report = await api.upload("crm", items, mode=mode, chunk_size=1)
+    assert report.ok, report.summary()
+    emulator.settle()
+    members = emulator.members("crm")
+    assert "Plan.PRO" not in members
+    assert "Plan.FREE" not in members
+    expected = {
+        "add": {"pro", "free", "kept"}, "update": {"pro", "free", "kept"},
+        "remove": {"kept"}, "replace": {"pro", "free"},
+    }[mode]
+    assert set(members) == expected
+
+
+def test_models_hold_a_str_subclass_id_as_a_plain_str() -> None:
+    for made in (Member(Plan.PRO), IdAction.add(Plan.PRO), IdAction.remove(Plan.PRO)):
+        assert type(made.id) is str
+        assert made.id == "pro"
 
 
 async def test_remove_mode(api: Any, emulator: Emulator) -> None:

@@ -15,7 +15,7 @@ import orjson
 
 from .._codec import action_entry, id_entries_json, ids_json, member_entry
 from .._errors import ValidationError
-from .._models import Action, IdAction, Member, all_valid_ids, check_id
+from .._models import Action, IdAction, Member, all_valid_ids, check_id, plain_id
 from ._chunking import MIXED, PLAIN_ADDS, REMOVES
 from ._reports import UploadMode
 
@@ -53,7 +53,7 @@ def _meaning(item: object, mode: UploadMode) -> tuple[str, bool, Mapping[str, An
             raise ValidationError("action", f"mode 'remove' takes removes only, got an add of {item.id!r}")
         return item.id, add, item.attributes
     if isinstance(item, str):
-        return str(check_id(item)), mode != "remove", None
+        return check_id(plain_id(item)), mode != "remove", None
     raise ValidationError("item", f"must be a str ID, a Member or an IdAction, got {type(item).__name__}")
 
 

@@ -21,7 +21,7 @@ import orjson
 from .._bulk import FailedItem
 from .._codec import encode_attributes
 from .._errors import BatchAudiencesError, ValidationError
-from .._models import Member, check_id
+from .._models import Member, check_id, plain_id
 from ._store import StagedRow, SyncSession
 
 __all__ = ["MAX_FAILED_ITEMS", "StageResult", "canonical_row", "stage_source"]
@@ -103,7 +103,7 @@ def _check(item: object) -> StagedRow:
     if isinstance(item, Member):
         return canonical_row(item.id, item.attributes)
     if isinstance(item, str):
-        return (check_id(str.__str__(item)), 0, None, None)
+        return (check_id(plain_id(item)), 0, None, None)
     raise ValidationError("source", f"items must be str IDs or Member, got {type(item).__name__}")
 
 
