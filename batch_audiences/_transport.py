@@ -73,13 +73,17 @@ class ClientStats:
     """Counters of one client since it was built.
 
     ``requests`` counts HTTP attempts (retries included); ``retries`` the attempts that were
-    repeats; ``throttled`` the 429 answers; ``rate`` the client-side pace now (``None``: unlimited).
+    repeats; ``throttled`` the 429 answers; ``rate`` the client-side pace now (``None``: unlimited);
+    ``limit`` the server's rate limit as the client last measured it, in requests per second
+    (``None`` until a 429 has shown one). ``rate`` moves around ``limit``: back up after a cut,
+    then probing above it.
     """
 
     requests: int
     retries: int
     throttled: int
     rate: float | None
+    limit: float | None = None
 
 
 @attrs.define
@@ -274,7 +278,10 @@ class Transport:
 
     def stats(self) -> ClientStats:
         counters = self._counters
-        return ClientStats(counters.requests, counters.retries, counters.throttled, self.limiter.rate)
+        limiter = self.limiter
+        return ClientStats(
+            counters.requests, counters.retries, counters.throttled, limiter.rate, limiter.estimate,
+        )
 
     async def aclose(self) -> None:
         """Close the sender; a derived transport leaves what it shares (sender, limiter) open."""

@@ -311,26 +311,29 @@ def test_an_abandoned_sync_iterator_does_not_leak(threaded_emulator: Emulator) -
 
 
 def test_a_blocking_call_from_the_facades_own_loop_is_refused(threaded_emulator: Emulator) -> None:
-    # E.g. a progress callback that calls the blocking client: it would deadlock.
+    # A progress callback runs on the facade's loop thread: a blocking call from there would wait
+    # for that very thread, forever.
+    threaded_emulator.add_audience("crm")
     with sync_client(threaded_emulator) as client:
 
-        async def reenter() -> None:
-            client.view("vip")
+        def reenter(_: object) -> None:
+            client.view("crm")
 
         with pytest.raises(RuntimeError, match="deadlock"):
-            client._loop.run(reenter())
+            client.upload("crm", ["u1", "u2"], on_progress=reenter)
         assert client.create("vip").indexing_token
 
 
 def test_close_from_the_facades_own_loop_is_refused(threaded_emulator: Emulator) -> None:
     # close() waits for the loop to finish its work: from the loop's own thread it never could.
+    threaded_emulator.add_audience("crm")
     with sync_client(threaded_emulator) as client:
 
-        async def close_inside() -> None:
+        def close_inside(_: object) -> None:
             client.close()
 
         with pytest.raises(RuntimeError, match="deadlock"):
-            client._loop.run(close_inside())
+            client.upload("crm", ["u1", "u2"], on_progress=close_inside)
         assert not client.closed
         assert client.create("vip").indexing_token
 

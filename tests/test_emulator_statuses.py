@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from batch_audiences.testing import Emulator
+from batch_audiences.testing import Emulator, ScriptedResponse
 from batch_audiences.testing._server import DOCUMENTED as SERVER_DOCUMENTED
 from batch_audiences.testing._server import MAX_BODY_BYTES
 
@@ -249,17 +249,19 @@ def test_the_documented_set_is_the_emulators() -> None:
 
 
 async def test_an_error_inside_the_emulator_is_a_json_500_and_logged(
-    emu: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    emu: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(*_: object) -> None:
-        raise RuntimeError("a bug in the emulator")
-
-    monkeypatch.setattr(emu._store, "view", broken)
+    emu.script(ScriptedResponse(action="crash", route="create"))
+    body = b'{"name": "vip2", "ids": []}'
     with caplog.at_level(logging.ERROR, logger="batch_audiences.testing"):
-        reply = await send(emu, b"GET /2.8/audiences/view?name=vip HTTP/1.1\r\nHost: x\r\n" + auth(emu))
+        reply = await send(
+            emu, b"POST /2.8/audiences/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n" % len(body) + auth(emu), body,
+        )
     assert reply.status == 500
     assert reply.json() == {
         "error_code": "INTERNAL_ERROR", "error_message": "the emulator failed: RuntimeError",
     }
-    assert emu.requests[-1].status == 500
-    assert any(r.exc_info and "a bug in the emulator" in str(r.exc_info[1]) for r in caplog.records)
+    assert (emu.requests[-1].status, emu.requests[-1].outcome) == (500, "error")
+    assert emu.audience_names() == ["vip"]  # nothing applied
+    assert any(r.exc_info and "scripted crash" in str(r.exc_info[1]) for r in caplog.records)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from batch_audiences import AsyncAudiencesClient, ThrottledError
+from batch_audiences import ThrottledError
 from batch_audiences._budget import RetryBudget
 from batch_audiences._pacing import RateLimiter
 from batch_audiences.testing import Emulator
@@ -285,9 +285,7 @@ async def test_a_bulk_call_converges_under_a_server_limit_with_few_429s(
     # The limiter found the server's limit: its estimate is neither far below nor above it (the
     # pace itself moves around it by design: back up after a cut, then probing above).
     assert api.stats.rate is not None
-    client = api if isinstance(api, AsyncAudiencesClient) else api.sync._async  # the blocking twin's
-    limiter = client._transport.limiter
-    estimate = limiter.estimate
+    estimate = api.stats.limit
     assert estimate is not None
     assert 0.4 * limit <= estimate <= 1.5 * limit, estimate
 
@@ -307,7 +305,7 @@ async def test_the_pace_settles_near_a_limit_that_allows_no_burst() -> None:
         async with AsyncAudiencesClient(emu.api_key, emu.project_key, base_url=emu.base_url) as client:
             report = await client.upload("crm", (f"u{n}" for n in range(2_000)), chunk_size=10,
                                          retry_budget=10_000)
-            estimate = client._transport.limiter.estimate
+            estimate = client.stats.limit
         accepted, refused = emu.rate_limit_counts()
     assert report.ok, report.summary()
     assert accepted == 200

@@ -71,10 +71,14 @@ async def test_retried_without_retry_after(
 async def test_default_client_retries_a_429(api: Api, emulator: Emulator, wait_spy: WaitSpy) -> None:
     # The default client (no max_rate) also starts pacing on a 429; the call still succeeds.
     emulator.add_audience("vip")
+    assert api.stats.limit is None  # nothing measured before a 429
     emulator.script(ScriptedResponse(429, THROTTLED, {"Retry-After": "0.01"}, route="view"))
     assert (await api.view("vip")).name == "vip"
     assert statuses(emulator) == [429, 200]
     assert api.stats.rate is not None
+    limit = api.stats.limit
+    assert limit is not None
+    assert limit > 0
     assert wait_spy.retry_afters == [pytest.approx(0.01)]
 
 

@@ -24,7 +24,7 @@ class Decision:
 
     ``kind``: ``"proceed"`` (process normally), ``"respond"`` (answer ``status``/``body`` without
     processing), ``"drop_before"``, ``"drop_after"``, ``"slow"`` (process, wait ``delay``) or
-    ``"hold"`` (wait ``delay``, then process).
+    ``"hold"`` (wait ``delay``, then process) or ``"crash"`` (fail where it would process).
     """
 
     kind: str
@@ -36,7 +36,7 @@ class Decision:
 
 
 PROCEED = Decision("proceed", "ok")
-_DROP_OUTCOMES = {"drop_before": "dropped_before", "drop_after": "dropped_after"}
+_DROP_OUTCOMES = {"drop_before": "dropped_before", "drop_after": "dropped_after", "crash": "error"}
 
 
 class FaultInjector:

@@ -16,7 +16,7 @@ ROUTES: Final = frozenset({"create", "update", "replace", "remove", "view", "lis
 #: The routes that change state and answer ``202 {"indexing_token": ...}``.
 WRITE_ROUTES: Final = frozenset({"create", "update", "replace", "remove"})
 #: What a :class:`ScriptedResponse` can do with the request it is matched to.
-ACTIONS: Final = ("respond", "drop_before", "drop_after", "slow", "hold")
+ACTIONS: Final = ("respond", "drop_before", "drop_after", "slow", "hold", "crash")
 
 
 def _check_route(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -72,6 +72,9 @@ class ScriptedResponse:
     - ``"hold"``: read the request, wait ``delay`` seconds, then process and answer it. A write is
       applied late: after requests that arrived later, even if the client gave up waiting (a
       timeout) and sent it again meanwhile.
+    - ``"crash"``: fail inside the emulator, as a bug in the server would (a ``RuntimeError``
+      where the request would be processed): no state change, a JSON 500 ``INTERNAL_ERROR``
+      answer, and the error logged with its traceback on the ``batch_audiences.testing`` logger.
 
     ``route`` restricts which requests may consume it (``None``: any route).
 
@@ -151,10 +154,12 @@ class RecordedRequest:
     ``route`` is a route name (``"create"``, ``"view"``...) or the raw path when it matched none.
     ``status`` is ``0`` when the connection was dropped (or the request is still in flight).
     ``body`` is the parsed JSON body (``None`` when absent, unparsable or not recorded).
-    ``outcome`` is one of ``"ok"``, ``"error"`` (a 4xx/5xx produced by the API logic),
+    ``outcome`` is one of ``"ok"``, ``"error"`` (a 4xx/5xx produced by the API logic, or the 500
+    of a scripted ``"crash"``),
     ``"rate_limited"``, ``"scripted"``, ``"fault_429"``, ``"fault_503"``, ``"fault_500"``,
     ``"dropped_before"``, ``"dropped_after"``, ``"slow"``, ``"held"`` (processed late, see
     :class:`ScriptedResponse`; its ``status`` is the answer's even if the client had gone),
+
     ``"in_flight"``, ``"aborted"``
     (the emulator stopped or the client went away mid-request).
     ``headers`` has the ``Authorization`` value masked. ``received_at`` is ``time.monotonic()``

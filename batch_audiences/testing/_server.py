@@ -244,6 +244,8 @@ class ApiServer:
         if decision.kind == "hold" and not await self._sleep(decision.delay):
             return self._drop(request, result, "aborted")
 
+        if decision.kind == "crash":  # answered and logged by the catch-all, as any bug would be
+            raise RuntimeError("a scripted crash of the emulator")
         try:
             self._check_auth(request)
             status, body = self._process(route, request, decoded)
