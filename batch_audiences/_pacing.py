@@ -3,49 +3,47 @@
 Batch publishes no rate figure for the audience routes, so :class:`RateLimiter` starts unlimited
 (or at ``max_rate``) and learns the limit from the server's 429s, the way TCP congestion control
 learns a path's capacity from lost packets (CUBIC's curve, as in botocore's "adaptive" retry mode,
-and BBR's habit of probing a little above what was measured):
+and BBR's habit of probing above what was measured):
 
-- **The cut.** A 429 sets the limit estimate ``W`` to the pace that was refused (the pace of the
-  request before it, which got through; no more than what the last requests actually kept to)
-  times the share of the last answers that were not 429s, and drops the pace to 95 % of ``W``.
-  Nothing measured yet (the first answers of a job): the pace is halved. The cut applies to the
-  whole client: requests already waiting for their turn are re-queued at the new pace.
-- **The climb.** From there the pace returns to ``W`` along a concave cubic curve (fast at
-  first, flat near ``W``): within the time of about ``_REQUESTS_PER_CYCLE`` requests, or of
-  ``_JUDGE_AFTER`` (at least a second) when ``W`` just moved. Then it probes above ``W`` along
-  a convex cubic (CUBIC's window, in time): 1 % more after a fifth of a second, twice ``W``
-  after a second, nine times after two. A limit that rose is found within seconds; at a steady
-  limit the client meets one 429 (plus the few in flight) per cycle of about
-  ``_REQUESTS_PER_CYCLE`` requests, whatever the rate. Time during which no request waited
-  for its turn does not count (the pace was not used, so it taught nothing), and the probe
-  stops at ``_PROBE_CAP`` times ``W``.
-- **Overload.** While climbing back, a further 429 cuts again only when 429s are most of the
-  answers since the cut (a limit that fell far, or the start of a job): the estimate is then
-  what got through since the cut, and the probe starts at once.
+- **The cut.** A 429 sets the limit estimate ``W`` and drops the pace to 95 % of it. For a
+  server that lets bursts through (the unpaced start of a job got several requests through
+  before its first 429), ``W`` is what the server accepted per second since the last cut: its
+  bucket was empty at both 429s, so a probe that went through while a saved burst lasted does
+  not count as rate. For one that lets none through (every request must come ``1/R`` after the
+  last), ``W`` is just below the shortest gap refused: the highest gap accepted since the cut.
+  Far above the limit (most answers 429s: the start of a job, a limit that fell), ``W`` is the
+  limit's share of the pace, from the share that got through. Nothing measured yet: halved. The
+  cut applies to the whole client: requests already waiting are re-queued at the new pace.
+- **The climb.** From there the pace returns to ``W`` along a concave cubic (fast at first, flat
+  near ``W``) in 1 to 2 s (about ``_REQUESTS_PER_CYCLE`` requests; 1 s when ``W`` just moved),
+  then probes above along a convex cubic: 1 % more after 0.1 s, twice ``W`` after 0.5 s, nine
+  times after 1 s (at most ``_PROBE_CAP`` times). A limit that rose is found within a second or
+  two; at a steady limit the client meets about one 429 per climb. Time during which no request
+  waited for its turn does not count (the pace was not used, so it taught nothing). Turns are
+  reserved at the pace the curve will have at their time, on a schedule of target times, so
+  that late wake-ups of the event loop do not add up.
+- **A 429 while climbing** (below ``W``) does not cut at once: the server's timing jitters,
+  and ``W`` may be a little high. Most requests refused since the cut: far above the limit, cut
+  again (and probe at once). A few, once enough were sent to judge: ``W`` was a little high;
+  it moves just below the lowest pace refused.
 - **Echoes.** A 429 answering a request sent *before* the last cut says nothing new: it is
   honoured (``Retry-After``) but does not cut again, so a burst of in-flight 429s is one signal.
-- **Noise.** While climbing back, the pace is below what the server accepted: a limit gives few
-  429s there. When climb after climb meets a share of 429s of ``_NOISE_SHARE`` or more (over
-  ``_NOISE_SAMPLE`` requests at least; a clean climb starts the count again), they
-  are not the pace's doing (a server or proxy that throttles a share of requests whatever the
-  rate): the cuts are undone, that share is remembered as noise, and from then on only a share
-  of 429s clearly above it cuts the pace. Each such 429 is still honoured and retried.
+- **Noise.** When climb after climb meets a share of 429s of ``_NOISE_SHARE`` or more (over
+  ``_NOISE_SAMPLE`` requests at least; a clean climb starts the count again), they are not the
+  pace's doing (a server or proxy that throttles a share of requests whatever the rate): that
+  share is remembered as noise, the pace probes up from ``W`` at once, and from then on only a
+  share of 429s clearly above the noise cuts it. Each such 429 is still honoured and retried.
 - **Advice.** A ``Retry-After`` (or ``X-RateLimit-Reset``) pauses every request of the client,
   including those already waiting; the climb starts when the pause ends. A success carrying
   ``X-RateLimit-Remaining: 0`` says the pace is at the limit: the probe above ``W`` waits.
 
-The counts a cut is based on are kept in buckets of a tenth of a second (:class:`_Window`) and
-short rings of the last answers and starts, so that the bookkeeping of a request is a few
-additions, whatever the rate.
+A 429's retry takes its turn here like any request, with no back-off of its own (the transport
+sleeps its back-off only for 503s and failed connections): the limiter owns the pace after a 429.
 
 Requests reserve a start time rather than queueing on a lock: :meth:`RateLimiter.acquire`
 computes the slot and waits for it without blocking the event loop. :meth:`RateLimiter.close`
 ends every wait at once with :class:`ClientClosedError`. A limiter in fail-fast mode raises
 :class:`ThrottledError` instead of waiting.
-
-:class:`RetryBudget` is what a bulk call (``upload``, ``create_many``) hands to the transport
-with each request: it decides whether one more retry may be made, counting retries against the
-call's ``retry_budget`` and refusing every retry once its ``deadline`` has passed.
 """
 
 from __future__ import annotations
@@ -57,13 +55,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
 from ._errors import ClientClosedError, ThrottledError
+from ._ratewindow import WINDOW as _WINDOW
+from ._ratewindow import Window as _Window
 
 __all__ = ["RateLimiter"]
 
-# How far back sends and successes are counted to estimate rates, in how many buckets.
-_WINDOW = 2.0
-_BUCKETS = 20
-_BUCKETS_PER_SECOND = _BUCKETS / _WINDOW
 # After a cut, the pace restarts at this share of the limit estimate…
 _BACKOFF = 0.95
 # …and one cut divides the pace by at most this much.
@@ -73,11 +69,13 @@ _REQUESTS_PER_CYCLE = 30
 # …but no less and no more than these many seconds; the shortest when the estimate just moved
 # by more than _STABLE (a share of it).
 _MIN_CLIMB = 1.0
-_MAX_CLIMB = 30.0
+_MAX_CLIMB = 2.0
+# …and no more than this when the estimate just moved (the limit may be moving on).
+_MOVED_CLIMB = 1.0
 _STABLE = 0.15
 # Past the estimate, the pace grows as CUBIC's window does: twice the estimate after this many
 # seconds, 9 times after twice as long…
-_PROBE_SCALE = 1.0
+_PROBE_SCALE = 0.5
 # …up to this multiple of the estimate.
 _PROBE_CAP = 64.0
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
@@ -86,6 +84,8 @@ _MIN_RATE = 0.2
 _MIN_EVIDENCE = 8
 # The pace kept by the client is measured over this many starts.
 _KEPT_STARTS = 4
+# …and counts when it fell clearly short of the pace (a little jitter either way does not).
+_KEPT_SHORT = 0.9
 # The share of 429s a cut is based on is that of the last answers…
 _LAST_ANSWERS = 20
 # …when there are at least this many.
@@ -101,7 +101,7 @@ _NOISE_EVIDENCE = 5
 # While climbing back below the estimate, at least this share of 429s is noise, not a limit,
 # over at least this many requests of climbs in a row (a climb with at most _CLEAN_SHARE of
 # 429s starts the count again)…
-_NOISE_SHARE = 0.12
+_NOISE_SHARE = 0.15
 _NOISE_SAMPLE = 40
 _CLEAN_SHARE = 0.05
 # …and once noise is known, a share this far above it is a limit again.
@@ -110,59 +110,23 @@ _NOISE_MARGIN = 0.1
 _SHARE_MEMORY = 400
 # Waits for the spacing from the last start, at most, before a request goes.
 _SPACING_TRIES = 3
+# A request woken a little early relative to the last start (which may have woken late) goes
+# anyway: turns are kept on a schedule of target times, so that late wake-ups do not add up.
+_SPACING_TOLERANCE = 0.04
+# The rate the server accepted between two cuts (its "goodput") bounds the estimate, once it
+# rests on this many accepted answers over this many seconds of paced sending…
+_GOODPUT_ANSWERS = 5
+_GOODPUT_SECONDS = 0.3
+# …with this much slack: a bucket allowing no burst loses a little while the pace climbs.
+_GOODPUT_SLACK = 1.05
+# Only a server that lets bursts through makes a pace above its rate go through for a while: it
+# lets at least this many requests of the unpaced start of a job through before its first 429.
+_BURST_EVIDENCE = 4
+# A share of accepted answers from which a 429 says "just past the limit", not "far above it".
+_MOSTLY = 0.75
+# A server that lets no burst through refuses a pace just above its limit: aim a little below.
+_JUST_BELOW = 0.98
 _CLOSED_MESSAGE = "this client was closed while the request waited for its turn"
-
-
-class _Window:
-    """Events (sends, successes) of about the last ``_WINDOW`` seconds, counted per bucket of
-    ``_WINDOW / _BUCKETS`` seconds: O(1) per event, with no object per event.
-
-    A bucket remembers its slot number (``int(t * _BUCKETS_PER_SECOND)``), its count and the time
-    of its first event; the window, seen from ``now``, is the buckets of the last ``_BUCKETS``
-    slots, so it reaches back between ``_WINDOW - 1/_BUCKETS_PER_SECOND`` and ``_WINDOW``
-    seconds. A clock going backwards (a test's) counts into the current bucket.
-    """
-
-    __slots__ = ("_current", "_firsts", "_slots", "counts", "edge", "index", "last")
-
-    def __init__(self) -> None:
-        #: Events per bucket; ``counts[index]`` is the current bucket's.
-        self.counts = [0] * _BUCKETS
-        self.index = 0
-        #: When the current bucket ends: an event at or past it opens the next one.
-        self.edge = -math.inf
-        #: Time of the latest event.
-        self.last = -math.inf
-        self._firsts = [0.0] * _BUCKETS
-        self._slots = [-1 - _BUCKETS] * _BUCKETS  # far enough back to be outside any window
-        self._current = -1 - _BUCKETS
-
-    def add(self, now: float) -> None:
-        """Count one event at ``now`` (inlined by the limiter's hot paths)."""
-        if now >= self.edge:
-            self.open(now)
-        self.counts[self.index] += 1
-        self.last = now
-
-    def open(self, now: float) -> None:
-        """Start the bucket that ``now`` falls in."""
-        # Past the edge always means a new slot, whatever the rounding of the product below.
-        slot = max(int(now * _BUCKETS_PER_SECOND), self._current + 1)
-        index = self.index = slot % _BUCKETS
-        self._current = self._slots[index] = slot
-        self.counts[index] = 0
-        self._firsts[index] = now
-        self.edge = (slot + 1) / _BUCKETS_PER_SECOND
-
-    def span(self, now: float) -> tuple[int, float]:
-        """How many events are in the window seen from ``now``, and the time of the first one."""
-        oldest = int(now * _BUCKETS_PER_SECOND) - _BUCKETS
-        count, first = 0, math.inf
-        for index, slot in enumerate(self._slots):
-            if slot > oldest and self.counts[index]:
-                count += self.counts[index]
-                first = min(first, self._firsts[index])
-        return count, first
 
 
 class RateLimiter:
@@ -220,6 +184,15 @@ class RateLimiter:
         # started at _epoch_start).
         self._sent = self._throttled = 0
         self._epoch_start: float | None = None
+        # Answers accepted since the last cut, and seconds since then when the pace was not used.
+        self._accepted = 0
+        self._idle = 0.0
+        # The lowest pace at which a request sent since the last cut was refused, and (for a
+        # server that lets no burst through) the highest accepted.
+        self._lowest_refused = math.inf
+        self._highest_accepted = 0.0
+        # Whether the server lets bursts through (None: not known yet).
+        self._bursty: bool | None = None
 
     # -- the pace ---------------------------------------------------------------------------------
 
@@ -343,9 +316,10 @@ class RateLimiter:
                         # The pace was not used meanwhile (no request waited): that says
                         # nothing of the limit, so the climb and the probe wait too.
                         self._climb_from += now - idle_from
+                        self._idle += now - idle_from
                         rate = self._rate_at(now) or rate
                     # Spaced from the last request that started (which may have started late).
-                    start = self._last_start + 1.0 / rate
+                    start = self._last_start + (1.0 - _SPACING_TOLERANCE) / rate
                     if start <= now:
                         self._next_slot = now + 1.0 / rate
                         return self._started(now)
@@ -354,6 +328,10 @@ class RateLimiter:
             if self.fail_fast:
                 raise ThrottledError(start - now)
             if rate is not None:
+                # The turn after this one, at the pace the curve will be at then (a pace that
+                # climbs fast must not be held back by turns reserved at the pace of now).
+                if self._estimate is not None:
+                    rate = self._rate_at(start) or rate
                 self._next_slot = start + 1.0 / rate
             await self._pause(start - now)
             # Re-checked after the wait: the conditions may have changed meanwhile.
@@ -375,7 +353,7 @@ class RateLimiter:
         for _ in range(_SPACING_TRIES):
             woke = self._clock()
             rate = self._rate_at(woke) if self._estimate is not None else self.max_rate
-            gap = self._last_start + 1.0 / rate - woke if rate is not None else 0.0
+            gap = self._last_start + (1.0 - _SPACING_TOLERANCE) / rate - woke if rate is not None else 0.0
             if gap <= 1e-4:
                 return woke
             await self._pause(gap)
@@ -403,13 +381,20 @@ class RateLimiter:
 
     # -- answers ----------------------------------------------------------------------------------
 
-    def on_success(self, headers: Mapping[str, str] | None = None) -> None:
-        """Count an accepted request; ``headers`` (the answer's) may hold ``X-RateLimit-*``."""
+    def on_success(self, headers: Mapping[str, str] | None = None, sent_at: float | None = None) -> None:
+        """Count an accepted request (started at ``sent_at``, a value from :meth:`acquire`, when
+        known); ``headers`` (the answer's) may hold ``X-RateLimit-*``."""
         answers = self._answers  # _answer(True), inlined: this runs for every request
         if len(answers) == answers.maxlen:
             self._answers_ok -= answers[0]
         answers.append(True)
         self._answers_ok += 1
+        self._accepted += 1
+        if sent_at is not None and self._bursty is False and sent_at >= self._last_decrease:
+            # A server that lets no burst through accepted this gap: its limit is at least that.
+            pace = self._refused_pace(sent_at)
+            if pace is not None and pace > self._highest_accepted:
+                self._highest_accepted = pace
         if headers is not None and self._estimate is not None:
             remaining = headers.get("X-RateLimit-Remaining")
             if remaining is not None:
@@ -454,9 +439,24 @@ class RateLimiter:
             return  # the 429 belongs to the pace in force before the cut
         self._throttled += 1
         self._answer(False)
+        refused = self._refused_pace(sent_at)
+        if refused is not None and refused < self._lowest_refused:
+            self._lowest_refused = refused
         if not self._pace_is_the_cause(now):
             return
         self._cut(now, sent_at)
+
+    def _refused_pace(self, sent_at: float) -> float | None:
+        """The pace a request started at ``sent_at`` went at: the one in force then, or (for a
+        server that lets no burst through, which judges the gap between two arrivals) the gap
+        from the start before it, if shorter."""
+        pace = self._rate_at(sent_at)
+        if self._bursty is False:
+            for started, _ in reversed(self._starts):
+                if started < sent_at:
+                    gap = 1.0 / max(sent_at - started, 1e-6)
+                    return gap if pace is None else min(pace, gap)
+        return pace
 
     def _climbing(self, now: float) -> bool:
         """Whether the pace is on its way back to the estimate (not above it)."""
@@ -466,9 +466,11 @@ class RateLimiter:
         self.decreases += 1
         # The pace refused: the one in force when the request was sent. Its predecessor's went
         # through (else this would not be news): the limit is between the two.
-        rate = self._rate_at(min(sent_at, now))
+        rate = self._refused_pace(min(sent_at, now))
         for started, pace in reversed(self._starts):
             if started < sent_at:
+                if self._bursty is False:
+                    pace = self._refused_pace(started)
                 if pace is not None and (rate is None or pace < rate):
                     rate = pace
                 break
@@ -478,24 +480,15 @@ class RateLimiter:
         # Nor one above what the last starts actually kept (a busy event loop wakes late).
         # (Far below the pace, the client was not using it: then what it offered counts.)
         kept = self._kept_rate(now) if rate is not None else None
-        if kept is not None and kept >= 0.5 * base:
+        if kept is not None and 0.5 * base <= kept < _KEPT_SHORT * base:
             base = min(base, kept)
-        # A second cut while climbing back: the pace is far above the limit (a limit that fell,
-        # or the start of a job), and the estimate rests on few answers: probe from it at once.
-        overloaded = self._climbing(now)
-        if overloaded and self._sent:
-            # Far above the limit, what got through since the cut is what counts.
-            accepted: float | None = max(0.0, 1.0 - self._throttled / self._sent)
-        else:
-            accepted = self._accepted_share()
-        if accepted:
-            # What got through of the pace offered is the best guess of the limit: at the limit,
-            # nearly all of it; far above, the limit's share of it. A pace that probed past the
-            # limit is ahead of what the server accepted meanwhile: no more than that.
-            estimate = base * max(accepted, _DEEPEST_CUT)
-            floor = _BACKOFF * estimate
-        else:  # nothing measured: halve, and find the limit from there
+        if self._bursty is None:
+            self._bursty = self._accepted >= _BURST_EVIDENCE
+        measured, far = self._estimate_at_cut(now, base)
+        if measured is None:  # nothing measured: halve, and find the limit from there
             estimate = floor = base / 2.0
+        else:
+            estimate, floor = measured, _BACKOFF * measured
         if self.max_rate is not None:
             estimate = min(estimate, self.max_rate)
         estimate = max(estimate, _MIN_RATE)
@@ -507,18 +500,58 @@ class RateLimiter:
         else:
             # The limit moved (or is new): probe again soon, in case it moves on; but not before
             # enough requests to tell whether the cut worked (see _pace_is_the_cause).
-            self._climb = min(max(_JUDGE_AFTER / estimate, _MIN_CLIMB), _MAX_CLIMB)
-        if overloaded or not accepted:
-            self._climb = 0.0  # straight to probing
+            self._climb = min(max(_JUDGE_AFTER / estimate, _MIN_CLIMB), _MOVED_CLIMB)
+        if (far and self._bursty) or floor == estimate:
+            # Far above the limit (the share that got through is the least it is), or nothing
+            # measured: straight to probing.
+            self._climb = 0.0
         self._probe_held = False
         # The climb, and the counts that judge it, start when a pause ends.
         self._climb_from = max(now, self._paused_until)
-        self._sent = self._throttled = 0
+        self._sent = self._throttled = self._accepted = 0
+        self._idle, self._lowest_refused, self._highest_accepted = 0.0, math.inf, 0.0
         self._epoch_start = now
         self._last_decrease = now
         # Turns reserved at the old pace are void (their holders re-queue when they wake): the
         # next turn follows the last request that actually started, at the new pace.
         self._next_slot = max(now, self._last_start + 1.0 / self._floor, self._paused_until)
+
+    def _estimate_at_cut(self, now: float, base: float) -> tuple[float | None, bool]:
+        """The limit, as a 429 refusing the pace ``base`` shows it (None: nothing to go by), and
+        whether the pace was far above it."""
+        bursty = self._bursty is not False
+        if self._climbing(now):
+            # A second cut while climbing back to the estimate.
+            if 2 * self._throttled >= self._sent > 0:
+                # Most requests since the last cut refused: far above the limit (a limit that
+                # fell, or the start of a job), and what got through is the limit's share.
+                return base * _share_of_limit(1.0 - self._throttled / self._sent, bursty), True
+            # A few (the climb aimed a little high, or the server's timing jitters): the limit
+            # is just below the lowest pace refused since the cut.
+            return self._below(min(base, self._lowest_refused)), False
+        goodput = self._goodput(now) if bursty or self._room_seen else None
+        if goodput is not None:
+            # Since the last cut, the server let through its rate and no more: a 429 says its
+            # bucket is empty, at that cut as at this one. A pace above that rate went through
+            # only while a saved burst lasted: the burst is spent, the rate is not higher.
+            return min(base, goodput * _GOODPUT_SLACK), False
+        accepted = self._accepted_share()
+        if accepted is None:
+            return None, False
+        if not bursty:
+            # A probe crossed the limit: it is between this gap and the last one accepted.
+            # (Older 429s in the last answers say nothing here.)
+            return self._below(base), False
+        if accepted >= _MOSTLY:
+            return base, False  # a probe just crossed the limit
+        # Far above it: the limit's share of the pace is what got through.
+        return base * _share_of_limit(accepted, bursty), False
+
+    def _below(self, refused: float) -> float:
+        """Just below a pace refused: the highest pace accepted since the last cut, if lower
+        (a server that lets no burst through accepts any gap above its limit's)."""
+        highest = self._highest_accepted
+        return highest if 0.5 * refused < highest < _JUST_BELOW * refused else _JUST_BELOW * refused
 
     def _pace_is_the_cause(self, now: float) -> bool:
         """Whether a fresh 429 should cut the pace (see the module docstring); may decide that
@@ -559,10 +592,15 @@ class RateLimiter:
         return True
 
     def _forget_cuts(self, now: float) -> None:
-        """The 429s were noise: back to the pace the limiter started with."""
-        self._estimate = None
-        rate = self.max_rate
-        self._sent = self._throttled = 0
+        """The 429s were noise: the cuts they made are undone, by probing up from the estimate
+        at once (the pace leaves it within a second or two, unless a clear excess of 429s says
+        the limit is there after all)."""
+        if self._estimate is not None:
+            self._floor = self._estimate
+        self._climb, self._climb_from, self._probe_held = 0.0, max(now, self._paused_until), False
+        rate = self._rate_at(now)
+        self._sent = self._throttled = self._accepted = 0
+        self._idle, self._lowest_refused, self._highest_accepted = 0.0, math.inf, 0.0
         self._epoch_start = now
         # Turns reserved at the cut pace are void; waiting requests re-queue when they wake.
         self._last_decrease = now
@@ -585,6 +623,13 @@ class RateLimiter:
         answers.append(ok)
         self._answers_ok += ok
 
+    def _goodput(self, now: float) -> float | None:
+        """Requests accepted per second of paced sending since the last cut (None: too few)."""
+        active = now - self._last_decrease - self._idle
+        if self._accepted < _GOODPUT_ANSWERS or not _GOODPUT_SECONDS <= active < math.inf:
+            return None
+        return self._accepted / active
+
     def _kept_rate(self, now: float) -> float | None:
         """The pace the last few starts kept (few: a probe's pace moves fast)."""
         starts = self._starts
@@ -598,6 +643,18 @@ class RateLimiter:
         if count < 2:
             return None
         return count / max(now - first, 1e-3)
+
+
+def _share_of_limit(accepted: float, bursty: bool) -> float:
+    """The limit's share of a pace of which ``accepted`` got through, far above the limit.
+
+    A server that lets no burst through refuses every other request of any pace between its
+    limit and twice it, two of three up to three times it, …: when ``1/k`` got through, the
+    limit is between ``1/k`` and ``1/(k-1)`` of the pace; the middle is taken."""
+    if bursty:
+        return max(accepted, _DEEPEST_CUT)
+    accepted = min(accepted, 0.5)
+    return max(accepted * (1.0 + accepted / (2.0 * (1.0 - accepted))), _DEEPEST_CUT)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

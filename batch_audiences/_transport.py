@@ -489,6 +489,11 @@ class Transport:
                 and trace.may_retry(policy.max_retries, retry_after)
             ):
                 return None
+            if answer.status == 429:
+                # The limiter owns the pace after a 429 (it took in the Retry-After and the cut
+                # for every request): the retry queues for its turn there, with no back-off of
+                # its own. The wait reported is what the limiter makes it wait, at least.
+                return max(retry_after or 0.0, self.limiter.delay())
         if exchange.waits is None:
             exchange.waits = policy.waits()
         return exchange.waits.next(retry_after)
@@ -496,7 +501,8 @@ class Transport:
     async def wait_before_retry(
         self, exchange: _Exchange, answer: _Answer | _NoAnswer, wait: float
     ) -> None:
-        """Log and count the retry, tell the hooks, and sleep ``wait`` (no time in test mode)."""
+        """Log and count the retry, tell the hooks, and sleep ``wait`` (no time in test mode;
+        none after a 429, whose retry waits for its turn in the limiter)."""
         trace = exchange.trace
         status = None if isinstance(answer, _NoAnswer) else answer.status
         if logger.isEnabledFor(logging.DEBUG):
@@ -517,7 +523,8 @@ class Transport:
                 retry_after=None if isinstance(answer, _NoAnswer) else answer.retry_after,
                 audience=exchange.audience,
             ))
-        await pause(wait)
+        if status != 429:  # a 429's retry waits in the limiter's queue (see should_retry)
+            await pause(wait)
 
     def _conclude(self, exchange: _Exchange, answer: _Answer | _NoAnswer) -> tuple[int, bytes]:
         """The final answer's ``(status, body)``, or the error it stands for."""
@@ -538,7 +545,7 @@ class Transport:
                     "sender's cap); it was not read", method=method, route=route,
                     headers=answer.headers,
                 )
-            self.limiter.on_success(answer.headers)
+            self.limiter.on_success(answer.headers, exchange.sent_at)
             exchange.trace.headers = answer.headers
             return status, answer.body
         raise error_from_response(

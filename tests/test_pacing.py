@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from batch_audiences import ThrottledError
+from batch_audiences import RetryPolicy, ThrottledError
 from batch_audiences._budget import RetryBudget
-from batch_audiences._pacing import RateLimiter
-from batch_audiences.testing import Emulator
+from batch_audiences._pacing import RateLimiter, _share_of_limit
+from batch_audiences.testing import Emulator, ScriptedResponse
 
 
 class VirtualTime:
@@ -136,12 +136,12 @@ async def test_after_a_cut_the_pace_climbs_back_in_seconds_then_probes_above() -
     time.now = cut + climb
     assert pacer.rate == pytest.approx(estimate)
     # Then it probes above, slowly at first (a limit just above is met with one 429)…
-    time.now = cut + climb + 0.2
+    time.now = cut + climb + 0.1
     assert pacer.rate == pytest.approx(estimate * 1.008)
-    # …then faster and faster, so that a limit that rose is found within seconds.
-    time.now = cut + climb + 1.0
+    # …then faster and faster, so that a limit that rose is found within a second or two.
+    time.now = cut + climb + 0.5
     assert pacer.rate == pytest.approx(2 * estimate)
-    time.now = cut + climb + 2.0
+    time.now = cut + climb + 1.0
     assert pacer.rate == pytest.approx(9 * estimate)
     time.now = cut + 600
     assert pacer.rate == pytest.approx(64 * estimate)  # bounded
@@ -191,7 +191,7 @@ async def test_first_429_with_nothing_measured_halves_and_probes_from_there() ->
     guess = pacer.rate
     assert guess is not None
     assert guess > 0
-    time.now += 1.0
+    time.now += 0.5
     assert pacer.rate == pytest.approx(2 * guess)
 
 
@@ -216,7 +216,7 @@ async def test_x_ratelimit_remaining_zero_holds_the_probe_at_the_limit() -> None
     time.now += 5.0
     assert pacer.rate == pytest.approx(probing)  # held, not grown for five seconds
     pacer.on_success({"X-RateLimit-Remaining": "4"})  # room again
-    time.now += 1.0
+    time.now += 0.5
     assert pacer.rate == pytest.approx(2 * probing)  # probing on from there
 
 
@@ -238,6 +238,80 @@ async def test_fail_fast_raises_instead_of_waiting() -> None:
         await pacer.acquire()
     assert caught.value.wait == pytest.approx(0.25)
     assert time.sleeps == []
+
+
+
+async def against_a_token_bucket(limit: float, burst: float, accepted: int) -> tuple[RateLimiter, int, float]:
+    """One request after the other (5 ms of work each) against a token bucket of ``limit`` per
+    second holding ``burst``, full at the start, until ``accepted`` got through; in virtual time.
+    Returns the limiter, the number of 429s and the virtual seconds taken."""
+    time = VirtualTime()
+    pacer = limiter(time)
+    tokens, refilled, started = burst, time.now, time.now
+    throttled = done = 0
+    while done < accepted:
+        sent = await pacer.acquire()
+        time.now += 0.005
+        tokens, refilled = min(burst, tokens + (time.now - refilled) * limit), time.now
+        if tokens >= 1.0:
+            tokens -= 1.0
+            done += 1
+            pacer.on_success(None, sent)
+        else:
+            throttled += 1
+            pacer.on_throttle(sent, None)
+    return pacer, throttled, time.now - started
+
+
+async def test_a_429_after_a_saved_burst_was_drained_is_read_as_the_burst_spent_not_the_rate() -> None:
+    # A server letting a second's worth through at once: a probe above its rate goes through
+    # while the burst saved meanwhile lasts, then meets a 429. The rate is what the server let
+    # through between two 429s (its bucket empty at both), not the pace that drained the burst.
+    limit = 20.0
+    pacer, throttled, elapsed = await against_a_token_bucket(limit, limit, 1_000)
+    assert throttled <= 0.08 * (1_000 + throttled), throttled
+    assert pacer.estimate is not None
+    assert 0.9 * limit <= pacer.estimate <= 1.15 * limit, pacer.estimate
+    assert (1_000 - limit) / elapsed >= 0.95 * limit  # virtual time: the limit, used
+
+
+async def test_a_server_allowing_no_burst_is_paced_just_below_its_limit() -> None:
+    # Every request must come 1/R after the last one accepted: the estimate is the highest gap
+    # accepted, just below the lowest refused, so that climbs back to it meet no 429.
+    limit = 20.0
+    pacer, throttled, elapsed = await against_a_token_bucket(limit, 1.0, 1_000)
+    assert throttled <= 0.05 * (1_000 + throttled), throttled
+    assert pacer.estimate is not None
+    assert 0.9 * limit <= pacer.estimate <= limit, pacer.estimate
+    assert 1_000 / elapsed >= 0.9 * limit
+
+
+def test_far_above_a_limit_the_share_that_got_through_says_where_it_is() -> None:
+    # A server allowing bursts accepts its rate, whatever the pace: the share is the limit's.
+    assert _share_of_limit(0.25, bursty=True) == 0.25
+    assert _share_of_limit(0.01, bursty=True) == 1 / 8  # one cut divides by 8 at most
+    # One allowing none refuses every other request of any pace between its limit and twice
+    # it: half accepted puts the limit between half the pace and all of it, not at half.
+    assert _share_of_limit(0.5, bursty=False) == pytest.approx(0.75)
+    assert 1 / 3 < _share_of_limit(1 / 3, bursty=False) < 1 / 2
+    assert 1 / 4 < _share_of_limit(1 / 4, bursty=False) < 1 / 3
+
+
+async def test_a_throttled_request_is_retried_at_the_limiters_pace_not_after_a_back_off(
+    make_api: Any, emulator: Emulator, wait_spy: Any
+) -> None:
+    # A back-off of seconds: a 429's retry must not take it, only what the limiter asks (here
+    # the server's Retry-After, which pauses every request of the client).
+    api = await make_api(max_rate=1_000, retry=RetryPolicy(max_retries=3, base_delay=5.0, max_delay=5.0))
+    emulator.add_audience("crm")
+    emulator.script(ScriptedResponse(429, {"error_code": "SLOW", "error_message": "down"},
+                                     {"Retry-After": "0.05"}, route="update"))
+    report = await api.upload("crm", [f"u{n}" for n in range(30)], chunk_size=10, concurrency=1)
+    assert report.ok, report.summary()
+    assert report.retries == 1
+    [(retry_after, wait)] = wait_spy.calls
+    assert retry_after == pytest.approx(0.05)
+    assert 0.05 <= wait <= 0.06  # the limiter's pause, nothing of the back-off's 0-5 s
 
 
 def test_retry_budget() -> None:
