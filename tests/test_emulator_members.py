@@ -21,7 +21,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def post(emu: Emulator, http: aiohttp.ClientSession, route: str, body: object) -> Any:
-    async with http.post(f"{emu.base_url}/2.8/audiences/{route}", json=body, headers=emu.auth_headers) as reply:
+    url = f"{emu.base_url}/2.8/audiences/{route}"
+    async with http.post(url, json=body, headers=emu.auth_headers) as reply:
         assert reply.status == 202, await reply.text()
         return await reply.json()
 
@@ -33,7 +34,9 @@ def add(custom_id: str, **attributes: object) -> dict[str, object]:
     return item
 
 
-async def test_members_without_attributes_read_as_empty_dicts_of_their_own(http: aiohttp.ClientSession) -> None:
+async def test_members_without_attributes_read_as_empty_dicts_of_their_own(
+    http: aiohttp.ClientSession,
+) -> None:
     async with Emulator(indexing_delay=0) as emu:
         emu.add_audience("aud", ["s1"])
         await post(emu, http, "replace", {"name": "aud", "ids": [{"id": "a"}, {"id": "b", "attributes": {}},
