@@ -91,3 +91,33 @@ async def test_an_audience_of_ids_without_attributes_is_not_followed_by_the_garb
         emu.add_audience("seeded", [f"s{n}" for n in range(100)])
         gc.collect()
         assert not gc.is_tracked(store._audiences["seeded"].members)
+
+
+async def test_a_body_refused_by_the_rate_limit_is_not_decoded_unless_recorded(
+    http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from batch_audiences.testing import _server
+
+    decoded: list[bytes] = []
+    decode = _server.decode_json
+
+    def counting(raw: bytes) -> object:
+        decoded.append(raw)
+        return decode(raw)
+
+    monkeypatch.setattr(_server, "decode_json", counting)
+    async with Emulator(indexing_delay=0, record_bodies=False, rate_limit=0.001, burst=1) as emu:
+        emu.add_audience("aud")
+        url = f"{emu.base_url}/2.8/audiences/update"
+        body = {"name": "aud", "ids": [add("x")]}
+        statuses = []
+        for _ in range(3):
+            async with http.post(url, json=body, headers=emu.auth_headers) as reply:
+                statuses.append(reply.status)
+        assert statuses == [202, 429, 429]
+        assert len(decoded) == 1  # the accepted one only
+        emu.record_bodies = True  # recorded: decoded to be kept, refused or not
+        async with http.post(url, json=body, headers=emu.auth_headers) as reply:
+            assert reply.status == 429
+        assert len(decoded) == 2
+        assert emu.requests[-1].body == body
