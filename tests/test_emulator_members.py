@@ -96,16 +96,15 @@ async def test_an_audience_of_ids_without_attributes_is_not_followed_by_the_garb
 async def test_a_body_refused_by_the_rate_limit_is_not_decoded_unless_recorded(
     http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from batch_audiences.testing import _server
+    from batch_audiences.testing._validation import decode_json as decode
 
     decoded: list[bytes] = []
-    decode = _server.decode_json
 
     def counting(raw: bytes) -> object:
         decoded.append(raw)
         return decode(raw)
 
-    monkeypatch.setattr(_server, "decode_json", counting)
+    monkeypatch.setattr("batch_audiences.testing._server.decode_json", counting)
     async with Emulator(indexing_delay=0, record_bodies=False, rate_limit=0.001, burst=1) as emu:
         emu.add_audience("aud")
         url = f"{emu.base_url}/2.8/audiences/update"
