@@ -48,6 +48,7 @@ __all__ = [
     "format_datetime",
     "id_entries_json",
     "ids_body",
+    "ids_json",
     "member_entry",
 ]
 
@@ -206,9 +207,18 @@ def entries_json(entries: list[dict[str, Any]]) -> bytes:
     return orjson.dumps(entries)[1:-1]
 
 
-def id_entries_json(ids: list[str], action: str | None) -> bytes:
+def ids_json(ids: list[str]) -> bytes | None:
+    """``ids`` as a JSON array, or ``None`` if one of them UTF-8 cannot carry (a lone surrogate)."""
+    try:
+        return orjson.dumps(ids)
+    except orjson.JSONEncodeError:
+        return None
+
+
+def id_entries_json(ids: list[str], action: str | None, array: bytes | None = None) -> bytes:
     """Entries for bare IDs, as :func:`entries_json` would write them: ``{"action": action, "id":
-    id}`` each, or ``{"id": id}`` when ``action`` is ``None`` (a replace).
+    id}`` each, or ``{"id": id}`` when ``action`` is ``None`` (a replace). ``array``: the IDs'
+    :func:`ids_json`, if the caller has it already.
 
     The hot path of an upload of plain IDs, written around the IDs themselves when that is
     provably the same JSON. Proof: inside a JSON string, ``"``, ``\\`` and the control
@@ -223,7 +233,9 @@ def id_entries_json(ids: list[str], action: str | None) -> bytes:
     ...     [{"action": "add", "id": "a"}, {"action": "add", "id": 'b"c'}])
     True
     """
-    if b"\\" in orjson.dumps(ids):
+    if not ids:
+        return b""
+    if b"\\" in (orjson.dumps(ids) if array is None else array):
         if action is None:
             return entries_json([{"id": custom_id} for custom_id in ids])
         return entries_json([{"action": action, "id": custom_id} for custom_id in ids])

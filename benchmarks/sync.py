@@ -164,19 +164,20 @@ def child(mode: str, csv_path: str, base_url: str, state: str) -> dict[str, floa
         return asyncio.run(_seed(csv_path, base_url, state))
 
     if mode == "read":
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         count = sum(1 for _ in rows())  # type: ignore[attr-defined]
-        return {"seconds": time.perf_counter() - started, "rows": count, "peak_mb": _peak_mb()}
+        return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu,
+                "rows": count, "peak_mb": _peak_mb()}
 
     async def main() -> dict[str, float]:
         async with AsyncAudiencesClient(API_KEY, PROJECT_KEY, base_url=base_url,
                                         allow_insecure_http=True) as client:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             report = await client.sync(AUDIENCE, rows(), state=state)  # type: ignore[arg-type]
-            seconds = time.perf_counter() - started
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         if not report.ok:
             raise RuntimeError(report.summary())
-        return {"seconds": seconds, "added": report.added, "removed": report.removed,
+        return {"seconds": seconds, "cpu": cpu, "added": report.added, "removed": report.removed,
                 "changed": report.changed, "unchanged": report.unchanged, "full": report.mode == "full",
                 "requests": report.requests}
 
@@ -253,18 +254,22 @@ def run(ctx: Context) -> Result:
     result = Result(
         KEY, TITLE, "s", higher_is_better=False, baseline=f"read_csv only, {rows:,} rows",
         rows=[
-            row(f"read_csv only, {rows:,} rows", floor),
+            row(f"read_csv only, {rows:,} rows", floor, f"CPU {big['floor']['cpu']:.1f} s"),
             row(f"sync, 1% churn, {rows:,} rows", churned_big["seconds"],
-                f"{churned_big['writes']:.0f} writes, peak RSS {churned_big['peak_mb']:.0f} MB"),
+                f"{churned_big['writes']:.0f} writes, peak RSS {churned_big['peak_mb']:.0f} MB, CPU "
+                f"{churned_big['cpu']:.1f} s ({churned_big['cpu'] / big['floor']['cpu']:.2f}x read's)"),
             row(f"sync, 1% churn, {small:,} rows", churned_small["seconds"],
                 f"peak RSS {churned_small['peak_mb']:.0f} MB; read_csv only: "
-                f"{little['floor']['seconds']:.1f} s", ratio=False),
+                f"{little['floor']['seconds']:.1f} s; CPU {churned_small['cpu']:.1f} s "
+                f"({churned_small['cpu'] / little['floor']['cpu']:.2f}x read's)", ratio=False),
             row(f"sync, unchanged, {small:,} rows", little["unchanged"]["seconds"],
                 f"{little['unchanged']['writes']:.0f} writes", ratio=False),
         ],
         notes=[f"One run per size (a run of {rows:,} rows takes minutes); SQLite snapshot, chunks of "
                "10,000, 4 in flight, against a loopback stub that counts writes. Sizes: "
-               "BENCH_SYNC_ROWS (default 10,000,000; --quick: 200,000)."],
+               "BENCH_SYNC_ROWS (default 10,000,000; --quick: 200,000). CPU: the process's, all "
+               f"threads (the store writes on a thread of its own). Load average at the end: "
+               f"{os.getloadavg()[0]:.1f}."],
     )
     churned, growth = big["churned"], big["churned"]["peak_mb"] / little["churned"]["peak_mb"]
     result.checks += [

@@ -209,6 +209,31 @@ async def test_bad_items_and_duplicates_are_reported_with_positions_and_never_se
     assert again.unchanged == 3
 
 
+async def test_a_duplicate_is_reported_as_the_item_the_source_gave(
+    emu: Emulator, client: AsyncAudiencesClient, state: str
+) -> None:
+    # Items whose row cannot give them back exactly (a date, empty attributes, a str subclass)
+    # are the very objects of the source in the report; the others are equal to them.
+    from datetime import datetime, timezone
+
+    class Tag(str):
+        pass
+
+    when = datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)
+    dated, empty, tagged = Member("d", {"when": when}), Member("e", {}), Tag("t")
+    plain, bare = Member("p", {"plan": "pro", "n": 2, "ok": True, "r": 0.5}), Member("b")
+    source: list[Any] = [Member("d", {"when": when, "x": 1}), Member("e", {"x": 1}), "t",
+                         Member("p"), "b", dated, empty, tagged, plain, bare]
+    report = await client.sync("crm", source, state=state)
+    failed = {item.position: item.item for item in report.failed_items}
+    assert sorted(failed) == [5, 6, 7, 8, 9]
+    assert failed[5] is dated
+    assert failed[6] is empty
+    assert failed[7] is tagged
+    assert failed[8] == plain
+    assert failed[9] == bare
+
+
 async def test_drift_outside_the_sync_leads_to_a_full_replace(
     emu: Emulator, client: AsyncAudiencesClient, state: str
 ) -> None:

@@ -13,16 +13,15 @@ from typing import Any, Final
 import attrs
 import orjson
 
-from .._codec import action_entry, id_entries_json, member_entry
+from .._codec import action_entry, id_entries_json, ids_json, member_entry
 from .._errors import ValidationError
-from .._models import MAX_ID_LENGTH, Action, IdAction, Member, check_id
+from .._models import Action, IdAction, Member, all_valid_ids, check_id
 from ._chunking import MIXED, PLAIN_ADDS, REMOVES
 from ._reports import UploadMode
 
 __all__ = ["MODES", "EncodedBatch", "check_item", "encode_batch"]
 
 MODES: Final = ("add", "remove", "update", "replace")
-_JUST_STR: Final = frozenset({str})
 #: The kind of an empty batch (see ``_chunking``): it combines with any other.
 NO_KIND: Final = -1
 
@@ -78,17 +77,16 @@ def encode_batch(
     """Check and encode ``batch`` (items at positions ``start``…) for ``mode``; ``member``: for a
     ``/replace`` body (entries without ``action``). Each invalid item goes to ``invalid`` and is
     left out."""
-    if (
-        set(map(type, batch)) == _JUST_STR and "" not in batch and not any(map(str.isspace, batch))
-        and max(map(len, batch), default=0) <= MAX_ID_LENGTH
-    ):
-        # The common case, plain str IDs: checked by C-level operations, no object per ID.
-        try:
-            piece = id_entries_json(batch, None if member else ("remove" if mode == "remove" else "add"))
-        except orjson.JSONEncodeError:
-            pass  # an unencodable string (a lone surrogate): find it item by item below
-        else:
-            return EncodedBatch(piece, list(batch), REMOVES if mode == "remove" else PLAIN_ADDS)
+    if batch and list(map(type, batch)).count(str) == len(batch):
+        # The common case, plain str IDs: checked and encoded by passes in C over the batch, no
+        # Python step per ID. An ID that fails (or that UTF-8 cannot carry) is found item by
+        # item below. ``batch`` is the caller's to hand over: it is not copied.
+        array = ids_json(batch)
+        if array is not None and all_valid_ids(batch, array):
+            action = None if member else ("remove" if mode == "remove" else "add")
+            return EncodedBatch(
+                id_entries_json(batch, action, array), batch, REMOVES if mode == "remove" else PLAIN_ADDS
+            )
     pieces: list[bytes] = []
     ids: list[str] = []
     kind = NO_KIND

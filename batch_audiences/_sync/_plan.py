@@ -10,7 +10,7 @@ machine.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from itertools import islice
 from typing import Any, Final
 from zlib import adler32, crc32
@@ -57,10 +57,12 @@ def canonical_row(custom_id: str, attributes: dict[str, Any] | None) -> StagedRo
     # which would return them unchanged.
     for value in attributes.values():
         if type(value) not in _PLAIN:
-            wire = encode_attributes(attributes)
-            break
-    else:
-        wire = attributes
+            return _row(custom_id, encode_attributes(attributes))
+    return _row(custom_id, attributes)
+
+
+def _row(custom_id: str, wire: dict[str, Any]) -> StagedRow:
+    """The staged row of attributes in their wire form (not empty)."""
     order = tuple(wire)
     keys = _KEYS.get(order)
     if keys is None:
@@ -105,40 +107,80 @@ def _check(item: object) -> StagedRow:
     raise ValidationError("source", f"items must be str IDs or Member, got {type(item).__name__}")
 
 
-def _rows(batch: list[Any], first: int, result: StageResult) -> tuple[list[StagedRow], list[int] | None]:
-    """The staged rows of a batch, and the batch offsets they come from (``None``: all of them).
+#: One batch of the source, converted: the staged rows; for each, the item it came from, or
+#: ``None`` where the item can be built again from the row (see :func:`_convert`); the position
+#: of the batch's first item; each row's offset in the batch (``None``: row ``i`` is item ``i``).
+_Batch = tuple[list[StagedRow], list[Any], int, "list[int] | None"]
 
-    The common case (every item valid) is one comprehension; a bad item sends the batch down
-    the item-by-item path, which records it with its position.
+
+def _convert(items: Iterable[Any], result: StageResult) -> _Batch | None:
+    """``items`` (up to a batch of the source) as staged rows, each item checked as it comes;
+    bad items are recorded in ``result``. ``None`` when there were no items.
+
+    Every item is let go as soon as its row is made, as plain reading does, unless it cannot be
+    built again from its row: a ``Member`` whose attributes are all plain (``str``, ``int``,
+    ``float``, ``bool``; all a CSV gives) or absent can be, and is, when it must be reported as
+    a duplicate. Holding a batch of such items until the store has written it would move them
+    all into the collector's oldest generation, whose full passes then took a fifth of the
+    time of reading the source (measured at 1,000,000 rows).
     """
-    try:
-        return [_check(item) for item in batch], None
-    except ValidationError:
-        pass
+    first = result.items_read
     rows: list[StagedRow] = []
-    offsets: list[int] = []
-    for offset, item in enumerate(batch):
+    kept: list[Any] = []
+    offsets: list[int] | None = None
+    add, keep, plain = rows.append, kept.append, _PLAIN
+    offset = -1
+    for offset, item in enumerate(items):
         try:
-            rows.append(_check(item))
+            if type(item) is Member:
+                attributes = item.attributes
+                if attributes is None:
+                    add((item.id, 0, None, None))
+                    keep(None)
+                elif attributes and plain.issuperset(map(type, attributes.values())):
+                    add(_row(item.id, attributes))
+                    keep(None)
+                else:
+                    add(canonical_row(item.id, attributes))
+                    keep(item)
+            else:
+                add(_check(item))
+                keep(item)
         except ValidationError as error:
             result.fail(first + offset, item, error)
-        else:
+            if offsets is None:
+                offsets = list(range(offset))
+            continue
+        if offsets is not None:
             offsets.append(offset)
-    return rows, offsets
+    if offset < 0:
+        return None
+    result.items_read = first + offset + 1
+    return rows, kept, first, offsets
 
 
-async def _batches(source: Iterator[Any] | AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
+def _item_of(row: StagedRow, kept: object) -> object:
+    """The source item a staged row came from (built again if it was not kept)."""
+    if kept is not None:
+        return kept
+    custom_id, _, _, attributes = row
+    return Member(custom_id, None if attributes is None else orjson.loads(attributes))
+
+
+async def _batches(source: Iterator[Any] | AsyncIterator[Any], result: StageResult) -> AsyncIterator[_Batch]:
     if hasattr(source, "__anext__"):
-        batch: list[Any] = []
+        items: list[Any] = []
         async for item in source:  # type: ignore[union-attr]
-            batch.append(item)
-            if len(batch) == _BATCH:
+            items.append(item)
+            if len(items) == _BATCH:
+                batch = _convert(items, result)
+                assert batch is not None
                 yield batch
-                batch = []
-        if batch:
+                items = []
+        if (batch := _convert(items, result)) is not None:
             yield batch
         return
-    while batch := list(islice(source, _BATCH)):
+    while (batch := _convert(islice(source, _BATCH), result)) is not None:
         yield batch
 
 
@@ -152,24 +194,22 @@ async def stage_source(
     loop = asyncio.get_running_loop()
     result = StageResult()
     writing: asyncio.Future[list[int]] | None = None
-    written: tuple[list[Any], int, list[int] | None] = ([], 0, None)
+    written: _Batch = ([], [], 0, None)
 
-    def collect(duplicates: list[int], batch: list[Any], first: int, offsets: list[int] | None) -> None:
+    def collect(duplicates: list[int], rows: list[StagedRow], kept: list[Any], first: int,
+                offsets: list[int] | None) -> None:
         for index in duplicates:
             offset = index if offsets is None else offsets[index]
-            result.fail(first + offset, batch[offset],
+            result.fail(first + offset, _item_of(rows[index], kept[index]),
                         ValidationError("id", "duplicate ID: its first occurrence is the one synced"))
 
     try:
-        async for batch in _batches(source):
-            first = result.items_read
-            rows, offsets = _rows(batch, first, result)
-            result.items_read = first + len(batch)
+        async for batch in _batches(source, result):
             if writing is not None:
                 collect(await writing, *written)
             # The store writes this batch (on its own thread) while the next one is read.
-            writing = asyncio.ensure_future(session.stage(rows))
-            written = (batch, first, offsets)
+            writing = asyncio.ensure_future(session.stage(batch[0]))
+            written = batch
             if deadline_at is not None and loop.time() >= deadline_at:
                 result.stopped = "the deadline passed while the source was read"
                 break

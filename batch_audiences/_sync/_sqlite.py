@@ -76,38 +76,58 @@ CREATE TABLE IF NOT EXISTS pending (
 """
 
 # ``src.n`` is the source row's stream position, from 1 (the rowid SQLite gives: one more than
-# the largest, so positions stay contiguous when a duplicate's insert fails).
+# the largest, so positions stay contiguous when a duplicate is ignored). A row's attribute keys
+# are not staged: they matter only for the few rows that change, and are read off their
+# canonical attributes then (``_KEYS_OF``). ``diff`` holds the source rows that are new or whose
+# hash changed, found batch by batch while the source is read.
 _SCRATCH = """
 CREATE TEMP TABLE src (n INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, h INTEGER NOT NULL,
-                       keys TEXT, attrs BLOB);
+                       attrs BLOB);
 CREATE TEMP TABLE plan (pos INTEGER PRIMARY KEY, id TEXT NOT NULL, op INTEGER NOT NULL,
                         h INTEGER, keys TEXT, attrs BLOB);
-CREATE TEMP TABLE diff (n INTEGER PRIMARY KEY, new INTEGER NOT NULL, lost INTEGER NOT NULL,
-                        pend INTEGER NOT NULL);
+CREATE TEMP TABLE diff (n INTEGER PRIMARY KEY, new INTEGER NOT NULL, lost INTEGER NOT NULL DEFAULT 0,
+                        pend INTEGER NOT NULL DEFAULT 0);
 """
+
+#: The sorted attribute keys (JSON text) of canonical attributes ``s.attrs`` (keys sorted already).
+_KEYS_OF = ("CASE WHEN s.attrs IS NULL THEN NULL "
+            "ELSE (SELECT json_group_array(key) FROM json_each(s.attrs)) END")
+
+# The rows of a batch just staged (``n > :lo``) that are new to the snapshot or whose attributes
+# changed: run by the store's thread while the next batch is read, so that the lookups in the
+# snapshot cost no time of their own once the source is read.
+_DIFF_BATCH = (
+    "INSERT INTO diff (n, new) SELECT s.n, m.id IS NULL FROM src s "
+    "LEFT JOIN members m ON m.akey = :a AND m.id = s.id "
+    "WHERE s.n > :lo AND (m.id IS NULL OR m.h != s.h)"
+)
 
 
 # Staged rows go in by statements of many rows (``VALUES (...), (...), ...``): the rows are
 # bound in one C loop and inserted in one step, without Python's lock, so the next batch is read
 # meanwhile on another core. Measured against one JSON parameter per batch (``json_each``, whose
 # ``json_extract`` per column parses each row again) and ``executemany`` (a step per row): less
-# than two thirds of the time. 200 rows stay under SQLite's oldest limit of 999 parameters.
+# than two thirds of the time. 200 rows stay under SQLite's oldest limit of 999 parameters. Each
+# row's keys (its third value) are bound but not used: numbered parameters skip them, which
+# costs less than building new tuples without them. ``OR IGNORE``: a duplicate ID is left out
+# (and found afterwards) instead of failing the statement.
 _ROWS_PER_INSERT = 200
-_INSERT_ONE = "INSERT INTO src (id, h, keys, attrs) VALUES (?, ?, ?, ?)"
 
 
 @functools.lru_cache(maxsize=4)
 def _insert_many(rows: int) -> str:
-    return "INSERT INTO src (id, h, keys, attrs) VALUES " + ", ".join(["(?, ?, ?, ?)"] * rows)
+    values = ", ".join(f"(?{4 * i + 1}, ?{4 * i + 2}, ?{4 * i + 4})" for i in range(rows))
+    return "INSERT OR IGNORE INTO src (id, h, attrs) VALUES " + values
 
 
-def _lost_keys(old: str | None, new: str | None) -> int:
-    """1 when the old attribute keys are not all among the new ones (SQL function)."""
+def _lost_keys(old: str | None, attrs: str | bytes | None) -> int:
+    """1 when the old attribute keys are not all among those of the canonical attributes
+    ``attrs`` (SQL function)."""
     if old is None:
         return 0
-    if new is None:
+    if attrs is None:
         return 1
-    return 0 if set(orjson.loads(old)) <= set(orjson.loads(new)) else 1
+    return 0 if set(orjson.loads(old)) <= orjson.loads(attrs).keys() else 1
 
 
 def _now() -> str:
@@ -176,6 +196,7 @@ class _SqliteSession:
         self._db: sqlite3.Connection | None = None
         self._akey: int | None = None
         self._staged = 0
+        self._rows_per_insert = _ROWS_PER_INSERT
         self._full = False
         self._closed = False
 
@@ -260,19 +281,30 @@ class _SqliteSession:
             db.execute("BEGIN")  # one transaction for the whole staging: temp tables only
         duplicates: list[int] = []
         flat = itertools.chain.from_iterable
-        for start in range(0, len(rows), _ROWS_PER_INSERT):
-            part = rows[start:start + _ROWS_PER_INSERT]
-            try:
-                db.execute(_insert_many(len(part)), list(flat(part)))
-            except sqlite3.IntegrityError:
-                # A duplicate ID among these rows (the statement inserted nothing): rare, so
-                # find it row by row.
-                for index, row in enumerate(part, start):
-                    try:
-                        db.execute(_INSERT_ONE, row)
-                    except sqlite3.IntegrityError:
-                        duplicates.append(index)
-        self._staged += len(rows) - len(duplicates)
+        first = staged = self._staged
+        step = self._rows_per_insert
+        for start in range(0, len(rows), step):
+            part = rows[start:start + step]
+            inserted = db.execute(_insert_many(len(part)), list(flat(part))).rowcount
+            if inserted != len(part):
+                # A duplicate ID among these rows (left out): rare, so find which.
+                duplicates += self._duplicates(part, start, staged)
+            staged += inserted
+        self._staged = staged
+        if self._akey is not None:
+            db.execute(_DIFF_BATCH, {"a": self._akey, "lo": first})
+        return duplicates
+
+    def _duplicates(self, part: Sequence[StagedRow], start: int, staged: int) -> list[int]:
+        """Indexes (from ``start``) of the rows of ``part`` left out as duplicates: those after
+        the first row of their ID that was staged from ``part``, and those staged before."""
+        fresh = {row[0] for row in self.db.execute("SELECT id FROM src WHERE n > ?", (staged,))}
+        duplicates = []
+        for index, row in enumerate(part, start):
+            if row[0] in fresh:
+                fresh.discard(row[0])
+            else:
+                duplicates.append(index)
         return duplicates
 
     # -- planning -----------------------------------------------------------------------------
@@ -312,25 +344,26 @@ class _SqliteSession:
                               size=staged)
         a = {"a": self._akey}
         db.execute("BEGIN")
+        # ``diff`` holds the new and changed rows already (staging found them). Unconfirmed
+        # writes of IDs still in the source join them, to be removed then added again.
         pending = db.execute("SELECT EXISTS (SELECT 1 FROM pending WHERE akey = :a)", a).fetchone()[0]
-        if not pending:
-            # The common case (the last run ended cleanly): no lookup in ``pending`` per row.
+        if pending:  # not the common case (the last run ended cleanly)
+            # ``CROSS JOIN``: ``pending`` first, then a lookup in ``src`` (never a scan of ``src``).
             db.execute(
-                "INSERT INTO diff (n, new, lost, pend) "
-                "SELECT s.n, m.id IS NULL, CASE WHEN m.id IS NULL THEN 0 "
-                "ELSE lost_keys(m.keys, s.keys) END, 0 "
-                "FROM src s LEFT JOIN members m ON m.akey = :a AND m.id = s.id "
-                "WHERE m.id IS NULL OR m.h != s.h", a,
+                "INSERT OR IGNORE INTO diff (n, new) SELECT s.n, m.id IS NULL FROM pending p "
+                "CROSS JOIN src s ON s.id = p.id LEFT JOIN members m ON m.akey = :a AND m.id = p.id "
+                "WHERE p.akey = :a", a,
             )
-        else:
             db.execute(
-                "INSERT INTO diff (n, new, lost, pend) "
-                "SELECT s.n, m.id IS NULL, CASE WHEN p.id IS NOT NULL THEN 1 WHEN m.id IS NULL THEN 0 "
-                "ELSE lost_keys(m.keys, s.keys) END, p.id IS NOT NULL "
-                "FROM src s LEFT JOIN members m ON m.akey = :a AND m.id = s.id "
-                "LEFT JOIN pending p ON p.akey = :a AND p.id = s.id "
-                "WHERE m.id IS NULL OR m.h != s.h OR p.id IS NOT NULL", a,
+                "UPDATE diff SET pend = 1, lost = 1 WHERE n IN "
+                "(SELECT s.n FROM pending p CROSS JOIN src s ON s.id = p.id WHERE p.akey = :a)", a,
             )
+        # A changed ID that lost an attribute key is removed before it is added again.
+        db.execute(
+            "UPDATE diff SET lost = 1 WHERE NOT new AND NOT pend AND n IN (SELECT s.n FROM diff d "
+            "CROSS JOIN src s ON s.n = d.n CROSS JOIN members m ON m.akey = :a AND m.id = s.id "
+            "WHERE NOT d.new AND NOT d.pend AND lost_keys(m.keys, s.attrs))", a,
+        )
         # 1. removes that a re-add at the end of the stream follows
         db.execute(
             "INSERT INTO plan (id, op) SELECT s.id, :op FROM diff d JOIN src s ON s.n = d.n "
@@ -353,7 +386,7 @@ class _SqliteSession:
         # 3. adds (new IDs, changed attributes), then the re-adds of step 1, in the same order
         for lost in (0, 1):
             db.execute(
-                "INSERT INTO plan (id, op, h, keys, attrs) SELECT s.id, :op, s.h, s.keys, s.attrs "
+                f"INSERT INTO plan (id, op, h, keys, attrs) SELECT s.id, :op, s.h, {_KEYS_OF}, s.attrs "
                 "FROM diff d JOIN src s ON s.n = d.n WHERE d.lost = :lost ORDER BY d.n",
                 {"op": ADD, "lost": lost},
             )
@@ -460,8 +493,8 @@ class _SqliteSession:
                     "(SELECT id FROM src WHERE n > :lo AND n <= :hi)", span,
                 )
             db.execute(
-                "INSERT INTO members (akey, id, h, keys) SELECT :a, id, h, keys FROM src "
-                "WHERE n > :lo AND n <= :hi "
+                f"INSERT INTO members (akey, id, h, keys) SELECT :a, s.id, s.h, {_KEYS_OF} FROM src s "
+                "WHERE s.n > :lo AND s.n <= :hi "
                 "ON CONFLICT (akey, id) DO UPDATE SET h = excluded.h, keys = excluded.keys", span,
             )
             db.execute("UPDATE audiences SET count = count + :d, updated = :t WHERE akey = :a",
