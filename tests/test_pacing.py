@@ -435,12 +435,14 @@ async def test_the_pace_follows_a_limit_that_falls_and_rises() -> None:
     high = [r for r in records if r.received_at >= rose]
     # At 10/s the pace came down: most requests of that phase got through (few 429s).
     assert sum(r.status == 202 for r in low) >= 0.6 * len(low), len(low)
-    # Back at 40/s the pace climbed back: the last 150 requests went at well over 10/s, as the
-    # emulator's own clock measures them (the server's arrival times, not a sleep).
+    # Back at 40/s the pace climbed back: the last 100 accepted requests went at well over the
+    # low limit, as the emulator's own clock measures them (the server's arrival times, not a
+    # sleep). About 35/s on an idle machine; 1.5x the low limit leaves room for a loaded one,
+    # whose late wake-ups the limiter cannot help, while a pace stuck near 10/s still fails.
     accepted_high = [r.received_at for r in high if r.status == 202]
     assert len(accepted_high) >= 140
     span = accepted_high[-1] - accepted_high[-100]
-    assert 99 / span >= 20, f"{99 / span:.1f} requests/s at the end, against a limit of 40"
+    assert 99 / span >= 15, f"{99 / span:.1f} requests/s at the end, against a limit of 40"
 
 
 async def test_fail_fast_fails_the_chunk_that_would_have_waited(make_api: Any, emulator: Emulator) -> None:
