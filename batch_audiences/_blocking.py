@@ -47,29 +47,42 @@ class _Call:
     Lighter than ``asyncio.run_coroutine_threadsafe``, whose ``concurrent.futures.Future`` (a
     condition variable, state copied across by callbacks) costs about as much as the rest of a
     blocking call's hop between threads; the hop is most of what the facade adds to a request.
+    The outcome is kept and the caller released by the task itself, as its last step: a done
+    callback would cost the loop one more turn (and a poll of its selector) on every call.
     """
 
-    __slots__ = ("coro", "done", "error", "task")
+    __slots__ = ("coro", "done", "error", "result", "task")
 
     def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
         self.coro = coro
-        self.task: asyncio.Task[Any] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.result: Any = None
         self.error: BaseException | None = None
         self.done = threading.Lock()
-        self.done.acquire()  # released by the loop thread when the task is done
+        self.done.acquire()  # released on the loop thread once the outcome is known
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the loop thread: run the coroutine as a task."""
         try:
-            self.task = loop.create_task(self.coro)
+            self.task = loop.create_task(self._run())
         except BaseException as exc:
+            self.coro.close()
             self.error = exc
             self.done.release()
-            return
-        self.task.add_done_callback(self._finished)
 
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self.done.release()
+    async def _run(self) -> None:
+        try:
+            self.result = await self.coro
+        except (Exception, asyncio.CancelledError) as exc:
+            # Kept for the caller, which raises it; a cancellation still ends the task as such.
+            self.error = exc
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: the loop's business too
+            self.error = exc
+            raise
+        finally:
+            self.done.release()
 
     def cancel(self) -> None:
         """On the loop thread: the caller gave up waiting."""
@@ -135,16 +148,16 @@ class LoopThread:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 self._loop.call_soon_threadsafe(call.cancel)
             raise
-        task = call.task
-        if task is None:
-            assert call.error is not None
-            raise call.error
-        if task.cancelled():
+        error = call.error
+        if error is None:
+            result: T = call.result
+            return result
+        if isinstance(error, asyncio.CancelledError) and call.task is not None:
             if self._closed:  # close() from another thread cancelled the work still running
                 raise ClientClosedError("the client was closed while this call was in progress") from None
             raise concurrent.futures.CancelledError()
-        result: T = task.result()
-        return result
+        call.error = None  # no cycle through the traceback
+        raise error
 
     def stop(self, final: Callable[[], Awaitable[None]] | None = None) -> bool:
         """Have the loop await ``final()``, cancel every other task, then stop and close; return

@@ -126,6 +126,9 @@ _BURST_EVIDENCE = 4
 _MOSTLY = 0.75
 # A server that lets no burst through refuses a pace just above its limit: aim a little below.
 _JUST_BELOW = 0.98
+# X-RateLimit-Remaining this high, once, says the server saves up a burst (a bucket of one says
+# at most 1: the token that came back while it worked on the request).
+_ROOM = 2
 _CLOSED_MESSAGE = "this client was closed while the request waited for its turn"
 
 
@@ -403,8 +406,9 @@ class RateLimiter:
     def _advised(self, now: float, remaining: str) -> None:
         """``X-RateLimit-Remaining`` on a success: hold the probe at the limit while it says 0.
 
-        Only once it has said more than 0: a server that lets no burst through says 0 after
-        every request, whatever the pace."""
+        Only once it has said ``_ROOM`` or more: a server that lets no burst through (a bucket
+        of one) says 0 after every request, whatever the pace, and 1 when its bucket refilled
+        while it worked on a slow request; neither says the pace is at its limit."""
         if remaining == "0" and self._room_seen:
             if not self._probe_held and now - self._climb_from >= self._climb:
                 # The probe reached the limit: it is the estimate now, held there.
@@ -413,7 +417,8 @@ class RateLimiter:
                     self._estimate = rate
                 self._probe_held = True
         elif remaining.isdigit() and remaining != "0":
-            self._room_seen = True
+            if int(remaining) >= _ROOM:
+                self._room_seen = True
             if not self._probe_held:
                 return
             # Room again (the limit rose): probe from here.

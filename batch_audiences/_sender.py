@@ -54,9 +54,18 @@ def _headers(value: Mapping[str, str]) -> CIMultiDictProxy[str]:
     return CIMultiDictProxy(CIMultiDict(value))
 
 
-@attrs.frozen
+# HTTPRequest and HTTPResponse are plain attrs classes, not frozen ones, and convert only in
+# __init__: one of each is built for every request, and a frozen class's __init__ (or one with
+# on-setattr hooks) sets each field through object.__setattr__, about three times the work of
+# plain assignments. Their headers are a read-only mapping either way, so neither was ever
+# hashable.
+_PLAIN: Final = attrs.setters.NO_OP
+
+
+@attrs.define(on_setattr=_PLAIN)
 class HTTPRequest:
-    """One HTTP request as the transport hands it to a sender.
+    """One HTTP request as the transport hands it to a sender (treat it as read-only: a retry
+    sends the same one again).
 
     ``url`` is complete, query string included (already percent-encoded); ``body`` is ``None``
     for a GET. ``timeout`` is the whole exchange's limit in seconds.
@@ -90,9 +99,9 @@ class HTTPRequest:
         return None if self.body is None else orjson.loads(self.body)
 
 
-@attrs.frozen
+@attrs.define(on_setattr=_PLAIN)
 class HTTPResponse:
-    """One HTTP answer as a sender returns it.
+    """One HTTP answer as a sender returns it (treat it as read-only).
 
     ``headers`` match case-insensitively. ``truncated`` is set by a sender that stopped reading
     a body larger than it allows; ``body`` then holds the part that was read.
@@ -246,10 +255,14 @@ class AiohttpSender:
         body = request.body
         data = body if body is None or len(body) <= _LARGE_BODY else _payload(body)
         try:
-            async with session.request(
+            # Awaited, then released, rather than ``async with``: what the two context managers
+            # do on the way out (release the connection, and await a body writer that is over
+            # once the answer is read), without their five coroutines on every request.
+            response = await session.request(
                 request.method, url, data=data,
                 headers=request.headers, allow_redirects=False, timeout=timeout,
-            ) as response:
+            )
+            try:
                 length = response.content_length
                 if length is not None and length <= self.max_response_bytes and (
                     "Content-Encoding" not in response.headers
@@ -259,9 +272,9 @@ class AiohttpSender:
                     body, complete = await response.read(), True
                 else:
                     body, complete = await _read_capped(response, self.max_response_bytes)
-                return HTTPResponse(
-                    response.status, response.headers, body, response.reason, not complete
-                )
+            finally:
+                response.release()
+            return HTTPResponse(response.status, response.headers, body, response.reason, not complete)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise SendError(_describe(exc), maybe_sent=not isinstance(exc, _NOT_SENT)) from exc
 

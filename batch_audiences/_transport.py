@@ -431,15 +431,14 @@ class Transport:
         """The answer with the key hidden from its body, headers and reason phrase."""
         redactor = self._redactor
         # A server or proxy echoing the key back (in any encoding) must not put it into our
-        # error messages, logs, models or hooks.
-        body = redactor.body(response.body)
+        # error messages, logs, models or hooks. One look at the whole answer at once (body,
+        # header names and values, reason phrase): in the common case a few substring
+        # searches, and nothing more.
+        body = response.body
         headers = response.headers
         reason = response.reason
-        # One look at all names, values and the reason phrase at once: in the common case a few
-        # substring searches, and nothing more.
-        if redactor.may_show_key(
-            "\n".join(itertools.chain(headers.keys(), headers.values(), (reason or "",)))
-        ):
+        if redactor.answer_may_show_key(body, headers, reason):
+            body = redactor.body(body)
             if redactor.shows_key("\n".join(itertools.chain(headers.keys(), headers.values()))):
                 headers = CIMultiDictProxy(CIMultiDict(
                     (redactor.text(name), redactor.text(value)) for name, value in headers.items()

@@ -142,7 +142,7 @@ async def _run(server: LimitedServer, scenario: Scenario, round_: int) -> Measur
                                          retry_budget=RETRY_BUDGET)
             assert upload.ok, upload.summary()
         elapsed = time.perf_counter() - started
-        estimate = client._transport.limiter.estimate
+        estimate = client.stats.limit
     accepted, refused = server.counts()
     efficiency = (accepted - scenario.burst) / scenario.rate / elapsed
     return Measure(efficiency, refused / max(accepted + refused, 1), accepted, elapsed, estimate)
@@ -173,7 +173,7 @@ async def _moving(server: LimitedServer, client: AsyncAudiencesClient, scenario:
     assert report.ok, report.summary()
     capacity = scenario.burst + sum(rate * seconds for rate, seconds in phases)
     return Measure(accepted / capacity, refused / max(accepted + refused, 1), accepted, end - started,
-                   client._transport.limiter.estimate)
+                   client.stats.limit)
 
 
 async def _wait(server: LimitedServer, client: AsyncAudiencesClient, scenario: Scenario) -> Measure:
@@ -197,7 +197,7 @@ async def _wait(server: LimitedServer, client: AsyncAudiencesClient, scenario: S
     waited = end - (acknowledged[0] if acknowledged else end)
     budget = INDEXING + views / scenario.rate + 1.0
     return Measure(budget / max(waited, 1e-3), refused / max(accepted + refused, 1), accepted,
-                   end - started, client._transport.limiter.estimate)
+                   end - started, client.stats.limit)
 
 
 def run(ctx: Context) -> Result:

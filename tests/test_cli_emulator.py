@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from batch_audiences.testing import Emulator
-from batch_audiences.testing._cli import add_arguments
+from batch_audiences.testing._cli import add_arguments, build_emulator
 from tests.test_cli import SECRET_KEY, cli, cli_at
 
 
@@ -127,3 +127,11 @@ def test_banner_lists_every_emulator_option_in_force(clean_env: pytest.MonkeyPat
         if dest not in ("host", "port", "api_key", "project_key"):
             assert f"--{dest.replace('_', '-')} " in options + " ", dest
     assert any("/_emulator/audiences" in line for line in banner)
+
+
+def test_the_command_line_emulator_keeps_no_request_bodies() -> None:
+    # Nothing outside its process can read them: keeping them would hold every ID ever sent.
+    probe = argparse.ArgumentParser()
+    add_arguments(probe)
+    emulator = build_emulator(probe.parse_args([]))
+    assert emulator.record_bodies is False

@@ -220,6 +220,23 @@ async def test_x_ratelimit_remaining_zero_holds_the_probe_at_the_limit() -> None
     assert pacer.rate == pytest.approx(2 * probing)  # probing on from there
 
 
+async def test_x_ratelimit_remaining_one_then_zero_from_a_bucket_of_one_does_not_hold_the_probe() -> None:
+    # A server whose bucket holds one request says 0 after most requests, whatever the pace, and
+    # 1 when it refilled while it worked on a slow request: neither says the limit is reached.
+    time = VirtualTime()
+    pacer = limiter(time)
+    sent = await run_at(time, pacer, 20.0, 40)
+    pacer.on_throttle(sent, None)
+    time.now += 2.0  # past the climb: probing above the estimate
+    probing = pacer.rate
+    assert probing is not None
+    for _ in range(5):
+        pacer.on_success({"X-RateLimit-Remaining": "1"})
+        pacer.on_success({"X-RateLimit-Remaining": "0"})
+    time.now += 0.5
+    assert (pacer.rate or 0) > 1.5 * probing  # still probing up
+
+
 async def test_probing_never_passes_max_rate() -> None:
     time = VirtualTime()
     pacer = limiter(time, max_rate=8)

@@ -32,6 +32,7 @@ from batch_audiences import (
     RetryPolicy,
     TransportError,
 )
+from batch_audiences._redact import MIN_FRAGMENT, Redactor
 from batch_audiences.testing import set_testing
 from tests.test_secrets import texts_of
 
@@ -331,3 +332,26 @@ async def test_a_logged_traceback_is_redacted_too(caplog: pytest.LogCaptureFixtu
         await server.wait_closed()
     assert any("RuntimeError" in text for text in logs.texts)
     assert_hidden(logs.texts)
+
+
+# -- the redactor's quick look at a whole answer -----------------------------------------------
+
+
+@pytest.mark.parametrize("key", [SECRET, "clé-secrète-7f3a9c2e5b8d", "ключ-7f3a9c2e5b8d-ключ"])
+@pytest.mark.parametrize("where", ["body", "header-name", "header-value", "reason"])
+def test_the_quick_look_at_an_answer_sees_a_raw_key_anywhere(key: str, where: str) -> None:
+    # Bytes are searched through their Latin-1 view: a key with non-ASCII characters, raw in a
+    # UTF-8 body, must be seen as well as an ASCII one; and whatever it sees, body() hides.
+    redactor = Redactor(key)
+    body, headers, reason = b'{"indexing_token":"t1"}', {"Date": "Mon"}, "Accepted"
+    if where == "body":
+        body = f'{{"error_message":"bad key {key[:-1]}"}}'.encode()
+    elif where == "header-name":
+        headers = {key: "1"}
+    elif where == "header-value":
+        headers = {"X-Echo": key}
+    else:
+        reason = key
+    assert redactor.answer_may_show_key(body, headers, reason)
+    assert key[:MIN_FRAGMENT].encode() not in redactor.body(body)
+    assert not redactor.answer_may_show_key(b'{"indexing_token":"t1"}', {"Date": "Mon"}, "Accepted")

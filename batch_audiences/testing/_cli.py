@@ -72,6 +72,9 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
         rate_limit_headers=not args.no_rate_headers,
         faults=faults,
         latency=args.latency,
+        # Nothing outside this process can read the log's bodies: keeping them would only hold
+        # every ID sent (hundreds of megabytes for a million) and slow the garbage collector.
+        record_bodies=False,
     )
 
 

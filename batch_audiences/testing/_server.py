@@ -231,9 +231,12 @@ class ApiServer:
                 return self._error(result, ApiError(
                     400, "INVALID_BODY", f"the request body cannot be read: {error}"
                 ))
-            decoded = decode_json(raw)
-            if self._settings.record_bodies and is_json(decoded):
-                result.body = decoded
+            # A body answered by a fault (a 429 of the rate limit, typically) is only decoded to be
+            # recorded: a refused request of 10,000 IDs costs the emulator no JSON work otherwise.
+            if self._settings.record_bodies or decision.kind not in ("respond", "drop_before"):
+                decoded = decode_json(raw)
+                if self._settings.record_bodies and is_json(decoded):
+                    result.body = decoded
 
         if decision.kind == "respond":
             return self._scripted(decision, result)

@@ -24,6 +24,17 @@ from ._errors import ApiError
 from ._models import EmulatedAudience
 from ._validation import NAME_RE, UpdateItems, encode_cursor
 
+#: A member's attributes as stored: ``None`` stands for none (``{}`` to the outside). A dict whose
+#: values are all ``None`` and whose keys are strings is one the garbage collector does not track,
+#: so an audience of millions of IDs without attributes costs no time in its full collections
+#: (which a dict of a million ``{}`` does: about 0.1 s each, dozens of times in one big upload).
+Stored = dict[str, "dict[str, object] | None"]
+
+
+def _outside(members: Stored) -> dict[str, dict[str, object]]:
+    """The members as the helpers give them: a fresh ``{}`` for each member without attributes."""
+    return {custom_id: {} if attributes is None else attributes for custom_id, attributes in members.items()}
+
 IN_PROGRESS = "IN_PROGRESS"
 APPLIED = "APPLIED"
 REPLACED = "REPLACED"
@@ -45,7 +56,7 @@ class _Write:
 
     token: str
     audience: _Audience
-    payload: UpdateItems | dict[str, dict[str, object]] | None
+    payload: UpdateItems | Stored | None
     nominal_time: datetime  # wall-clock time the indexing completes, for ``updated``
     applied_order: int | None = None  # global application counter, None while IN_PROGRESS
 
@@ -56,7 +67,7 @@ class _Audience:
     display_name: str | None
     created: datetime
     updated: datetime
-    members: dict[str, dict[str, object]] = field(default_factory=dict)
+    members: Stored = field(default_factory=dict)
     tokens: dict[str, _Write] = field(default_factory=dict)
     last_token: str | None = None
     pending: int = 0
@@ -134,21 +145,32 @@ class AudienceStore:
                 audience.last_replace_order = order
             elif payload is not None:  # update: in request order, so the last action per ID wins
                 members = audience.members
-                merge = self.attribute_merge == "merge"
-                for custom_id, attributes in payload:
-                    if attributes is None:
-                        members.pop(custom_id, None)
-                    elif merge and custom_id in members:
-                        members[custom_id] = {**members[custom_id], **attributes}
-                    else:
-                        members[custom_id] = attributes
+                ids, values = payload
+                if not any(values) and None not in values and self.attribute_merge == "replace":
+                    # Only adds, none with attributes (a bulk upload's usual request): one
+                    # update of the dict, not a step of Python per ID.
+                    members.update(dict.fromkeys(ids))
+                elif self.attribute_merge == "merge":
+                    for custom_id, attributes in zip(ids, values, strict=True):
+                        if attributes is None:
+                            members.pop(custom_id, None)
+                        else:
+                            before = members.get(custom_id)
+                            merged = attributes if before is None else {**before, **attributes}
+                            members[custom_id] = merged or None
+                else:
+                    for custom_id, attributes in zip(ids, values, strict=True):
+                        if attributes is None:
+                            members.pop(custom_id, None)
+                        else:
+                            members[custom_id] = attributes or None
             audience.updated = max(audience.updated, min(write.nominal_time, _utc_now()))
             write.payload = None  # the content now lives in the audience; free the request's copy
 
     def _accept(
         self,
         audience: _Audience,
-        payload: UpdateItems | dict[str, dict[str, object]] | None,
+        payload: UpdateItems | Stored | None,
         delay: float,
         received: datetime,
     ) -> str:
@@ -180,7 +202,7 @@ class AudienceStore:
             audience = self._get(name)
             return self._accept(audience, items, self.indexing_delay, _utc_now())
 
-    def replace(self, name: str, members: dict[str, dict[str, object]]) -> str:
+    def replace(self, name: str, members: Stored) -> str:
         """Queue a replace (with the longer replace delay)."""
         with self._lock:
             audience = self._get(name)
@@ -265,7 +287,7 @@ class AudienceStore:
                 name=audience.name,
                 display_name=audience.display_name,
                 type="custom_ids",
-                members=dict(audience.members),
+                members=_outside(audience.members),
                 created=audience.created,
                 updated=audience.updated,
                 tokens={t: audience.state_of(w) for t, w in audience.tokens.items()},
@@ -281,7 +303,7 @@ class AudienceStore:
             if audience is None:
                 known = ", ".join(repr(n) for n in self._names[:10]) or "none"
                 raise LookupError(f"the emulator has no audience named {name!r} (audiences: {known})")
-            return dict(audience.members)
+            return _outside(audience.members)
 
     def names(self) -> list[str]:
         """Every audience name, sorted."""
@@ -308,9 +330,9 @@ class AudienceStore:
         if isinstance(members, (str, bytes)):
             raise TypeError("members must be a mapping of ID -> attributes or an iterable of IDs, not a str")
         if isinstance(members, Mapping):
-            content = {str(i): dict(attributes) for i, attributes in members.items()}
+            content: Stored = {str(i): dict(attributes) or None for i, attributes in members.items()}
         else:
-            content = {str(i): {} for i in members}
+            content = dict.fromkeys(map(str, members))
         with self._lock:
             self._apply_until(self._clock())
             if name in self._audiences:
