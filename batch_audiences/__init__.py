@@ -11,6 +11,8 @@ that has the same methods, a bulk engine for millions of IDs, and a local emulat
 True
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._blocking import AudiencesClient
 from ._bulk import (
     BulkReport,
@@ -79,16 +81,28 @@ from ._models import (
     Url,
 )
 from ._sender import MAX_RESPONSE_BYTES, AiohttpSender, HTTPRequest, HTTPResponse, Sender, SendError
-from ._sync import (
-    PostgresStore,
-    SnapshotStore,
-    SqliteStore,
-    SyncLockedError,
-    SyncReport,
-    SyncStateError,
-)
 from ._transport import ClientStats
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._sync import (
+        PostgresStore,
+        SnapshotStore,
+        SqliteStore,
+        SyncLockedError,
+        SyncReport,
+        SyncStateError,
+    )
+
+# Served on first use (PEP 562): the sync engine, its stores and sqlite3 cost a program that
+# never syncs a noticeable share of its import time.
+_LAZY: dict[str, str] = {
+    name: "._sync"
+    for name in (
+        "PostgresStore", "SnapshotStore", "SqliteStore", "SyncLockedError", "SyncReport",
+        "SyncStateError",
+    )
+}
 
 __all__ = [
     "MAX_ATTRIBUTES",
@@ -165,3 +179,18 @@ __all__ = [
     "ValidationError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

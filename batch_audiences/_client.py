@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -39,8 +39,10 @@ from ._models import (
     check_name,
 )
 from ._sender import Sender
-from ._sync import SnapshotStore, SyncReport, run_sync
 from ._transport import ClientStats, Transport
+
+if TYPE_CHECKING:  # loaded by sync() itself: a program that never syncs does not pay for it
+    from ._sync import SnapshotStore, SyncReport
 
 __all__ = ["AsyncAudiencesClient"]
 
@@ -470,6 +472,8 @@ class AsyncAudiencesClient:
         ...     report = await client.sync("pro-plan", rows)
         ...     print(report.summary())
         """
+        from ._sync import run_sync
+
         return await run_sync(
             self, name, source, state=state, full=full, create=create, dry_run=dry_run,
             chunk_size=chunk_size, concurrency=concurrency, on_progress=on_progress,

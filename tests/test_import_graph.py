@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import batch_audiences
@@ -158,3 +160,34 @@ def test_the_import_reader_sees_relative_and_type_checking_imports() -> None:
     assert "batch_audiences._api" in imports_of(indexing)  # two levels up
     assert "batch_audiences._pacing" in imports_of(PACKAGE / "_api.py")  # under TYPE_CHECKING
     assert "batch_audiences._pacing" not in imports_of(PACKAGE / "_api.py", type_checking=False)
+
+
+def test_importing_the_package_leaves_the_sync_machinery_unloaded() -> None:
+    # ``client.sync()`` and the sync names of the public face load it on first use: a program
+    # that never syncs does not pay for it (nor for sqlite3) at import. A fresh interpreter,
+    # since this one has loaded everything the suite touched.
+    probe = (
+        "import sys, batch_audiences\n"
+        "print(sorted(m for m in sys.modules if m == 'sqlite3' or m.startswith('batch_audiences._sync')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_sync_names_load_on_first_use() -> None:
+    probe = (
+        "import sys, batch_audiences\n"
+        "from batch_audiences import SyncReport\n"
+        "import batch_audiences._sync._report as report\n"
+        "assert SyncReport is report.SyncReport\n"
+        "assert batch_audiences.SqliteStore.__module__.startswith('batch_audiences._sync')\n"
+        "public = set(batch_audiences.__all__)\n"
+        "assert public <= set(dir(batch_audiences)), public - set(dir(batch_audiences))\n"
+        "assert all(getattr(batch_audiences, name) is not None for name in public)\n"
+        "try:\n"
+        "    batch_audiences.NoSuchName\n"
+        "except AttributeError as error:\n"
+        "    print(error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert "NoSuchName" in out.stdout

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import sys
 import typing
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import batch_audiences
 from batch_audiences import AsyncAudiencesClient, AudiencesClient
 
 __all__ = [
@@ -56,7 +58,15 @@ def _blocking_type(annotation: Any) -> Any:
 
 
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:
-    return typing.get_type_hints(function)
+    # The sync names are imported by the client modules only for type checkers (the package
+    # serves them on first use, so that importing it does not load the sync engine): resolve
+    # annotations against the public face, as a reader of the documentation does. A blocking
+    # twin then keeps the async method's annotation text, which names what the async client's
+    # module imports.
+    names = vars(sys.modules[AsyncAudiencesClient.__module__]) | {
+        name: getattr(batch_audiences, name) for name in batch_audiences.__all__
+    }
+    return typing.get_type_hints(function, localns=names)
 
 
 def _described(function: Callable[..., Any], *, blocking_of_async: bool) -> inspect.Signature:
