@@ -136,6 +136,21 @@ class Context:
             self._server = None
 
 
+def stop_process(process: subprocess.Popen[str], *, terminate: bool) -> None:
+    """End a server child: close its stdin (``terminate``: and signal it), give it 10 s, then kill."""
+    if process.stdin is not None:
+        process.stdin.close()
+    if terminate:
+        process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
 @dataclass
 class Server:
     """A server running in a subprocess; see :meth:`start`."""
@@ -192,16 +207,7 @@ class Server:
         return cls(kind, base_url, process)
 
     def stop(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        stop_process(self.process, terminate=True)
 
 
 def child_env() -> dict[str, str]:

@@ -28,7 +28,18 @@ from dataclasses import dataclass
 
 from batch_audiences import AsyncAudiencesClient
 
-from ._runner import API_KEY, PROJECT_KEY, ROOT, Check, Context, Result, Row, child_env, progress
+from ._runner import (
+    API_KEY,
+    PROJECT_KEY,
+    ROOT,
+    Check,
+    Context,
+    Result,
+    Row,
+    child_env,
+    progress,
+    stop_process,
+)
 
 KEY = "pacing"
 TITLE = "10. Pacing at the server's rate limit (efficiency = share of the limit used)"
@@ -111,15 +122,7 @@ class LimitedServer:
         return int(accepted), int(refused)
 
     def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        stop_process(self.process, terminate=False)  # closing its stdin is its signal to stop
 
 
 async def _run(server: LimitedServer, scenario: Scenario, round_: int) -> Measure:

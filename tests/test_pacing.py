@@ -118,6 +118,14 @@ async def run_at(time: VirtualTime, pacer: RateLimiter, rate: float, count: int)
     return sent
 
 
+async def cut_after(time: VirtualTime, pacer: RateLimiter, rate: float, count: int) -> float:
+    """``count`` requests accepted at ``rate`` per second, then a 429: the estimate it leaves."""
+    pacer.on_throttle(await run_at(time, pacer, rate, count), None)
+    estimate = pacer.estimate
+    assert estimate is not None
+    return estimate
+
+
 async def test_after_a_cut_the_pace_climbs_back_in_seconds_then_probes_above() -> None:
     time = VirtualTime()
     pacer = limiter(time)
@@ -146,10 +154,7 @@ async def test_after_a_cut_the_pace_climbs_back_in_seconds_then_probes_above() -
     time.now = cut + 600
     assert pacer.rate == pytest.approx(64 * estimate)  # bounded
     # A limit that holds still is probed seldom: about 30 requests' worth of climb, not 1 s.
-    sent = await run_at(time, pacer, 20.0, 40)
-    pacer.on_throttle(sent, None)
-    again = pacer.estimate
-    assert again is not None
+    again = await cut_after(time, pacer, 20.0, 40)
     assert again == pytest.approx(estimate, rel=0.05)
     time.now += 1.0
     assert (pacer.rate or 0) < again
@@ -160,10 +165,7 @@ async def test_after_a_cut_the_pace_climbs_back_in_seconds_then_probes_above() -
 async def test_the_climb_and_the_probe_wait_while_the_pace_is_not_used() -> None:
     time = VirtualTime()
     pacer = limiter(time)
-    sent = await run_at(time, pacer, 20.0, 40)
-    pacer.on_throttle(sent, None)
-    estimate = pacer.estimate
-    assert estimate is not None
+    estimate = await cut_after(time, pacer, 20.0, 40)
     time.now += 60.0  # idle for a minute: nothing was learnt about the limit meanwhile
     await pacer.acquire()
     assert (pacer.rate or 0) <= estimate
@@ -198,10 +200,7 @@ async def test_first_429_with_nothing_measured_halves_and_probes_from_there() ->
 async def test_x_ratelimit_remaining_zero_holds_the_probe_at_the_limit() -> None:
     time = VirtualTime()
     pacer = limiter(time)
-    sent = await run_at(time, pacer, 20.0, 40)
-    pacer.on_throttle(sent, None)
-    estimate = pacer.estimate
-    assert estimate is not None
+    estimate = await cut_after(time, pacer, 20.0, 40)
     time.now += 2.0  # past the climb (1.5 s): probing above the estimate
     probing = pacer.rate
     assert probing is not None
