@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -122,7 +123,7 @@ def test_create_view_wait_list_remove(emu: Emulator) -> None:
     run = cli_at(emu, "view", "churn")
     assert run.code == 0
     assert "IDs" in run.out
-    assert "3" in run.out
+    assert re.search(r"^IDs\s+3$", run.out, re.MULTILINE), run.out
 
     run = cli_at(emu, "wait", "churn", "--timeout", "5", "--poll-interval", "0.01")
     assert run.code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def test_create_many_from_csv(emu: Emulator, tmp_path: Path) -> None:
     run = cli_at(emu, "create-many", str(manifest), "--concurrency", "5")
     assert run.code == 0, run.err
     assert "created" in run.out
-    assert "25" in run.out
+    assert re.search(r"^created\s+25$", run.out, re.MULTILINE), run.out
     emu.settle()
     assert emu.audience_names() == [f"team-{n:02d}" for n in range(25)]
     assert emu.audience("team-07").display_name == "Team 7"  # type: ignore[union-attr]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -69,8 +70,9 @@ def test_sync_reports_json_and_sends_only_the_difference(emu: Emulator, tmp_path
     assert emu.members("crm") == as_members(second)
     text = cli_at(emu, "sync", "crm", str(path), "--attr", "plan", "--attr", "score:int", "--state", state)
     assert text.code == 0
-    assert "unchanged" in text.out
-    assert "28" not in text.out.split("unchanged")[0]  # nothing added or removed this time
+    counts = {m[1]: int(m[2]) for m in re.finditer(r"^\s*(added|removed|changed|unchanged)\s+(\d+)\s*$",
+                                                   text.out, re.MULTILINE)}
+    assert counts == {"added": 0, "removed": 0, "changed": 0, "unchanged": 30}, text.out
 
 
 def test_dry_run_and_no_create(emu: Emulator, tmp_path: Path) -> None:
