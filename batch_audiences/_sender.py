@@ -22,6 +22,7 @@ import orjson
 import yarl
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from ._deadlines import Deadlines
 from ._errors import ClientClosedError, InvalidSettingError
 from ._loops import run_on_owner
 
@@ -46,6 +47,9 @@ _MAX_KEPT_URLS: Final = 64
 _AFTER_VERSION: Final = re.compile(r"/\d+\.\d+(/.*)$")
 # Failures of these kinds happen before a byte of the request left: nothing can have been applied.
 _NOT_SENT: Final = (aiohttp.ClientConnectorError,)
+# What a request inside a task tells aiohttp: no timer of its own (see _deadlines for why; the
+# request's deadline is kept by the sender's Deadlines instead).
+_UNTIMED: Final = aiohttp.ClientTimeout()
 
 
 def _headers(value: Mapping[str, str]) -> CIMultiDictProxy[str]:
@@ -186,6 +190,7 @@ class AiohttpSender:
         # Made once, not per request: a client sends to a handful of URLs with one timeout.
         self._urls: dict[str, yarl.URL] = {}
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._deadlines: Deadlines | None = None  # of the requests in flight, on their loop
 
     def __repr__(self) -> str:
         return (f"AiohttpSender(max_connections={self.max_connections}, "
@@ -227,6 +232,8 @@ class AiohttpSender:
     async def aclose(self) -> None:
         """Close the session if this sender made it; a caller's session stays open."""
         self._closed = True
+        if self._deadlines is not None:
+            self._deadlines.close()
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             # On the loop the session was made on, whichever loop calls this (see _loops).
@@ -235,16 +242,23 @@ class AiohttpSender:
     async def send(self, request: HTTPRequest) -> HTTPResponse:
         """Make one exchange; see :class:`Sender`."""
         session = self._session
+        loop = asyncio.get_running_loop()
         # _get_session's checks, their common outcome inline (this runs on every request): a
         # session of ours, open, on the loop it was made on; anything else is asked in full.
         if (session is None or self._closed or session.closed
-                or (self._loop is not None and asyncio.get_running_loop() is not self._loop)):
+                or (self._loop is not None and loop is not self._loop)):
             session = self._get_session()
-        timeout = self._timeouts.get(request.timeout)
-        if timeout is None:
-            if len(self._timeouts) >= _MAX_KEPT_URLS:
-                self._timeouts.clear()
-            timeout = self._timeouts[request.timeout] = aiohttp.ClientTimeout(total=request.timeout)
+        # The deadline: kept by one timer for every request in flight (see _deadlines), or,
+        # outside a task (a coroutine driven by hand), by aiohttp.
+        task = asyncio.current_task(loop)
+        deadlines = self._deadlines
+        if task is None:
+            timeout = self._timeout(request.timeout)
+        else:
+            if deadlines is None or deadlines.loop is not loop:
+                deadlines = self._deadlines = Deadlines(loop)
+            deadlines.enter(task, request.timeout)
+            timeout = _UNTIMED
         url = self._urls.get(request.url)
         if url is None:
             url = yarl.URL(request.url, encoded=True)
@@ -272,11 +286,31 @@ class AiohttpSender:
                     body, complete = await response.read(), True
                 else:
                     body, complete = await _read_capped(response, self.max_response_bytes)
-            finally:
-                response.release()
+            except BaseException:
+                response.close()  # a body read in part: the connection cannot serve another
+                raise
+            response.release()
             return HTTPResponse(response.status, response.headers, body, response.reason, not complete)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise SendError(_describe(exc), maybe_sent=not isinstance(exc, _NOT_SENT)) from exc
+        except asyncio.CancelledError:
+            # Ours when the deadline passed, and nobody else cancelled the task meanwhile.
+            if task is None or deadlines is None or not deadlines.expired(task) or (
+                not deadlines.withdraw(task)
+            ):
+                raise
+            raise SendError("timed out") from None
+        finally:
+            if task is not None and deadlines is not None:
+                deadlines.leave(task)
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            if len(self._timeouts) >= _MAX_KEPT_URLS:
+                self._timeouts.clear()
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
 
 
 def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
