@@ -191,6 +191,10 @@ class AiohttpSender:
         self._urls: dict[str, yarl.URL] = {}
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._deadlines: Deadlines | None = None  # of the requests in flight, on their loop
+        # Headers every request carries, given to the own session once (see _preset_headers);
+        # and, per headers object a request brings, what is left to pass with it.
+        self._common: CIMultiDictProxy[str] | None = None
+        self._own: dict[int, tuple[Mapping[str, str], CIMultiDictProxy[str] | None]] = {}
 
     def __repr__(self) -> str:
         return (f"AiohttpSender(max_connections={self.max_connections}, "
@@ -200,6 +204,29 @@ class AiohttpSender:
     def closed(self) -> bool:
         """True once :meth:`aclose` ran."""
         return self._closed
+
+    def _preset_headers(self, common: Mapping[str, str]) -> None:
+        """Headers every request through this sender carries (those of the client that made it):
+        set on its own session once, so that aiohttp merges a request's headers with only what
+        is its own (``Content-Type``), not all of them, each time. Nothing changes on the wire.
+        Only before the session is made, and only for a session of its own."""
+        if self._session is None and self._owns_session:
+            self._common = _headers(common)
+
+    def _headers_for(self, headers: Mapping[str, str]) -> CIMultiDictProxy[str] | None:
+        """What to pass aiohttp for a request's ``headers``, the session holding ``_common``."""
+        common = self._common
+        assert common is not None
+        if any(headers.get(name) != value for name, value in common.items()):
+            # The session would add a header this request does not carry: only the transport
+            # that preset them sends through this sender, so this is a bug, said plainly.
+            raise RuntimeError("a request without the headers preset on its AiohttpSender")
+        own = CIMultiDict((name, value) for name, value in headers.items() if name not in common)
+        if len(self._own) >= _MAX_KEPT_URLS:
+            self._own.clear()
+        # Kept with the headers object itself, so that its id cannot be another's meanwhile.
+        self._own[id(headers)] = (headers, CIMultiDictProxy(own) if own else None)
+        return self._own[id(headers)][1]
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -216,7 +243,9 @@ class AiohttpSender:
         if self._session is None:
             self._loop = loop if self._owns_session else None
             connector = aiohttp.TCPConnector(limit=self.max_connections)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=True, headers=self._common
+            )
             # aiohttp silently resends a GET once when a kept-alive connection breaks. Retries
             # belong to the policy (bounded, paced, counted in stats, logged): turn that off, as
             # aiohttp's own test client does. Harmless if a later aiohttp drops the attribute.
@@ -268,13 +297,17 @@ class AiohttpSender:
                 self._urls[request.url] = url
         body = request.body
         data = body if body is None or len(body) <= _LARGE_BODY else _payload(body)
+        headers: Mapping[str, str] | None = request.headers
+        if self._common is not None:
+            own = self._own.get(id(headers))
+            headers = own[1] if own is not None and own[0] is headers else self._headers_for(request.headers)
         try:
             # Awaited, then released, rather than ``async with``: what the two context managers
             # do on the way out (release the connection, and await a body writer that is over
             # once the answer is read), without their five coroutines on every request.
             response = await session.request(
                 request.method, url, data=data,
-                headers=request.headers, allow_redirects=False, timeout=timeout,
+                headers=headers, allow_redirects=False, timeout=timeout,
             )
             try:
                 length = response.content_length
