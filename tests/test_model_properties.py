@@ -282,7 +282,9 @@ class NameStr(str):
     kind=st.one_of(st.just(AudienceType.CUSTOM_IDS), st.just("custom_ids"), ANY_TEXT),
     display_name=st.one_of(st.none(), st.none(), ANY_TEXT, st.integers()),
 )
-def test_the_create_body_is_the_models_byte_for_byte(name: object, kind: object, display_name: object) -> None:
+def test_the_create_body_is_the_models_byte_for_byte(
+    name: object, kind: object, display_name: object
+) -> None:
     # encode_create writes the common create by hand: the same bytes as the model's road, or
     # the same refusal, whatever the arguments.
     quick = attempt(lambda: encode_create(name, kind, display_name))

@@ -114,12 +114,14 @@ async def test_the_headers_on_the_wire_are_the_same_through_a_callers_session(ca
         await calls(client)
     own = capture.requests[:]
     del capture.requests[:]
-    async with aiohttp.ClientSession() as session:
-        async with AsyncAudiencesClient(KEY, PROJECT, base_url=capture.base_url, session=session) as client:
-            await calls(client)
+    async with (
+        aiohttp.ClientSession() as session,
+        AsyncAudiencesClient(KEY, PROJECT, base_url=capture.base_url, session=session) as client,
+    ):
+        await calls(client)
     given = capture.requests[:]
     assert len(own) == len(given) == 4
-    for (method, path, headers, body), (method2, path2, headers2, body2) in zip(own, given):
+    for (method, path, headers, body), (method2, path2, headers2, body2) in zip(own, given, strict=True):
         assert (method, path, body) == (method2, path2, body2)
         assert list(headers.items()) == list(headers2.items())
         assert headers["Accept"] == "application/json"
