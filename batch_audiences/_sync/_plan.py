@@ -196,8 +196,19 @@ def _convert_columns(batch: MemberBatch, result: StageResult) -> _Batch:
     rows: list[StagedRow] = []
     add = rows.append
     if plain:
+        # :func:`_row`, inline: this runs once per source row.
+        dumps, sort_keys, known = orjson.dumps, _SORT_KEYS, _KEYS
         for custom_id, values in zip(ids, attributes):  # noqa: B905 - as many of each
-            add((custom_id, 0, None, None) if values is None else _row(custom_id, values))
+            if values is None:
+                add((custom_id, 0, None, None))
+                continue
+            keys = known.get(tuple(values))
+            if keys is None:
+                add(_row(custom_id, values))
+                continue
+            blob = dumps(values, option=sort_keys)
+            h = (crc32(blob) - _HALF) << 32 | adler32(blob)
+            add((custom_id, h or 1, keys, blob.decode()))
         return rows, [None] * len(ids), first, None
     kept: list[Any] = []
     for custom_id, values in zip(ids, attributes):  # noqa: B905 - as many of each

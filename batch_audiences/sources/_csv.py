@@ -156,13 +156,16 @@ def _member_batches(
     id_index, typed, _ = _layout(header, id_column, specs, None)
     id_name = header[id_index]
     width = len(header)
-    kinds = [kind or "str" for _, kind in specs]
-    plain = all(kind in ("str", "int", "float", "bool") for kind in kinds)
+    plain = all(kind in ("str", "int", "float", "bool", None) for _, kind in specs)
     # Values of these kinds pass Member's check as they come from their converter (a float's is
-    # finite already), except an integer out of range; keys pass it unless they end with ")"
-    # (then they are checked as ``date(...)``/``url(...)`` keys).
-    quick = plain and all(name and name[-1] != ")" for name, _, _ in typed)
-    integers = [name for name, kind in specs if kind == "int"]
+    # finite already), except an integer out of range, and keys pass it unless they end with
+    # ")" (they are then checked as ``date(...)``/``url(...)`` keys): when that holds, only the
+    # integers' range is tested here, else Member's own check runs.
+    quick = plain and all(name[-1] != ")" for name, _ in specs)
+    columns = [
+        (name, index, convert, kind == "int")
+        for (name, index, convert), (_, kind) in zip(typed, specs)  # noqa: B905 - one per spec
+    ]
     ids: list[str] = []
     attributes: list[dict[str, Any] | None] = []
     line = 0
@@ -176,22 +179,25 @@ def _member_batches(
             continue
         if typed:
             values: dict[str, Any] | None = {}
-            for name, index, convert in typed:
+            checked = quick
+            for name, index, convert, integer in columns:
                 cell = row[index]
                 if not cell.strip():
                     continue  # an empty cell: no value for this attribute on this row
                 try:
-                    values[name] = convert(cell)  # type: ignore[index]
+                    value = convert(cell)
                 except ValueError as error:
                     reader.bad_row(first, f"column {name!r}: {error}", name)
                     values = None
                     break
+                if integer and not _MIN_INT <= value < _MAX_INT:
+                    checked = False
+                values[name] = value  # type: ignore[index]
             if values is None:
                 continue
             if not values:
                 values = None
-            elif not quick or not all(_MIN_INT <= values[name] < _MAX_INT for name in integers
-                                      if name in values):
+            elif not checked:
                 try:
                     values = _attributes_field(values)
                 except ValidationError as error:
