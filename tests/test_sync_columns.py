@@ -219,3 +219,23 @@ async def test_a_bad_row_raised_stops_sync_alike_on_either_path(
         messages.append(str(raised.value))
     assert messages[0] == messages[1] == "line 4: empty ID in column 'id'"
     assert not [r for r in emu.requests if r.route in ("update", "replace")]
+
+
+async def test_duplicates_across_the_store_statements_are_found_at_their_positions(
+    tmp_path: Path, client: AsyncAudiencesClient, emu: Emulator
+) -> None:
+    # 2,500 rows: the store inserts them by statements of many rows, so duplicates fall inside
+    # one statement, across two, and against rows of an earlier one.
+    ids = [f"c{i}" for i in range(2500)]
+    repeats = {5: "c4", 999: "c998", 1000: "c2", 1001: "c1000", 2400: "c1999", 2499: "c2499x"}
+    for position, custom_id in repeats.items():
+        ids[position] = custom_id
+    path = write(tmp_path, "id,n\n" + "".join(f"{custom_id},{i}\n" for i, custom_id in enumerate(ids)))
+    report = await client.sync("crm", read_csv(path, attributes=["n:int"]), state=tmp_path / "s.sqlite3")
+    emu.settle()
+    duplicates = [position for position, custom_id in repeats.items() if custom_id in ids[:position]]
+    assert duplicates == [5, 999, 1000, 2400]
+    assert [f.position for f in report.failed_items] == duplicates
+    assert [f.item for f in report.failed_items] == [Member(ids[p], {"n": p}) for p in duplicates]
+    assert report.added == len(set(ids))
+    assert len(emu.members("crm")) == len(set(ids))
