@@ -69,10 +69,15 @@ _REQUESTS_PER_CYCLE = 30
 # …but no less and no more than these many seconds; the shortest when the estimate just moved
 # by more than _STABLE (a share of it).
 _MIN_CLIMB = 1.0
-_MAX_CLIMB = 2.0
+_MAX_CLIMB = 1.5
 # …and no more than this when the estimate just moved (the limit may be moving on).
 _MOVED_CLIMB = 1.0
 _STABLE = 0.15
+# An estimate that falls to this share of one it held or less is a limit that fell: for this
+# many seconds, climbs last this long (it may come back).
+_FELL = 0.5
+_FALL_MEMORY = 12.0
+_FALLEN_CLIMB = 0.6
 # Past the estimate, the pace grows as CUBIC's window does: twice the estimate after this many
 # seconds, 9 times after twice as long…
 _PROBE_SCALE = 0.5
@@ -104,6 +109,11 @@ _NOISE_EVIDENCE = 5
 _NOISE_SHARE = 0.15
 _NOISE_SAMPLE = 40
 _CLEAN_SHARE = 0.05
+# Such climbs prove noise only once the cuts they caused took the estimate this far below where
+# they started (a limit's 429s stop below it; noise does not), each cutting to this share of
+# the lowest pace refused.
+_NOISE_DEPTH = 0.8
+_NOISY_CUT = 0.95
 # …and once noise is known, a share this far above it is a limit again.
 _NOISE_MARGIN = 0.1
 # Counts since a cut are halved past this many requests, so shares follow recent behaviour.
@@ -129,6 +139,9 @@ _JUST_BELOW = 0.98
 # X-RateLimit-Remaining this high, once, says the server saves up a burst (a bucket of one says
 # at most 1: the token that came back while it worked on the request).
 _ROOM = 2
+# A 429 answered this much sooner after the last accepted answer than the two requests were
+# sent apart was squeezed by the server's timing.
+_SQUEEZED = 0.6
 _CLOSED_MESSAGE = "this client was closed while the request waited for its turn"
 
 
@@ -163,9 +176,15 @@ class RateLimiter:
         self._climb_from = -math.inf  # when the climb started (the cut, or the end of its pause)
         self._climb = _MIN_CLIMB  # seconds to climb back to the estimate
         self._probe_held = False  # X-RateLimit-Remaining: 0 seen since the climb ended
+        # The estimate at the last cut that left it where it was, and when it last fell far
+        # below such a level.
+        self._held: float | None = None
+        self._fell_at = -math.inf
         self._room_seen = False  # X-RateLimit-Remaining above 0 ever seen
         self._next_slot = -math.inf
         self._paused_until = -math.inf
+        # The start of the last request accepted, and when its answer came (see _squeezed).
+        self._ok_sent = self._ok_answered = -math.inf
         self._last_decrease = -math.inf
         self._last_start = -math.inf
         self._sends = _Window()
@@ -177,8 +196,12 @@ class RateLimiter:
         # Requests sent while climbing back, and 429s for them, over climbs in a row that met
         # many 429s (the evidence of noise).
         self._noise_sent = self._noise_throttled = 0
+        # The estimate when the first of those climbs began (None: no noisy climb counted).
+        self._noise_pace: float | None = None
         #: Number of 429 answers reported to this limiter.
         self.throttles = 0
+        #: Number of 429s the server's own timing caused (see _squeezed): retried, nothing more.
+        self.squeezed = 0
         #: Number of 429s that cut the rate (the others were echoes of an earlier one, or noise).
         self.decreases = 0
         #: Share of requests the server throttles whatever the pace, once learned (else None).
@@ -393,11 +416,15 @@ class RateLimiter:
         answers.append(True)
         self._answers_ok += 1
         self._accepted += 1
-        if sent_at is not None and self._bursty is False and sent_at >= self._last_decrease:
-            # A server that lets no burst through accepted this gap: its limit is at least that.
-            pace = self._refused_pace(sent_at)
-            if pace is not None and pace > self._highest_accepted:
-                self._highest_accepted = pace
+        if sent_at is not None and self._bursty is False:
+            if sent_at > self._ok_sent:
+                # The last request accepted, and when its answer came (see _squeezed).
+                self._ok_sent, self._ok_answered = sent_at, self._clock()
+            if sent_at >= self._last_decrease:
+                # A server that lets no burst through accepted this gap: its limit is at least that.
+                pace = self._refused_pace(sent_at)
+                if pace is not None and pace > self._highest_accepted:
+                    self._highest_accepted = pace
         if headers is not None and self._estimate is not None:
             remaining = headers.get("X-RateLimit-Remaining")
             if remaining is not None:
@@ -442,6 +469,9 @@ class RateLimiter:
                 self._next_slot = max(self._next_slot, until)
         if sent_at < self._last_decrease:
             return  # the 429 belongs to the pace in force before the cut
+        if self._squeezed(now, sent_at):
+            self.squeezed += 1
+            return  # the server's timing, not the pace: retried, nothing learnt
         self._throttled += 1
         self._answer(False)
         refused = self._refused_pace(sent_at)
@@ -450,6 +480,20 @@ class RateLimiter:
         if not self._pace_is_the_cause(now):
             return
         self._cut(now, sent_at)
+
+    def _squeezed(self, now: float, sent_at: float) -> bool:
+        """Whether a 429 from a server that lets no burst through came because the server
+        handled this request much closer to the last one it accepted than the client sent them:
+        sent at a gap the estimate allows, answered far sooner than that after it. A server
+        that stalls (a busy machine) handles what arrived meanwhile at once, and all but the
+        first are refused, whatever the pace; slowing down for them would only lose rate."""
+        estimate = self._estimate
+        if self._bursty is not False or estimate is None:
+            return False
+        sent_gap = sent_at - self._ok_sent
+        if sent_gap * estimate < 1.0 - _SPACING_TOLERANCE:
+            return False  # sent faster than the estimate: the pace's doing
+        return now - self._ok_answered < _SQUEEZED * sent_gap
 
     def _refused_pace(self, sent_at: float) -> float | None:
         """The pace a request started at ``sent_at`` went at: the one in force then, or (for a
@@ -480,6 +524,12 @@ class RateLimiter:
                     rate = pace
                 break
         offered = self._offered_rate(now)
+        if rate is not None and offered is not None:
+            # What the last few starts offered counts too: a probe's pace climbs faster than an
+            # average over the window follows.
+            recent = self._recent_rate(now)
+            if recent is not None and recent > offered:
+                offered = recent
         # A pace far above what was offered was not binding (the client was not using it).
         base = (offered or _FIRST_GUESS) if rate is None else min(rate, 2.0 * (offered or rate))
         # Nor one above what the last starts actually kept (a busy event loop wakes late).
@@ -500,9 +550,18 @@ class RateLimiter:
         previous, self._estimate = self._estimate, estimate
         self._floor = min(max(floor, _MIN_RATE), estimate)
         if previous is not None and abs(estimate - previous) <= _STABLE * previous:
-            # The limit holds still: probe it seldom, so that 429s stay few.
-            self._climb = min(max(_REQUESTS_PER_CYCLE / estimate, _MIN_CLIMB), _MAX_CLIMB)
+            if self._sent >= _JUDGE_AFTER:
+                self._held = estimate  # a level the pace kept for a while
+            if now - self._fell_at < _FALL_MEMORY:
+                # The limit fell from a level it held a moment ago: it may come back, and the
+                # time before a probe finds it is rate lost. Probe soon after each cut.
+                self._climb = _FALLEN_CLIMB
+            else:
+                # The limit holds still: probe it seldom, so that 429s stay few.
+                self._climb = min(max(_REQUESTS_PER_CYCLE / estimate, _MIN_CLIMB), _MAX_CLIMB)
         else:
+            if self._held is not None and estimate <= _FELL * self._held:
+                self._fell_at, self._held = now, None
             # The limit moved (or is new): probe again soon, in case it moves on; but not before
             # enough requests to tell whether the cut worked (see _pace_is_the_cause).
             self._climb = min(max(_JUDGE_AFTER / estimate, _MIN_CLIMB), _MOVED_CLIMB)
@@ -530,10 +589,15 @@ class RateLimiter:
             if 2 * self._throttled >= self._sent > 0:
                 # Most requests since the last cut refused: far above the limit (a limit that
                 # fell, or the start of a job), and what got through is the limit's share.
-                return base * _share_of_limit(1.0 - self._throttled / self._sent, bursty), True
-            # A few (the climb aimed a little high, or the server's timing jitters): the limit
-            # is just below the lowest pace refused since the cut.
-            return self._below(min(base, self._lowest_refused)), False
+                share = base * _share_of_limit(1.0 - self._throttled / self._sent, bursty)
+                return share, True
+            refused = min(base, self._lowest_refused)
+            if self._throttled > _CLEAN_SHARE * self._sent:
+                # Several (the server's timing blurs the limit): below the lowest pace refused
+                # since the cut, by a margin.
+                return _NOISY_CUT * refused, False
+            # One (the climb aimed a little high): just below the lowest pace refused.
+            return self._below(refused), False
         goodput = self._goodput(now) if bursty or self._room_seen else None
         if goodput is not None:
             # Since the last cut, the server let through its rate and no more: a 429 says its
@@ -571,6 +635,7 @@ class RateLimiter:
         if not self._climbing(now):
             if throttled <= _CLEAN_SHARE * sent:
                 self._noise_sent = self._noise_throttled = 0  # a clean climb: a limit's doing
+                self._noise_pace = None
             return True  # above the estimate (or unpaced): this 429 says where the limit is
         # Climbing back, below what the server accepted: 429s here are few if the pace is the
         # cause. Many, but not most: they come whatever the pace.
@@ -580,18 +645,27 @@ class RateLimiter:
             return False
         if throttled <= _CLEAN_SHARE * sent:
             self._noise_sent = self._noise_throttled = 0
+            self._noise_pace = None
             return True
         # Counted over climbs in a row, each after a cut to what got through: one climb alone
         # may have aimed above the limit (a server allowing bursts inflates the estimate).
         self._noise_sent += sent
         self._noise_throttled += throttled
+        if self._noise_pace is None:
+            self._noise_pace = self._estimate
         if (
             self._noise_sent >= _NOISE_SAMPLE
             and self._noise_throttled >= _NOISE_EVIDENCE
             and self._noise_throttled >= _NOISE_SHARE * self._noise_sent
+            and self._estimate is not None
+            and self._noise_pace is not None
+            and self._estimate <= _NOISE_DEPTH * self._noise_pace
         ):
+            # 429s at the same share over climbs that went clearly lower: the pace is not
+            # their cause. (A limit's 429s thin out below it: those climbs would be clean.)
             self.noise = self._noise_throttled / self._noise_sent
             self._noise_sent = self._noise_throttled = 0
+            self._noise_pace = None
             self._forget_cuts(now)
             return False
         return True
@@ -636,12 +710,27 @@ class RateLimiter:
         return self._accepted / active
 
     def _kept_rate(self, now: float) -> float | None:
-        """The pace the last few starts kept (few: a probe's pace moves fast)."""
+        """The pace the last few starts kept, when it fell clearly short of the paces in force
+        at their times (None otherwise). Judged against those paces, not the pace of now: a
+        probe's pace moves fast, and starts that kept to it are not late."""
         starts = self._starts
         if len(starts) < _KEPT_STARTS or now - starts[0][0] > _WINDOW:
             return None
-        first = starts[-_KEPT_STARTS][0]
-        return (_KEPT_STARTS - 1) / max(starts[-1][0] - first, 1e-3)
+        last = list(starts)[-_KEPT_STARTS:]
+        span = max(last[-1][0] - last[0][0], 1e-3)
+        # The time those turns would have taken at the paces in force when they started.
+        due = sum(1.0 / pace for _, pace in last[1:] if pace)
+        kept = (_KEPT_STARTS - 1) / span
+        if due <= 0.0 or span * _KEPT_SHORT <= due:
+            return None
+        return kept
+
+    def _recent_rate(self, now: float) -> float | None:
+        """The rate of the last few starts (None: too few, or too old)."""
+        starts = self._starts
+        if len(starts) < _KEPT_STARTS or now - starts[-_KEPT_STARTS][0] > _WINDOW:
+            return None
+        return (_KEPT_STARTS - 1) / max(starts[-1][0] - starts[-_KEPT_STARTS][0], 1e-3)
 
     def _offered_rate(self, now: float) -> float | None:
         count, first = self._sends.span(now)
