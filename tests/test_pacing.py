@@ -12,7 +12,8 @@ import pytest
 
 from batch_audiences import RetryPolicy, ThrottledError
 from batch_audiences._budget import RetryBudget
-from batch_audiences._pacing import RateLimiter, _share_of_limit
+from batch_audiences._limitrules import share_of_limit
+from batch_audiences._pacing import RateLimiter
 from batch_audiences.testing import Emulator, ScriptedResponse
 
 
@@ -304,13 +305,13 @@ async def test_a_server_allowing_no_burst_is_paced_just_below_its_limit() -> Non
 
 def test_far_above_a_limit_the_share_that_got_through_says_where_it_is() -> None:
     # A server allowing bursts accepts its rate, whatever the pace: the share is the limit's.
-    assert _share_of_limit(0.25, bursty=True) == 0.25
-    assert _share_of_limit(0.01, bursty=True) == 1 / 8  # one cut divides by 8 at most
+    assert share_of_limit(0.25, bursty=True) == 0.25
+    assert share_of_limit(0.01, bursty=True) == 1 / 8  # one cut divides by 8 at most
     # One allowing none refuses every other request of any pace between its limit and twice
     # it: half accepted puts the limit between half the pace and all of it, not at half.
-    assert _share_of_limit(0.5, bursty=False) == pytest.approx(0.75)
-    assert 1 / 3 < _share_of_limit(1 / 3, bursty=False) < 1 / 2
-    assert 1 / 4 < _share_of_limit(1 / 4, bursty=False) < 1 / 3
+    assert share_of_limit(0.5, bursty=False) == pytest.approx(0.75)
+    assert 1 / 3 < share_of_limit(1 / 3, bursty=False) < 1 / 2
+    assert 1 / 4 < share_of_limit(1 / 4, bursty=False) < 1 / 3
 
 
 async def test_a_throttled_request_is_retried_at_the_limiters_pace_not_after_a_back_off(
