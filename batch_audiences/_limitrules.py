@@ -98,6 +98,8 @@ _JUST_BELOW = 0.98
 # A 429 answered this much sooner after the last accepted answer than the two requests were
 # sent apart was squeezed by the server's timing.
 _SQUEEZED = 0.6
+# …for a request sent at least this share of the estimate's gap after the last one accepted.
+_SQUEEZE_REACH = 0.8
 
 
 class LimitRules:
@@ -199,15 +201,19 @@ class LimitRules:
     def _squeezed(self, now: float, sent_at: float) -> bool:
         """Whether a 429 from a server that lets no burst through came because the server
         handled this request much closer to the last one it accepted than the client sent them:
-        sent at a gap the estimate allows, answered far sooner than that after it. A server
-        that stalls (a busy machine) handles what arrived meanwhile at once, and all but the
-        first are refused, whatever the pace; slowing down for them would only lose rate."""
+        answered far sooner after it than it was sent. A server that stalls (a busy machine)
+        handles what arrived meanwhile at once, and all but the first are refused, whatever the
+        pace; slowing down for them would only lose rate.
+
+        Only for a request sent at a gap not far below the estimate's (a probe just above it):
+        a client that stalls reads its answers in a bunch too, and a pace far above the
+        estimate must still be cut when it is refused."""
         estimate = self._estimate
         if self._bursty is not False or estimate is None:
             return False
         sent_gap = sent_at - self._ok_sent
-        if sent_gap * estimate < 1.0 - SPACING_TOLERANCE:
-            return False  # sent faster than the estimate: the pace's doing
+        if sent_gap * estimate < _SQUEEZE_REACH:
+            return False  # sent far faster than the estimate: the pace's doing
         return now - self._ok_answered < _SQUEEZED * sent_gap
 
     def _refused_pace(self, sent_at: float) -> float | None:
