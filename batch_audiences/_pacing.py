@@ -414,6 +414,8 @@ class RateLimiter(LimitRules):
         else:
             if self._held is not None and estimate <= _FELL * self._held:
                 self._fell_at, self._held = now, None
+            elif previous is not None and estimate * _FELL >= previous:
+                self._fell_at = -math.inf  # it came back: probing seldom again
             # The limit moved (or is new): probe again soon, in case it moves on; but not before
             # enough requests to tell whether the cut worked (see _pace_is_the_cause).
             self._climb = min(max(_JUDGE_AFTER / estimate, _MIN_CLIMB), _MOVED_CLIMB)
