@@ -76,7 +76,7 @@ _CLEAN_SHARE = 0.05
 # …once the cuts they caused took the estimate this far below where they started (a limit's
 # 429s stop below it; noise does not), each cutting to this share of the lowest pace refused.
 _NOISE_DEPTH = 0.8
-_NOISY_CUT = 0.95
+_NOISY_CUT = 0.98
 # …and once noise is known, a share this far above it is a limit again.
 _NOISE_MARGIN = 0.1
 # A request woken a little early relative to the last start (which may have woken late) goes
