@@ -18,7 +18,9 @@ cut, whether the server lets bursts through) and reads it when a 429 comes; the 
 - **A 429 while climbing** back below ``W`` does not cut at once: the server's timing jitters,
   and ``W`` may be a little high. Most requests refused since the cut: far above the limit,
   cut again. One, once enough were sent to judge: ``W`` moves just below the lowest pace
-  refused. Several: a margin below it (the server's timing blurs the limit there).
+  refused (or to the highest accepted, if lower). Several: 2 % below the lowest pace refused,
+  whatever was accepted (the server's timing blurs the limit there); climbs that keep meeting
+  them walk ``W`` down until they stop.
 - **Echoes.** A 429 answering a request sent *before* the last cut says nothing new (the
   limiter checks this before asking here), so a burst of in-flight 429s is one signal.
 - **Squeezed.** A server allowing no burst that stalls (a busy machine) handles what arrived
@@ -74,7 +76,8 @@ _NOISE_SHARE = 0.15
 _NOISE_SAMPLE = 40
 _CLEAN_SHARE = 0.05
 # …once the cuts they caused took the estimate this far below where they started (a limit's
-# 429s stop below it; noise does not), each cutting to this share of the lowest pace refused.
+# 429s stop below it; noise does not), each cutting to this share of the lowest pace refused
+# (small steps: a limit blurred by jitter is found just below where the 429s stop).
 _NOISE_DEPTH = 0.8
 _NOISY_CUT = 0.98
 # …and once noise is known, a share this far above it is a limit again.
