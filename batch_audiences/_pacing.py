@@ -3,36 +3,28 @@
 Batch publishes no rate figure for the audience routes, so :class:`RateLimiter` starts unlimited
 (or at ``max_rate``) and learns the limit from the server's 429s, the way TCP congestion control
 learns a path's capacity from lost packets (CUBIC's curve, as in botocore's "adaptive" retry mode,
-and BBR's habit of probing above what was measured):
+and BBR's habit of probing above what was measured). What a 429 says about the limit (the
+estimate ``W`` at a cut, echoes, noise, 429s the server's own timing caused) is the business of
+``_limitrules``; this module turns it into a pace and schedules the turns:
 
-- **The cut.** A 429 sets the limit estimate ``W`` and drops the pace to 95 % of it. For a
-  server that lets bursts through (the unpaced start of a job got several requests through
-  before its first 429), ``W`` is what the server accepted per second since the last cut: its
-  bucket was empty at both 429s, so a probe that went through while a saved burst lasted does
-  not count as rate. For one that lets none through (every request must come ``1/R`` after the
-  last), ``W`` is just below the shortest gap refused: the highest gap accepted since the cut.
-  Far above the limit (most answers 429s: the start of a job, a limit that fell), ``W`` is the
-  limit's share of the pace, from the share that got through. Nothing measured yet: halved. The
-  cut applies to the whole client: requests already waiting are re-queued at the new pace.
+- **The cut.** A 429 that the rules take as news sets ``W`` and drops the pace to 95 % of it
+  (nothing measured yet: half the pace refused, probing up from there at once). The cut applies
+  to the whole client: requests already waiting are re-queued at the new pace.
 - **The climb.** From there the pace returns to ``W`` along a concave cubic (fast at first, flat
-  near ``W``) in 1 to 2 s (about ``_REQUESTS_PER_CYCLE`` requests; 1 s when ``W`` just moved),
+  near ``W``) in 1 to 1.5 s (about ``_REQUESTS_PER_CYCLE`` requests; 1 s when ``W`` just moved),
   then probes above along a convex cubic: 1 % more after 0.1 s, twice ``W`` after 0.5 s, nine
-  times after 1 s (at most ``_PROBE_CAP`` times). A limit that rose is found within a second or
-  two; at a steady limit the client meets about one 429 per climb. Time during which no request
-  waited for its turn does not count (the pace was not used, so it taught nothing). Turns are
-  reserved at the pace the curve will have at their time, on a schedule of target times, so
-  that late wake-ups of the event loop do not add up.
-- **A 429 while climbing** (below ``W``) does not cut at once: the server's timing jitters,
-  and ``W`` may be a little high. Most requests refused since the cut: far above the limit, cut
-  again (and probe at once). A few, once enough were sent to judge: ``W`` was a little high;
-  it moves just below the lowest pace refused.
-- **Echoes.** A 429 answering a request sent *before* the last cut says nothing new: it is
-  honoured (``Retry-After``) but does not cut again, so a burst of in-flight 429s is one signal.
-- **Noise.** When climb after climb meets a share of 429s of ``_NOISE_SHARE`` or more (over
-  ``_NOISE_SAMPLE`` requests at least; a clean climb starts the count again), they are not the
-  pace's doing (a server or proxy that throttles a share of requests whatever the rate): that
-  share is remembered as noise, the pace probes up from ``W`` at once, and from then on only a
-  share of 429s clearly above the noise cuts it. Each such 429 is still honoured and retried.
+  times after 1 s (at most ``_PROBE_CAP`` times). At a steady limit the client meets about one
+  429 per climb. Far above the limit (the share that got through is the least it is), the
+  pace probes at once.
+- **A limit that fell** far below a level the pace had kept (40 -> 10 requests/s) may come back,
+  and every second before a probe finds it is rate lost: for ``_FALL_MEMORY`` seconds, each climb
+  lasts ``_FALLEN_CLIMB``, so that the probe comes soon after every cut.
+- **Idle time** (no request waited for its turn) does not count for the climb or the probe: the
+  pace was not used, so it taught nothing.
+- **Turns** are reserved at the pace the curve will have at their time, on a schedule of target
+  times, so that late wake-ups of the event loop do not add up; a request still goes at least
+  one turn (less ``SPACING_TOLERANCE``) after the last one that started, as a server allowing no
+  burst demands.
 - **Advice.** A ``Retry-After`` (or ``X-RateLimit-Reset``) pauses every request of the client,
   including those already waiting; the climb starts when the pause ends. A success carrying
   ``X-RateLimit-Remaining: 0`` says the pace is at the limit: the probe above ``W`` waits.
@@ -51,28 +43,31 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
 from ._errors import ClientClosedError, ThrottledError
-from ._ratewindow import WINDOW as _WINDOW
-from ._ratewindow import Window as _Window
+from ._limitrules import JUDGE_AFTER as _JUDGE_AFTER
+from ._limitrules import SPACING_TOLERANCE as _SPACING_TOLERANCE
+from ._limitrules import LimitRules
 
 __all__ = ["RateLimiter"]
 
-# After a cut, the pace restarts at this share of the limit estimate…
+# After a cut, the pace restarts at this share of the limit estimate.
 _BACKOFF = 0.95
-# …and one cut divides the pace by at most this much.
-_DEEPEST_CUT = 1 / 8
 # The climb back to the estimate lasts about this many requests at the estimated rate…
 _REQUESTS_PER_CYCLE = 30
-# …but no less and no more than these many seconds; the shortest when the estimate just moved
-# by more than _STABLE (a share of it).
+# …but no less and no more than these many seconds…
 _MIN_CLIMB = 1.0
-_MAX_CLIMB = 2.0
-# …and no more than this when the estimate just moved (the limit may be moving on).
+_MAX_CLIMB = 1.5
+# …and no more than this when the estimate just moved by more than _STABLE (a share of it): the
+# limit may be moving on.
 _MOVED_CLIMB = 1.0
 _STABLE = 0.15
+# An estimate that falls to this share of one the pace kept, or less, is a limit that fell: for
+# this many seconds, climbs last this long (it may come back).
+_FELL = 0.5
+_FALL_MEMORY = 12.0
+_FALLEN_CLIMB = 0.6
 # Past the estimate, the pace grows as CUBIC's window does: twice the estimate after this many
 # seconds, 9 times after twice as long…
 _PROBE_SCALE = 0.5
@@ -80,59 +75,17 @@ _PROBE_SCALE = 0.5
 _PROBE_CAP = 64.0
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
 _MIN_RATE = 0.2
-# The last starts are remembered, with the pace then.
-_MIN_EVIDENCE = 8
-# The pace kept by the client is measured over this many starts.
-_KEPT_STARTS = 4
-# …and counts when it fell clearly short of the pace (a little jitter either way does not).
-_KEPT_SHORT = 0.9
-# The share of 429s a cut is based on is that of the last answers…
-_LAST_ANSWERS = 20
-# …when there are at least this many.
-_MIN_ANSWERS = 4
-# The pace assumed when the first request of a client is throttled, before anything is known.
-_FIRST_GUESS = 1.0
-# Requests sent since a cut before its effect is judged; until then a further 429 cuts again only
-# when 429s are already this many, and at least half of those requests (a limit far below the
-# pace, typically at the start of a job). A verdict of noise also needs this many 429s.
-_JUDGE_AFTER = 20
-_CLEAR_OVERLOAD = 3
-_NOISE_EVIDENCE = 5
-# While climbing back below the estimate, at least this share of 429s is noise, not a limit,
-# over at least this many requests of climbs in a row (a climb with at most _CLEAN_SHARE of
-# 429s starts the count again)…
-_NOISE_SHARE = 0.15
-_NOISE_SAMPLE = 40
-_CLEAN_SHARE = 0.05
-# …and once noise is known, a share this far above it is a limit again.
-_NOISE_MARGIN = 0.1
 # Counts since a cut are halved past this many requests, so shares follow recent behaviour.
 _SHARE_MEMORY = 400
 # Waits for the spacing from the last start, at most, before a request goes.
 _SPACING_TRIES = 3
-# A request woken a little early relative to the last start (which may have woken late) goes
-# anyway: turns are kept on a schedule of target times, so that late wake-ups do not add up.
-_SPACING_TOLERANCE = 0.04
-# The rate the server accepted between two cuts (its "goodput") bounds the estimate, once it
-# rests on this many accepted answers over this many seconds of paced sending…
-_GOODPUT_ANSWERS = 5
-_GOODPUT_SECONDS = 0.3
-# …with this much slack: a bucket allowing no burst loses a little while the pace climbs.
-_GOODPUT_SLACK = 1.05
-# Only a server that lets bursts through makes a pace above its rate go through for a while: it
-# lets at least this many requests of the unpaced start of a job through before its first 429.
-_BURST_EVIDENCE = 4
-# A share of accepted answers from which a 429 says "just past the limit", not "far above it".
-_MOSTLY = 0.75
-# A server that lets no burst through refuses a pace just above its limit: aim a little below.
-_JUST_BELOW = 0.98
 # X-RateLimit-Remaining this high, once, says the server saves up a burst (a bucket of one says
 # at most 1: the token that came back while it worked on the request).
 _ROOM = 2
 _CLOSED_MESSAGE = "this client was closed while the request waited for its turn"
 
 
-class RateLimiter:
+class RateLimiter(LimitRules):
     """Paces one client's requests; adapts to 429s. See the module docstring.
 
     ``max_rate`` is a hard ceiling in requests per second (``None``: no ceiling). :attr:`rate` is
@@ -151,51 +104,24 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] | None = None,
     ) -> None:
+        super().__init__(clock)
         self.max_rate = max_rate
         self.fail_fast = fail_fast
-        self._clock = clock
         self.sleep = sleep
         self._closed = False
         self._waiters: set[asyncio.Future[None]] = set()
         # The control law: no estimate (None) means the pace is max_rate (None: unlimited).
-        self._estimate: float | None = None
         self._floor = 0.0  # the pace right after the cut
         self._climb_from = -math.inf  # when the climb started (the cut, or the end of its pause)
         self._climb = _MIN_CLIMB  # seconds to climb back to the estimate
         self._probe_held = False  # X-RateLimit-Remaining: 0 seen since the climb ended
-        self._room_seen = False  # X-RateLimit-Remaining above 0 ever seen
+        # The estimate at the last cut that left it where it was, and when it last fell far
+        # below such a level.
+        self._held: float | None = None
+        self._fell_at = -math.inf
         self._next_slot = -math.inf
         self._paused_until = -math.inf
-        self._last_decrease = -math.inf
         self._last_start = -math.inf
-        self._sends = _Window()
-        # The pace in force at the last starts, with their times.
-        self._starts: deque[tuple[float, float | None]] = deque(maxlen=_MIN_EVIDENCE)
-        # The last answers (True: accepted; 429s only when fresh), and how many were accepted.
-        self._answers: deque[bool] = deque(maxlen=_LAST_ANSWERS)
-        self._answers_ok = 0
-        # Requests sent while climbing back, and 429s for them, over climbs in a row that met
-        # many 429s (the evidence of noise).
-        self._noise_sent = self._noise_throttled = 0
-        #: Number of 429 answers reported to this limiter.
-        self.throttles = 0
-        #: Number of 429s that cut the rate (the others were echoes of an earlier one, or noise).
-        self.decreases = 0
-        #: Share of requests the server throttles whatever the pace, once learned (else None).
-        self.noise: float | None = None
-        # Requests started, and fresh 429s for them, since the last cut (this "epoch", which
-        # started at _epoch_start).
-        self._sent = self._throttled = 0
-        self._epoch_start: float | None = None
-        # Answers accepted since the last cut, and seconds since then when the pace was not used.
-        self._accepted = 0
-        self._idle = 0.0
-        # The lowest pace at which a request sent since the last cut was refused, and (for a
-        # server that lets no burst through) the highest accepted.
-        self._lowest_refused = math.inf
-        self._highest_accepted = 0.0
-        # Whether the server lets bursts through (None: not known yet).
-        self._bursty: bool | None = None
 
     # -- the pace ---------------------------------------------------------------------------------
 
@@ -393,11 +319,15 @@ class RateLimiter:
         answers.append(True)
         self._answers_ok += 1
         self._accepted += 1
-        if sent_at is not None and self._bursty is False and sent_at >= self._last_decrease:
-            # A server that lets no burst through accepted this gap: its limit is at least that.
-            pace = self._refused_pace(sent_at)
-            if pace is not None and pace > self._highest_accepted:
-                self._highest_accepted = pace
+        if sent_at is not None and self._bursty is False:
+            if sent_at > self._ok_sent:
+                # The last request accepted, and when its answer came (see _squeezed).
+                self._ok_sent, self._ok_answered = sent_at, self._clock()
+            if sent_at >= self._last_decrease:
+                # A server that lets no burst through accepted this gap: its limit is at least that.
+                pace = self._refused_pace(sent_at)
+                if pace is not None and pace > self._highest_accepted:
+                    self._highest_accepted = pace
         if headers is not None and self._estimate is not None:
             remaining = headers.get("X-RateLimit-Remaining")
             if remaining is not None:
@@ -442,6 +372,9 @@ class RateLimiter:
                 self._next_slot = max(self._next_slot, until)
         if sent_at < self._last_decrease:
             return  # the 429 belongs to the pace in force before the cut
+        if self._squeezed(now, sent_at):
+            self.squeezed += 1
+            return  # the server's timing, not the pace: retried, nothing learnt
         self._throttled += 1
         self._answer(False)
         refused = self._refused_pace(sent_at)
@@ -451,45 +384,14 @@ class RateLimiter:
             return
         self._cut(now, sent_at)
 
-    def _refused_pace(self, sent_at: float) -> float | None:
-        """The pace a request started at ``sent_at`` went at: the one in force then, or (for a
-        server that lets no burst through, which judges the gap between two arrivals) the gap
-        from the start before it, if shorter."""
-        pace = self._rate_at(sent_at)
-        if self._bursty is False:
-            for started, _ in reversed(self._starts):
-                if started < sent_at:
-                    gap = 1.0 / max(sent_at - started, 1e-6)
-                    return gap if pace is None else min(pace, gap)
-        return pace
-
     def _climbing(self, now: float) -> bool:
         """Whether the pace is on its way back to the estimate (not above it)."""
         return self._estimate is not None and now - self._climb_from < self._climb
 
     def _cut(self, now: float, sent_at: float) -> None:
+        """Apply a 429 that is news: the limit the rules read from it, the climb back."""
         self.decreases += 1
-        # The pace refused: the one in force when the request was sent. Its predecessor's went
-        # through (else this would not be news): the limit is between the two.
-        rate = self._refused_pace(min(sent_at, now))
-        for started, pace in reversed(self._starts):
-            if started < sent_at:
-                if self._bursty is False:
-                    pace = self._refused_pace(started)
-                if pace is not None and (rate is None or pace < rate):
-                    rate = pace
-                break
-        offered = self._offered_rate(now)
-        # A pace far above what was offered was not binding (the client was not using it).
-        base = (offered or _FIRST_GUESS) if rate is None else min(rate, 2.0 * (offered or rate))
-        # Nor one above what the last starts actually kept (a busy event loop wakes late).
-        # (Far below the pace, the client was not using it: then what it offered counts.)
-        kept = self._kept_rate(now) if rate is not None else None
-        if kept is not None and 0.5 * base <= kept < _KEPT_SHORT * base:
-            base = min(base, kept)
-        if self._bursty is None:
-            self._bursty = self._accepted >= _BURST_EVIDENCE
-        measured, far = self._estimate_at_cut(now, base)
+        measured, far, base = self._measure(now, sent_at)
         if measured is None:  # nothing measured: halve, and find the limit from there
             estimate = floor = base / 2.0
         else:
@@ -500,9 +402,20 @@ class RateLimiter:
         previous, self._estimate = self._estimate, estimate
         self._floor = min(max(floor, _MIN_RATE), estimate)
         if previous is not None and abs(estimate - previous) <= _STABLE * previous:
-            # The limit holds still: probe it seldom, so that 429s stay few.
-            self._climb = min(max(_REQUESTS_PER_CYCLE / estimate, _MIN_CLIMB), _MAX_CLIMB)
+            if self._sent >= _JUDGE_AFTER:
+                self._held = estimate  # a level the pace kept for a while
+            if now - self._fell_at < _FALL_MEMORY:
+                # The limit fell from a level it held a moment ago: it may come back, and the
+                # time before a probe finds it is rate lost. Probe soon after each cut.
+                self._climb = _FALLEN_CLIMB
+            else:
+                # The limit holds still: probe it seldom, so that 429s stay few.
+                self._climb = min(max(_REQUESTS_PER_CYCLE / estimate, _MIN_CLIMB), _MAX_CLIMB)
         else:
+            if self._held is not None and estimate <= _FELL * self._held:
+                self._fell_at, self._held = now, None
+            elif previous is not None and estimate * _FELL >= previous:
+                self._fell_at = -math.inf  # it came back: probing seldom again
             # The limit moved (or is new): probe again soon, in case it moves on; but not before
             # enough requests to tell whether the cut worked (see _pace_is_the_cause).
             self._climb = min(max(_JUDGE_AFTER / estimate, _MIN_CLIMB), _MOVED_CLIMB)
@@ -513,88 +426,10 @@ class RateLimiter:
         self._probe_held = False
         # The climb, and the counts that judge it, start when a pause ends.
         self._climb_from = max(now, self._paused_until)
-        self._sent = self._throttled = self._accepted = 0
-        self._idle, self._lowest_refused, self._highest_accepted = 0.0, math.inf, 0.0
-        self._epoch_start = now
-        self._last_decrease = now
+        self._new_epoch(now)
         # Turns reserved at the old pace are void (their holders re-queue when they wake): the
         # next turn follows the last request that actually started, at the new pace.
         self._next_slot = max(now, self._last_start + 1.0 / self._floor, self._paused_until)
-
-    def _estimate_at_cut(self, now: float, base: float) -> tuple[float | None, bool]:
-        """The limit, as a 429 refusing the pace ``base`` shows it (None: nothing to go by), and
-        whether the pace was far above it."""
-        bursty = self._bursty is not False
-        if self._climbing(now):
-            # A second cut while climbing back to the estimate.
-            if 2 * self._throttled >= self._sent > 0:
-                # Most requests since the last cut refused: far above the limit (a limit that
-                # fell, or the start of a job), and what got through is the limit's share.
-                return base * _share_of_limit(1.0 - self._throttled / self._sent, bursty), True
-            # A few (the climb aimed a little high, or the server's timing jitters): the limit
-            # is just below the lowest pace refused since the cut.
-            return self._below(min(base, self._lowest_refused)), False
-        goodput = self._goodput(now) if bursty or self._room_seen else None
-        if goodput is not None:
-            # Since the last cut, the server let through its rate and no more: a 429 says its
-            # bucket is empty, at that cut as at this one. A pace above that rate went through
-            # only while a saved burst lasted: the burst is spent, the rate is not higher.
-            return min(base, goodput * _GOODPUT_SLACK), False
-        accepted = self._accepted_share()
-        if accepted is None:
-            return None, False
-        if not bursty:
-            # A probe crossed the limit: it is between this gap and the last one accepted.
-            # (Older 429s in the last answers say nothing here.)
-            return self._below(base), False
-        if accepted >= _MOSTLY:
-            return base, False  # a probe just crossed the limit
-        # Far above it: the limit's share of the pace is what got through.
-        return base * _share_of_limit(accepted, bursty), False
-
-    def _below(self, refused: float) -> float:
-        """Just below a pace refused: the highest pace accepted since the last cut, if lower
-        (a server that lets no burst through accepts any gap above its limit's)."""
-        highest = self._highest_accepted
-        return highest if 0.5 * refused < highest < _JUST_BELOW * refused else _JUST_BELOW * refused
-
-    def _pace_is_the_cause(self, now: float) -> bool:
-        """Whether a fresh 429 should cut the pace (see the module docstring); may decide that
-        the 429s are noise, and undo the cuts."""
-        sent, throttled = self._sent, self._throttled
-        overload = throttled >= _CLEAR_OVERLOAD and 2 * throttled >= sent
-        if self.noise is not None:
-            if self._climbing(now) and sent >= _JUDGE_AFTER and throttled < self.noise / 2 * sent:
-                self.noise = None  # the last cut did stop most 429s: a limit after all
-                return True
-            return overload or (sent >= _JUDGE_AFTER and throttled > (self.noise + _NOISE_MARGIN) * sent)
-        if not self._climbing(now):
-            if throttled <= _CLEAN_SHARE * sent:
-                self._noise_sent = self._noise_throttled = 0  # a clean climb: a limit's doing
-            return True  # above the estimate (or unpaced): this 429 says where the limit is
-        # Climbing back, below what the server accepted: 429s here are few if the pace is the
-        # cause. Many, but not most: they come whatever the pace.
-        if overload:
-            return True
-        if sent < _JUDGE_AFTER:
-            return False
-        if throttled <= _CLEAN_SHARE * sent:
-            self._noise_sent = self._noise_throttled = 0
-            return True
-        # Counted over climbs in a row, each after a cut to what got through: one climb alone
-        # may have aimed above the limit (a server allowing bursts inflates the estimate).
-        self._noise_sent += sent
-        self._noise_throttled += throttled
-        if (
-            self._noise_sent >= _NOISE_SAMPLE
-            and self._noise_throttled >= _NOISE_EVIDENCE
-            and self._noise_throttled >= _NOISE_SHARE * self._noise_sent
-        ):
-            self.noise = self._noise_throttled / self._noise_sent
-            self._noise_sent = self._noise_throttled = 0
-            self._forget_cuts(now)
-            return False
-        return True
 
     def _forget_cuts(self, now: float) -> None:
         """The 429s were noise: the cuts they made are undone, by probing up from the estimate
@@ -604,62 +439,9 @@ class RateLimiter:
             self._floor = self._estimate
         self._climb, self._climb_from, self._probe_held = 0.0, max(now, self._paused_until), False
         rate = self._rate_at(now)
-        self._sent = self._throttled = self._accepted = 0
-        self._idle, self._lowest_refused, self._highest_accepted = 0.0, math.inf, 0.0
-        self._epoch_start = now
         # Turns reserved at the cut pace are void; waiting requests re-queue when they wake.
-        self._last_decrease = now
+        self._new_epoch(now)
         self._next_slot = max(now, self._paused_until, self._last_start + (1.0 / rate if rate else 0.0))
-
-    def _accepted_share(self) -> float | None:
-        """The share of the last answers that were not 429s (None: too few answers); called
-        on a 429, which is the last of them."""
-        answers = self._answers
-        if len(answers) < _MIN_ANSWERS:
-            return None
-        # Without the 429 that asks for the cut: one 429 says the limit was just passed (by a
-        # probe), not that a twentieth of the pace is too much.
-        return min(1.0, self._answers_ok / (len(answers) - 1))
-
-    def _answer(self, ok: bool) -> None:
-        answers = self._answers
-        if len(answers) == answers.maxlen:
-            self._answers_ok -= answers[0]
-        answers.append(ok)
-        self._answers_ok += ok
-
-    def _goodput(self, now: float) -> float | None:
-        """Requests accepted per second of paced sending since the last cut (None: too few)."""
-        active = now - self._last_decrease - self._idle
-        if self._accepted < _GOODPUT_ANSWERS or not _GOODPUT_SECONDS <= active < math.inf:
-            return None
-        return self._accepted / active
-
-    def _kept_rate(self, now: float) -> float | None:
-        """The pace the last few starts kept (few: a probe's pace moves fast)."""
-        starts = self._starts
-        if len(starts) < _KEPT_STARTS or now - starts[0][0] > _WINDOW:
-            return None
-        first = starts[-_KEPT_STARTS][0]
-        return (_KEPT_STARTS - 1) / max(starts[-1][0] - first, 1e-3)
-
-    def _offered_rate(self, now: float) -> float | None:
-        count, first = self._sends.span(now)
-        if count < 2:
-            return None
-        return count / max(now - first, 1e-3)
-
-
-def _share_of_limit(accepted: float, bursty: bool) -> float:
-    """The limit's share of a pace of which ``accepted`` got through, far above the limit.
-
-    A server that lets no burst through refuses every other request of any pace between its
-    limit and twice it, two of three up to three times it, …: when ``1/k`` got through, the
-    limit is between ``1/k`` and ``1/(k-1)`` of the pace; the middle is taken."""
-    if bursty:
-        return max(accepted, _DEEPEST_CUT)
-    accepted = min(accepted, 0.5)
-    return max(accepted * (1.0 + accepted / (2.0 * (1.0 - accepted))), _DEEPEST_CUT)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

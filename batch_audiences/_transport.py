@@ -105,11 +105,24 @@ class RequestTrace:
     #: create whose answer was lost is judged by. ``None`` while every try was answered.
     uncertain_since: float | None = None
 
-    def may_retry(self, max_retries: int, wait: float | None = None) -> bool:
-        """Whether one more try is allowed after ``self.attempts`` tries (``wait``: the least delay)."""
-        if self.budget is None:
+    #: 429s retried because the call made progress meanwhile (:meth:`RetryBudget.allow_throttled`):
+    #: they do not count against the request's own limit.
+    shared_429s: int = 0
+    #: ``budget.accepted`` at this request's last 429 (``None`` before its first).
+    accepted_seen: int | None = None
+
+    def may_retry(self, max_retries: int, wait: float | None = None, *, throttled: bool = False) -> bool:
+        """Whether one more try is allowed after ``self.attempts`` tries (``wait``: the least delay;
+        ``throttled``: the last answer was a 429)."""
+        budget = self.budget
+        if budget is None:
             return self.attempts <= max_retries
-        return self.budget.allow(self.attempts, max_retries, wait)
+        if throttled:
+            seen, self.accepted_seen = self.accepted_seen, budget.accepted
+            if seen is not None and budget.allow_throttled(seen, wait):
+                self.shared_429s += 1
+                return True
+        return budget.allow(self.attempts - self.shared_429s, max_retries, wait)
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -489,12 +502,14 @@ class Transport:
         else:
             # ``policy.should_retry_status``, inline: a success ends here, on every request.
             if answer.status not in policy.retry_statuses:
+                if answer.status < 300 and trace.budget is not None:
+                    trace.budget.accepted += 1
                 return None
             retry_after = answer.retry_after
             if not (
                 not self.limiter.fail_fast
                 and (retry_after is None or retry_after <= policy.max_retry_after)
-                and trace.may_retry(policy.max_retries, retry_after)
+                and trace.may_retry(policy.max_retries, retry_after, throttled=answer.status == 429)
             ):
                 return None
             if answer.status == 429:

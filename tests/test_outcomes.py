@@ -28,7 +28,7 @@ from batch_audiences import (
 )
 from batch_audiences.testing import Emulator, ScriptedResponse
 
-from .conftest import Api, serving
+from .conftest import MAX_RETRIES, Api, serving
 
 INTERNAL = {"error_code": "INTERNAL_ERROR", "error_message": "something broke"}
 AN_HOUR_AGO = datetime.now(timezone.utc) - timedelta(hours=1)
@@ -297,3 +297,57 @@ async def test_an_upload_chunk_acknowledged_without_a_token_is_confirmed_by_the_
     trail = [(r.route, r.query.get("indexing_token")) for r in emulator.requests]
     first, second = [i for i, (route, _) in enumerate(trail) if route == "update"][:2]
     assert ("view", None) in trail[first + 1:second]
+
+
+class ThrottlingGateway:
+    """A loopback gateway to the emulator that answers 429 (without passing it on) to the first
+    ``refusals`` requests whose body holds ``marked``, as a rate limit shared with other traffic
+    may refuse one request many times while others get through; everything else is passed on."""
+
+    def __init__(self, emulator: Emulator, marked: str, refusals: int) -> None:
+        self.emulator, self.marked, self.left = emulator, marked.encode(), refusals
+        self.refused = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.marked in body and self.left > 0:
+            self.left -= 1
+            self.refused += 1
+            return web.json_response({"error": "rate limited"}, status=429)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in {"host", "content-length"}}
+        async with aiohttp.ClientSession() as session, session.request(
+            request.method, self.emulator.base_url + request.path_qs, data=body, headers=headers,
+        ) as answer:
+            return web.Response(status=answer.status, body=await answer.read(),
+                                content_type=answer.content_type)
+
+
+async def test_an_upload_chunk_refused_by_a_shared_limit_more_than_max_retries_still_lands(
+    make_api: Any, emulator: Emulator
+) -> None:
+    # While other chunks of the upload are accepted, a 429 is the server's pace being shared,
+    # not a stuck request: the chunk must not be given up after max_retries 429s.
+    emulator.add_audience("aud")
+    gateway = ThrottlingGateway(emulator, '"stuck"', refusals=MAX_RETRIES + 3)
+    ids = [f"u{n}" for n in range(40)]
+    ids[1] = "stuck"
+    async with serving(gateway.handle) as base_url:
+        api = await make_api(base_url=base_url, max_rate=1000)
+        report = await api.upload("aud", ids, mode="update", chunk_size=1, concurrency=2)
+    assert gateway.refused == MAX_RETRIES + 3
+    assert report.ok, report.summary()
+    emulator.settle()
+    assert set(emulator.members("aud")) == set(ids)
+
+
+async def test_an_upload_chunk_refused_while_nothing_else_gets_through_is_given_up(
+    make_api: Any, emulator: Emulator
+) -> None:
+    # With no progress anywhere, 429s count against max_retries as before: the call ends.
+    emulator.add_audience("aud")
+    gateway = ThrottlingGateway(emulator, '"stuck"', refusals=100)
+    async with serving(gateway.handle) as base_url:
+        api = await make_api(base_url=base_url, max_rate=1000)
+        report = await api.upload("aud", ["stuck"], mode="update", chunk_size=1, concurrency=1)
+    assert not report.ok
+    assert gateway.refused == MAX_RETRIES + 1

@@ -12,7 +12,8 @@ import pytest
 
 from batch_audiences import RetryPolicy, ThrottledError
 from batch_audiences._budget import RetryBudget
-from batch_audiences._pacing import RateLimiter, _share_of_limit
+from batch_audiences._limitrules import share_of_limit
+from batch_audiences._pacing import RateLimiter
 from batch_audiences.testing import Emulator, ScriptedResponse
 
 
@@ -302,15 +303,113 @@ async def test_a_server_allowing_no_burst_is_paced_just_below_its_limit() -> Non
     assert 1_000 / elapsed >= 0.9 * limit
 
 
+async def no_burst_limiter(time: VirtualTime, limit: float) -> RateLimiter:
+    """A limiter that learnt, from a server allowing no burst, a limit of about ``limit``."""
+    pacer = limiter(time)
+    tokens, refilled = 1.0, time.now
+    for _ in range(200):
+        sent = await pacer.acquire()
+        time.now += 0.005
+        tokens, refilled = min(1.0, tokens + (time.now - refilled) * limit), time.now
+        if tokens >= 1.0:
+            tokens -= 1.0
+            pacer.on_success(None, sent)
+        else:
+            pacer.on_throttle(sent, None)
+    assert pacer.estimate is not None
+    return pacer
+
+
+async def test_a_429_squeezed_by_a_stalling_server_does_not_cut() -> None:
+    # A server allowing no burst that stalls handles what arrived meanwhile at once and refuses
+    # all but the first, whatever the pace: the two answers come together, though the requests
+    # left a full turn apart. Slowing down would not prevent the next stall.
+    time = VirtualTime()
+    pacer = await no_burst_limiter(time, 20.0)
+    estimate, decreases = pacer.estimate, pacer.decreases
+    first = await pacer.acquire()
+    second = await pacer.acquire()
+    assert second - first >= 0.9 / (estimate or 1)  # a turn apart, as the estimate allows
+    time.now = second + 0.08  # the stall: both answered now, 2 ms apart
+    pacer.on_success(None, first)
+    time.now += 0.002
+    pacer.on_throttle(second, None)
+    assert (pacer.squeezed, pacer.decreases, pacer.estimate) == (1, decreases, estimate)
+
+
+async def test_a_429_for_a_request_sent_faster_than_the_estimate_still_cuts() -> None:
+    # The same answers, for a request sent at a tenth of the turn the estimate asks: the pace's
+    # doing, however close the answers came.
+    time = VirtualTime()
+    pacer = await no_burst_limiter(time, 20.0)
+    decreases = pacer.decreases
+    first = await pacer.acquire()
+    second = first + 0.005
+    time.now = second + 0.08
+    pacer.on_success(None, first)
+    time.now += 0.002
+    pacer.on_throttle(second, None)
+    assert (pacer.squeezed, pacer.decreases) == (0, decreases + 1)
+
+
+async def test_429s_at_a_limit_the_servers_timing_blurs_are_not_taken_for_noise() -> None:
+    # A server allowing no burst whose arrivals jitter by up to 15% of its spacing refuses a
+    # share of any pace near its limit, climb after climb. That is a limit: it stops below it,
+    # and the limiter must find that out rather than decide the 429s are noise and ignore them.
+    import random
+
+    rng = random.Random(7)
+    time = VirtualTime()
+    pacer = limiter(time)
+    limit, last_accepted = 40.0, -1.0
+    accepted = throttled = 0
+    while accepted < 1_000:
+        sent = await pacer.acquire()
+        time.now += 0.003
+        arrival = sent + rng.uniform(0.0, 0.15 / limit)
+        if arrival - last_accepted >= 1.0 / limit:
+            last_accepted = max(last_accepted, arrival)
+            accepted += 1
+            pacer.on_success(None, sent)
+        else:
+            throttled += 1
+            pacer.on_throttle(sent, None)
+    assert pacer.noise is None
+    assert throttled <= 0.15 * (accepted + throttled), throttled
+    assert pacer.estimate is not None
+    assert 0.75 * limit <= pacer.estimate <= 1.05 * limit, pacer.estimate
+
+
+async def test_a_limit_that_fell_from_a_level_it_held_is_probed_soon_after_each_cut() -> None:
+    # 40/s held for a while, then 10/s: the limit may come back, so climbs are short (the probe
+    # above the estimate comes 0.6 s after each cut, not 1.5 s).
+    async def steady_then(first: float) -> tuple[RateLimiter, VirtualTime, float]:
+        time = VirtualTime()
+        pacer = limiter(time)
+        for _ in range(3):
+            await cut_after(time, pacer, first, 60)
+        await cut_after(time, pacer, 10.0, 40)  # the limit is 10/s now (or still, for the other)
+        estimate = await cut_after(time, pacer, 10.0, 40)  # …and holds there
+        return pacer, time, estimate
+
+    fallen, time, estimate = await steady_then(40.0)
+    assert estimate == pytest.approx(10.0, rel=0.15)
+    time.now += 0.65
+    assert (fallen.rate or 0) >= estimate  # back at the estimate: probing next
+    steady, time, estimate = await steady_then(10.0)
+    time.now += 0.65
+    assert (steady.rate or 0) < estimate  # a limit that never moved: still climbing back
+
+
 def test_far_above_a_limit_the_share_that_got_through_says_where_it_is() -> None:
     # A server allowing bursts accepts its rate, whatever the pace: the share is the limit's.
-    assert _share_of_limit(0.25, bursty=True) == 0.25
-    assert _share_of_limit(0.01, bursty=True) == 1 / 8  # one cut divides by 8 at most
+    assert share_of_limit(0.25, bursty=True) == 0.25
+    assert share_of_limit(0.01, bursty=True) == 1 / 8  # one cut divides by 8 at most
     # One allowing none refuses every other request of any pace between its limit and twice
     # it: half accepted puts the limit between half the pace and all of it, not at half.
-    assert _share_of_limit(0.5, bursty=False) == pytest.approx(0.75)
-    assert 1 / 3 < _share_of_limit(1 / 3, bursty=False) < 1 / 2
-    assert 1 / 4 < _share_of_limit(1 / 4, bursty=False) < 1 / 3
+    assert share_of_limit(0.5, bursty=False) == pytest.approx(0.75)
+    assert 1 / 3 < share_of_limit(1 / 3, bursty=False) < 1 / 2
+    assert 1 / 4 < share_of_limit(1 / 4, bursty=False) < 1 / 3
 
 
 async def test_a_throttled_request_is_retried_at_the_limiters_pace_not_after_a_back_off(
@@ -494,3 +593,65 @@ async def test_acquire_after_close_raises_and_waiters_wake_in_virtual_time() -> 
     assert pacer.waiting == 0
     with pytest.raises(ClientClosedError):
         await pacer.acquire()  # it would have to wait: no turn comes any more
+
+
+# -- a server that stalls: 429s its own timing causes ------------------------------------------------
+
+
+async def test_429s_of_a_stalling_server_do_not_drag_the_pace_down() -> None:
+    # A gateway in front of the emulator stalls now and then (a busy machine) and lets what
+    # arrived meanwhile through at once: the emulator's bucket, allowing no burst, refuses all
+    # but the first, whatever the client's pace. The client retries those but must not slow
+    # down for them: it learns the limit from the requests the stalls did not squeeze.
+    import aiohttp
+    from aiohttp import web
+
+    from batch_audiences import AsyncAudiencesClient
+
+    limit = 20.0
+    async with Emulator(indexing_delay=0, record_bodies=False, rate_limit=limit, burst=1,
+                        rate_limit_retry_after="off", rate_limit_headers=False) as emu:
+        emu.add_audience("crm")
+        emu.rate_limit = limit  # counters from zero
+        loop = asyncio.get_running_loop()
+        stall_until = 0.0
+        seen = 0
+
+        async def forward(request: web.Request) -> web.Response:
+            nonlocal stall_until, seen
+            seen += 1
+            if seen % 12 == 0:  # every 12th request opens a stall of 0.15 s
+                stall_until = loop.time() + 0.15
+            if loop.time() < stall_until:
+                await asyncio.sleep(stall_until - loop.time())
+            async with session.request(request.method, f"{emu.base_url}{request.path_qs}",
+                                       headers=request.headers, data=await request.read()) as answer:
+                headers = {k: v for k, v in answer.headers.items()
+                           if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")}
+                return web.Response(status=answer.status, body=await answer.read(), headers=headers)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        [sock] = site._server.sockets  # type: ignore[union-attr]
+        port = sock.getsockname()[1]
+        try:
+            async with aiohttp.ClientSession(auto_decompress=False) as session, AsyncAudiencesClient(
+                emu.api_key, emu.project_key, base_url=f"http://127.0.0.1:{port}"
+            ) as client:
+                report = await client.upload("crm", (f"u{n}" for n in range(1_500)), chunk_size=10,
+                                             retry_budget=10_000)
+                estimate = client.stats.limit
+        finally:
+            await runner.cleanup()
+        accepted, refused = emu.rate_limit_counts()
+    assert report.ok, report.summary()
+    assert accepted == 150
+    assert refused > 0  # the stalls did squeeze requests
+    # The estimate stays near the limit: the squeezed 429s did not pull it down (taken as the
+    # pace's doing, they held it near half the limit: 10-11/s).
+    assert estimate is not None
+    assert 0.7 * limit <= estimate <= 1.1 * limit, (estimate, refused)

@@ -31,7 +31,7 @@ from .._bulk import ProgressEvent, UploadReport
 from .._bulk._call import check_call_limits, check_concurrency, open_source
 from .._errors import NotFoundError, ValidationError
 from .._models import MAX_IDS_PER_REQUEST, IdAction, IndexingState, Member, check_name
-from ._plan import stage_source
+from ._plan import columns_of, stage_source
 from ._report import FullReason, SyncReport
 from ._sqlite import SqliteStore
 from ._store import ADD, REMOVE, UNSET, SnapshotKey, SnapshotStore, SyncSession
@@ -187,13 +187,15 @@ async def run_sync(
     concurrency = check_concurrency(concurrency)
     callback, _, deadline = check_call_limits(on_progress, None, deadline)
     opened = open_source(source, "source")
+    # One of the SDK's readers is read through its batch path (no object per row).
+    columns = columns_of(source)
     store = resolve_store(state)
     config = client.config
     run = _Sync(client, name, deadline=deadline)
     session = await store.open(SnapshotKey(config.base_url, config.project_key, name))
     try:
-        return await _run(run, session, opened, full=full, create=create, dry_run=dry_run,
-                          chunk_size=chunk_size, concurrency=concurrency, callback=callback)
+        return await _run(run, session, opened if columns is None else columns, full=full, create=create,
+                          dry_run=dry_run, chunk_size=chunk_size, concurrency=concurrency, callback=callback)
     finally:
         await session.close()
 

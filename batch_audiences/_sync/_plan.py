@@ -5,6 +5,11 @@ as they are read, and the store computes the difference. An item's attribute set
 canonical form of the wire (``date(...)``/``url(...)`` keys, sorted keys, compact JSON), and
 hashed to 64 bits (CRC-32 and Adler-32), so the same set hashes the same on every run and
 machine.
+
+A source that is one of the SDK's readers with a batch path (``read_csv``) is read through it
+(:func:`columns_of`): IDs and attributes checked exactly as its items would be, in columns, with
+no ``Member`` built per row, which was half the work of reading the file. Any other source is
+read item by item.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Iterator
 from itertools import islice
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from zlib import adler32, crc32
 
 import attrs
@@ -24,7 +29,10 @@ from .._errors import BatchAudiencesError, ValidationError
 from .._models import Member, check_id, plain_id
 from ._store import StagedRow, SyncSession
 
-__all__ = ["MAX_FAILED_ITEMS", "StageResult", "canonical_row", "stage_source"]
+if TYPE_CHECKING:
+    from ..sources._rows import MemberBatch
+
+__all__ = ["MAX_FAILED_ITEMS", "Columns", "StageResult", "canonical_row", "columns_of", "stage_source"]
 
 # Items read and staged at a time.
 _BATCH = 10_000
@@ -159,6 +167,61 @@ def _convert(items: Iterable[Any], result: StageResult) -> _Batch | None:
     return rows, kept, first, offsets
 
 
+class Columns:
+    """A source read through its reader's batch path (:meth:`SourceReader._member_batches`):
+    batches of IDs and checked attributes, the items themselves never built."""
+
+    def __init__(self, batches: Iterator[MemberBatch]) -> None:
+        self.batches = batches
+
+
+def columns_of(source: object) -> Columns | None:
+    """The batch path of ``source`` when it is one of the SDK's readers that has one, else ``None``.
+
+    Such a reader checks each row exactly as its items would be checked (the same bad rows,
+    positions and errors) but builds no object per row: for a CSV file that halves the work of
+    reading it. Any other iterable is read item by item.
+    """
+    member_batches = getattr(source, "_member_batches", None)
+    if member_batches is None:
+        return None
+    batches = member_batches(_BATCH)
+    return None if batches is None else Columns(batches)
+
+
+def _convert_columns(batch: MemberBatch, result: StageResult) -> _Batch:
+    """A batch of the batch path as staged rows: every item is valid and none is kept (a
+    duplicate's item is built again from its row, or is its ID), except a ``Member`` whose
+    attributes are not all plain, built for its row as :func:`_convert` would have kept it."""
+    ids, attributes, plain = batch
+    first = result.items_read
+    result.items_read = first + len(ids)
+    if attributes is None:  # the items are the IDs
+        return [(custom_id, 0, None, None) for custom_id in ids], list(ids), first, None
+    rows: list[StagedRow] = []
+    add = rows.append
+    if plain:
+        # :func:`_row`, inline: this runs once per source row.
+        dumps, sort_keys, known = orjson.dumps, _SORT_KEYS, _KEYS
+        for custom_id, values in zip(ids, attributes):  # noqa: B905 - as many of each
+            if values is None:
+                add((custom_id, 0, None, None))
+                continue
+            keys = known.get(tuple(values))
+            if keys is None:
+                add(_row(custom_id, values))
+                continue
+            blob = dumps(values, option=sort_keys)
+            h = (crc32(blob) - _HALF) << 32 | adler32(blob)
+            add((custom_id, h or 1, keys, blob.decode()))
+        return rows, [None] * len(ids), first, None
+    kept: list[Any] = []
+    for custom_id, values in zip(ids, attributes):  # noqa: B905 - as many of each
+        add(canonical_row(custom_id, values))
+        kept.append(None if values is None else Member(custom_id, values))
+    return rows, kept, first, None
+
+
 def _item_of(row: StagedRow, kept: object) -> object:
     """The source item a staged row came from (built again if it was not kept)."""
     if kept is not None:
@@ -167,7 +230,13 @@ def _item_of(row: StagedRow, kept: object) -> object:
     return Member(custom_id, None if attributes is None else orjson.loads(attributes))
 
 
-async def _batches(source: Iterator[Any] | AsyncIterator[Any], result: StageResult) -> AsyncIterator[_Batch]:
+async def _batches(
+    source: Iterator[Any] | AsyncIterator[Any] | Columns, result: StageResult
+) -> AsyncIterator[_Batch]:
+    if isinstance(source, Columns):
+        for columns in source.batches:
+            yield _convert_columns(columns, result)
+        return
     if hasattr(source, "__anext__"):
         items: list[Any] = []
         async for item in source:  # type: ignore[union-attr]
@@ -186,7 +255,7 @@ async def _batches(source: Iterator[Any] | AsyncIterator[Any], result: StageResu
 
 async def stage_source(
     session: SyncSession,
-    source: Iterator[Any] | AsyncIterator[Any],
+    source: Iterator[Any] | AsyncIterator[Any] | Columns,
     *,
     deadline_at: float | None,
 ) -> StageResult:

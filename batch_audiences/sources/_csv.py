@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .._errors import ValidationError
-from .._models import MAX_ID_LENGTH, Action, IdAction, Member
+from .._models import _MAX_INT, _MIN_INT, MAX_ID_LENGTH, Action, IdAction, Member, _attributes_field
 from ._convert import CONVERTERS, AttributeSpec, attribute_specs
 from ._files import Line, SourceFile, check_encoding, check_file, lines
-from ._rows import RowError, SourceError, SourceReader, _Tally, id_problem
+from ._rows import MemberBatch, RowError, SourceError, SourceReader, _Tally, id_problem
 
 __all__ = ["read_csv"]
 
@@ -73,7 +73,31 @@ def read_csv(
         with lines(source, encoding) as numbered:
             yield from _records(reader, numbered, id_column, specs, action_column, delimiter, encoding)
 
-    return SourceReader(source, produce, errors=errors, max_errors=max_errors)
+    def members(reader: SourceReader[str | Member | IdAction], size: int) -> Iterator[MemberBatch]:
+        with lines(source, encoding) as numbered:
+            yield from _member_batches(reader, numbered, id_column, specs, delimiter, encoding, size)
+
+    # Items of an action column are IdActions, not members: no batch path for them.
+    return SourceReader(source, produce, errors=errors, max_errors=max_errors,
+                        members=None if action_column is not None else members)
+
+
+#: An attribute column as the rows are read: its name, its index in the record, its converter.
+_Typed = list[tuple[str, int, Callable[[str], Any]]]
+
+
+def _layout(
+    header: list[str], id_column: str | None, specs: list[tuple[str, str | None]], action_column: str | None
+) -> tuple[int, _Typed, int | None]:
+    """The ID column's index, the attribute columns and the action column's index, from the header."""
+    columns = {name: index for index, name in reversed(list(enumerate(header)))}
+    id_index = _column(columns, id_column, header, "id_column") if id_column else 0
+    typed = [
+        (name, _column(columns, name, header, "attributes"), CONVERTERS[kind or "str"])
+        for name, kind in specs
+    ]
+    action_index = _column(columns, action_column, header, "action_column") if action_column else None
+    return id_index, typed, action_index
 
 
 def _records(
@@ -87,14 +111,8 @@ def _records(
 ) -> Iterator[str | Member | IdAction]:
     records = csv_records(reader, numbered, delimiter, encoding)
     header = next(records)[2]
-    columns = {name: index for index, name in reversed(list(enumerate(header)))}
-    id_index = _column(columns, id_column, header, "id_column") if id_column else 0
+    id_index, typed, action_index = _layout(header, id_column, specs, action_column)
     id_name = header[id_index]
-    typed = [
-        (name, _column(columns, name, header, "attributes"), CONVERTERS[kind or "str"])
-        for name, kind in specs
-    ]
-    action_index = _column(columns, action_column, header, "action_column") if action_column else None
     width = len(header)
     plain = not typed and action_index is None
     for first, end, row in records:
@@ -113,6 +131,88 @@ def _records(
         if item is not None:
             reader.line = first
             yield item
+
+
+def _member_batches(
+    reader: SourceReader[Any],
+    numbered: Iterator[Line],
+    id_column: str | None,
+    specs: list[tuple[str, str | None]],
+    delimiter: str,
+    encoding: str,
+    size: int,
+) -> Iterator[MemberBatch]:
+    """:func:`_records` (without an action column) as batches of columns: the same records read,
+    the same bad rows reported the same way, the same IDs and attributes, no item built.
+
+    Each row is judged as :func:`_records` and :func:`_item` judge it, and its attributes as
+    ``Member`` checks them: when no check can fail (the column names are plain keys, the values
+    are of the types that pass as they are), only the integers' range is tested; otherwise the
+    attributes go through ``Member``'s own converter, whose error is the bad row's, as in
+    :func:`_item`.
+    """
+    records = csv_records(reader, numbered, delimiter, encoding)
+    header = next(records)[2]
+    id_index, typed, _ = _layout(header, id_column, specs, None)
+    id_name = header[id_index]
+    width = len(header)
+    plain = all(kind in ("str", "int", "float", "bool", None) for _, kind in specs)
+    # Values of these kinds pass Member's check as they come from their converter (a float's is
+    # finite already), except an integer out of range, and keys pass it unless they end with
+    # ")" (they are then checked as ``date(...)``/``url(...)`` keys): when that holds, only the
+    # integers' range is tested here, else Member's own check runs.
+    quick = plain and all(name[-1] != ")" for name, _ in specs)
+    columns = [
+        (name, index, convert, kind == "int")
+        for (name, index, convert), (_, kind) in zip(typed, specs)  # noqa: B905 - one per spec
+    ]
+    ids: list[str] = []
+    attributes: list[dict[str, Any] | None] = []
+    line = 0
+    for first, end, row in records:
+        if len(row) != width:
+            reader.bad_row(first, f"expected {width} fields, got {len(row)}", end_line=end)
+            continue
+        custom_id = row[id_index].strip()
+        if not custom_id or len(custom_id) > MAX_ID_LENGTH:
+            reader.bad_row(first, f"{id_problem(custom_id)} in column {id_name!r}", id_name, end_line=end)
+            continue
+        if typed:
+            values: dict[str, Any] | None = {}
+            checked = quick
+            for name, index, convert, integer in columns:
+                cell = row[index]
+                if not cell.strip():
+                    continue  # an empty cell: no value for this attribute on this row
+                try:
+                    value = convert(cell)
+                except ValueError as error:
+                    reader.bad_row(first, f"column {name!r}: {error}", name)
+                    values = None
+                    break
+                if integer and not _MIN_INT <= value < _MAX_INT:
+                    checked = False
+                values[name] = value  # type: ignore[index]
+            if values is None:
+                continue
+            if not values:
+                values = None
+            elif not checked:
+                try:
+                    values = _attributes_field(values)
+                except ValidationError as error:
+                    reader.bad_row(first, str(error), error.field)
+                    continue
+            attributes.append(values)
+        ids.append(custom_id)
+        line = first
+        if len(ids) == size:
+            reader.line = line
+            yield ids, attributes if typed else None, plain
+            ids, attributes = [], []
+    if ids:
+        reader.line = line
+        yield ids, attributes if typed else None, plain
 
 
 def csv_records(

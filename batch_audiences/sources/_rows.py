@@ -11,11 +11,20 @@ import attrs
 from .._errors import ValidationError
 from .._models import MAX_ID_LENGTH
 
-__all__ = ["AsyncSourceReader", "RowError", "SourceError", "SourceReader", "id_problem", "source_id"]
+__all__ = [
+    "AsyncSourceReader", "MemberBatch", "RowError", "SourceError", "SourceReader", "id_problem", "source_id",
+]
 
 T = TypeVar("T")
 
 _ERRORS: Final = ("raise", "collect")
+
+#: A batch of a reader's items as columns, for a consumer that needs their fields and not the
+#: items (``sync``): the IDs; each one's attributes, exactly as ``Member(id, attributes)`` would
+#: hold them (checked the same way, ``None`` for none), or ``None`` for the whole batch when
+#: the items are the ``str`` IDs themselves; and whether every attribute value of the reader is
+#: a ``str``, ``int``, ``float`` or ``bool`` (no ``datetime``, no ``Url``).
+MemberBatch = tuple[list[str], "list[dict[str, Any] | None] | None", bool]
 
 
 @attrs.frozen
@@ -179,9 +188,11 @@ class SourceReader(_Tally, Generic[T]):
         *,
         errors: str = "raise",
         max_errors: int | None = None,
+        members: Callable[[SourceReader[T], int], Iterator[MemberBatch]] | None = None,
     ) -> None:
         super().__init__(source, errors=errors, max_errors=max_errors)
         self._produce = produce
+        self._members = members
 
     @classmethod
     def batched(
@@ -209,6 +220,26 @@ class SourceReader(_Tally, Generic[T]):
     def __iter__(self) -> Iterator[T]:
         self._reset()
         yield from self._produce(self)
+
+    def _member_batches(self, size: int) -> Iterator[MemberBatch] | None:
+        """A pass over the source as batches of up to ``size`` items in columns (see
+        :data:`MemberBatch`), or ``None`` when this reader has no such path.
+
+        The same pass as iterating the reader: the same rows read, the same bad rows (raised or
+        collected, at the same positions, counted in :attr:`rows` and :attr:`errors`), the same
+        items in the same order, only not built one object each. Private: ``sync`` reads the
+        SDK's own readers this way (building a ``Member`` per row cost as much as the rest of
+        its work on the row).
+        """
+        if self._members is None:
+            return None
+        members = self._members
+
+        def batches() -> Iterator[MemberBatch]:
+            self._reset()
+            yield from members(self, size)
+
+        return batches()
 
 
 class AsyncSourceReader(_Tally, Generic[T]):

@@ -1,0 +1,387 @@
+"""What a 429 says about a server's rate limit: the rules behind each cut of the pace.
+
+:class:`LimitRules` keeps the evidence (the last starts and answers, the counts since the last
+cut, whether the server lets bursts through) and reads it when a 429 comes; the limiter in
+``_pacing`` applies its verdicts to the pace and schedules the turns. The rules, and why:
+
+- **The estimate at a cut.** For a server that lets bursts through (the unpaced start of a job
+  got several requests through before its first 429), the limit ``W`` is what the server
+  accepted per second since the last cut: its bucket was empty at both 429s, so a probe that
+  went through while a saved burst lasted does not count as rate. For one that lets none
+  through (every request must come ``1/R`` after the last), ``W`` is just below the shortest
+  gap refused: the highest gap accepted since the cut. Far above the limit (most answers 429s:
+  the start of a job, a limit that fell), ``W`` is the limit's share of the pace, from the share
+  that got through. Nothing measured yet: ``None`` (the limiter halves the pace). The pace
+  refused is the one the client kept: a pace the client was not using (far above what it
+  offered over the last starts), or could not keep (a busy event loop wakes late), was not the
+  one the server refused.
+- **A 429 while climbing** back below ``W`` does not cut at once: the server's timing jitters,
+  and ``W`` may be a little high. Most requests refused since the cut: far above the limit,
+  cut again. One, once enough were sent to judge: ``W`` moves just below the lowest pace
+  refused (or to the highest accepted, if lower). Several: 2 % below the lowest pace refused,
+  whatever was accepted (the server's timing blurs the limit there); climbs that keep meeting
+  them walk ``W`` down until they stop.
+- **Echoes.** A 429 answering a request sent *before* the last cut says nothing new (the
+  limiter checks this before asking here), so a burst of in-flight 429s is one signal.
+- **Squeezed.** A server allowing no burst that stalls (a busy machine) handles what arrived
+  meanwhile at once, and refuses all but the first, whatever the pace. A 429 for a request
+  sent a gap the estimate allows after the last one accepted, but answered far sooner than that
+  after it, is such a one: it is retried and teaches nothing. (Slowing down for it would lose
+  rate and not prevent the next stall.)
+- **Noise.** When climb after climb meets a share of 429s of ``_NOISE_SHARE`` or more (over
+  ``_NOISE_SAMPLE`` requests at least; a clean climb starts the count again), and the cuts they
+  caused took the estimate ``_NOISE_DEPTH`` below where they began without making them rarer,
+  they are not the pace's doing (a server or proxy that throttles a share of requests whatever
+  the rate): that share is remembered as noise, the limiter probes up from ``W`` at once, and
+  from then on only a share of 429s clearly above the noise cuts the pace. The depth matters:
+  a server allowing no burst refuses a share of any pace a little above its limit, and only a
+  pace clearly below it tells the two apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+
+from ._ratewindow import WINDOW as _WINDOW
+from ._ratewindow import Window as _Window
+
+__all__ = ["JUDGE_AFTER", "SPACING_TOLERANCE", "LimitRules", "share_of_limit"]
+
+# One cut divides the pace by at most this much.
+_DEEPEST_CUT = 1 / 8
+# The last starts are remembered, with the pace then.
+_MIN_EVIDENCE = 8
+# The pace kept by the client is measured over this many starts.
+_KEPT_STARTS = 4
+# …and counts when it fell clearly short of the pace (a little jitter either way does not).
+_KEPT_SHORT = 0.9
+# The share of 429s a cut is based on is that of the last answers…
+_LAST_ANSWERS = 20
+# …when there are at least this many.
+_MIN_ANSWERS = 4
+# The pace assumed when the first request of a client is throttled, before anything is known.
+_FIRST_GUESS = 1.0
+# Requests sent since a cut before its effect is judged; until then a further 429 cuts again only
+# when 429s are already this many, and at least half of those requests (a limit far below the
+# pace, typically at the start of a job). A verdict of noise also needs this many 429s.
+JUDGE_AFTER = 20
+_CLEAR_OVERLOAD = 3
+_NOISE_EVIDENCE = 5
+# While climbing back below the estimate, at least this share of 429s is noise, not a limit,
+# over at least this many requests of climbs in a row (a climb with at most _CLEAN_SHARE of
+# 429s starts the count again)…
+_NOISE_SHARE = 0.15
+_NOISE_SAMPLE = 40
+_CLEAN_SHARE = 0.05
+# …once the cuts they caused took the estimate this far below where they started (a limit's
+# 429s stop below it; noise does not), each cutting to this share of the lowest pace refused
+# (small steps: a limit blurred by jitter is found just below where the 429s stop).
+_NOISE_DEPTH = 0.8
+_NOISY_CUT = 0.98
+# …and once noise is known, a share this far above it is a limit again.
+_NOISE_MARGIN = 0.1
+# A request woken a little early relative to the last start (which may have woken late) goes
+# anyway (see the limiter); a gap this much short of the estimate's is still the estimate's.
+SPACING_TOLERANCE = 0.04
+# The rate the server accepted between two cuts (its "goodput") bounds the estimate, once it
+# rests on this many accepted answers over this many seconds of paced sending…
+_GOODPUT_ANSWERS = 5
+_GOODPUT_SECONDS = 0.3
+# …with this much slack: a bucket allowing no burst loses a little while the pace climbs.
+_GOODPUT_SLACK = 1.05
+# Only a server that lets bursts through makes a pace above its rate go through for a while: it
+# lets at least this many requests of the unpaced start of a job through before its first 429.
+_BURST_EVIDENCE = 4
+# A share of accepted answers from which a 429 says "just past the limit", not "far above it".
+_MOSTLY = 0.75
+# A server that lets no burst through refuses a pace just above its limit: aim a little below.
+_JUST_BELOW = 0.98
+# A 429 answered this much sooner after the last accepted answer than the two requests were
+# sent apart was squeezed by the server's timing.
+_SQUEEZED = 0.6
+# …for a request sent at least this share of the estimate's gap after the last one accepted.
+_SQUEEZE_REACH = 0.8
+
+
+class LimitRules:
+    """The evidence about a server's limit, and what a 429 makes of it (see the module
+    docstring). The limiter (a subclass) owns the pace: it provides :meth:`_rate_at`,
+    :meth:`_climbing` and :meth:`_forget_cuts`, and sets ``_estimate`` and ``_last_decrease``."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._estimate: float | None = None
+        self._last_decrease = -math.inf
+        self._room_seen = False  # X-RateLimit-Remaining above 1 ever seen
+        # The start of the last request accepted, and when its answer came (see _squeezed).
+        self._ok_sent = self._ok_answered = -math.inf
+        self._sends = _Window()
+        # The pace in force at the last starts, with their times.
+        self._starts: deque[tuple[float, float | None]] = deque(maxlen=_MIN_EVIDENCE)
+        # The last answers (True: accepted; 429s only when fresh), and how many were accepted.
+        self._answers: deque[bool] = deque(maxlen=_LAST_ANSWERS)
+        self._answers_ok = 0
+        # Requests sent while climbing back, and 429s for them, over climbs in a row that met
+        # many 429s (the evidence of noise), and the estimate when the first of them began.
+        self._noise_sent = self._noise_throttled = 0
+        self._noise_pace: float | None = None
+        #: Number of 429 answers reported to this limiter.
+        self.throttles = 0
+        #: Number of 429s the server's own timing caused (see the module docstring).
+        self.squeezed = 0
+        #: Number of 429s that cut the rate (the others were echoes of an earlier one, or noise).
+        self.decreases = 0
+        #: Share of requests the server throttles whatever the pace, once learned (else None).
+        self.noise: float | None = None
+        # Requests started, and fresh 429s for them, since the last cut (this "epoch", which
+        # started at _epoch_start).
+        self._sent = self._throttled = 0
+        self._epoch_start: float | None = None
+        # Answers accepted since the last cut, and seconds since then when the pace was not used.
+        self._accepted = 0
+        self._idle = 0.0
+        # The lowest pace at which a request sent since the last cut was refused, and (for a
+        # server that lets no burst through) the highest accepted.
+        self._lowest_refused = math.inf
+        self._highest_accepted = 0.0
+        # Whether the server lets bursts through (None: not known yet).
+        self._bursty: bool | None = None
+
+    # -- provided by the limiter --------------------------------------------------------------------
+
+    def _rate_at(self, now: float) -> float | None:
+        raise NotImplementedError
+
+    def _climbing(self, now: float) -> bool:
+        raise NotImplementedError
+
+    def _forget_cuts(self, now: float) -> None:
+        raise NotImplementedError
+
+    # -- the rules ----------------------------------------------------------------------------------
+
+    def _new_epoch(self, now: float) -> None:
+        """Counts start again: a cut (or a verdict of noise) at ``now``."""
+        self._sent = self._throttled = self._accepted = 0
+        self._idle, self._lowest_refused, self._highest_accepted = 0.0, math.inf, 0.0
+        self._epoch_start = now
+        self._last_decrease = now
+
+    def _measure(self, now: float, sent_at: float) -> tuple[float | None, bool, float]:
+        """For a 429 that cuts: the limit it shows (None: nothing to go by), whether the pace
+        was far above it, and the pace it refused."""
+        # The pace refused: the one in force when the request was sent. Its predecessor's went
+        # through (else this would not be news): the limit is between the two.
+        rate = self._refused_pace(min(sent_at, now))
+        for started, pace in reversed(self._starts):
+            if started < sent_at:
+                if self._bursty is False:
+                    pace = self._refused_pace(started)
+                if pace is not None and (rate is None or pace < rate):
+                    rate = pace
+                break
+        offered = self._offered_rate(now)
+        if rate is not None and offered is not None:
+            # What the last few starts offered counts too: a probe's pace climbs faster than an
+            # average over the window follows.
+            recent = self._recent_rate(now)
+            if recent is not None and recent > offered:
+                offered = recent
+        # A pace far above what was offered was not binding (the client was not using it).
+        base = (offered or _FIRST_GUESS) if rate is None else min(rate, 2.0 * (offered or rate))
+        # Nor one above what the last starts actually kept (a busy event loop wakes late).
+        # (Far below the pace, the client was not using it: then what it offered counts.)
+        kept = self._kept_rate(now) if rate is not None else None
+        if kept is not None and 0.5 * base <= kept < _KEPT_SHORT * base:
+            base = min(base, kept)
+        if self._bursty is None:
+            self._bursty = self._accepted >= _BURST_EVIDENCE
+        measured, far = self._estimate_at_cut(now, base)
+        return measured, far, base
+
+    def _squeezed(self, now: float, sent_at: float) -> bool:
+        """Whether a 429 from a server that lets no burst through came because the server
+        handled this request much closer to the last one it accepted than the client sent them:
+        answered far sooner after it than it was sent. A server that stalls (a busy machine)
+        handles what arrived meanwhile at once, and all but the first are refused, whatever the
+        pace; slowing down for them would only lose rate.
+
+        Only for a request sent at a gap not far below the estimate's (a probe just above it):
+        a client that stalls reads its answers in a bunch too, and a pace far above the
+        estimate must still be cut when it is refused."""
+        estimate = self._estimate
+        if self._bursty is not False or estimate is None:
+            return False
+        sent_gap = sent_at - self._ok_sent
+        if sent_gap * estimate < _SQUEEZE_REACH:
+            return False  # sent far faster than the estimate: the pace's doing
+        return now - self._ok_answered < _SQUEEZED * sent_gap
+
+    def _refused_pace(self, sent_at: float) -> float | None:
+        """The pace a request started at ``sent_at`` went at: the one in force then, or (for a
+        server that lets no burst through, which judges the gap between two arrivals) the gap
+        from the start before it, if shorter."""
+        pace = self._rate_at(sent_at)
+        if self._bursty is False:
+            for started, _ in reversed(self._starts):
+                if started < sent_at:
+                    gap = 1.0 / max(sent_at - started, 1e-6)
+                    return gap if pace is None else min(pace, gap)
+        return pace
+
+    def _estimate_at_cut(self, now: float, base: float) -> tuple[float | None, bool]:
+        """The limit, as a 429 refusing the pace ``base`` shows it (None: nothing to go by), and
+        whether the pace was far above it."""
+        bursty = self._bursty is not False
+        if self._climbing(now):
+            # A second cut while climbing back to the estimate.
+            if 2 * self._throttled >= self._sent > 0:
+                # Most requests since the last cut refused: far above the limit (a limit that
+                # fell, or the start of a job), and what got through is the limit's share.
+                share = base * share_of_limit(1.0 - self._throttled / self._sent, bursty)
+                return share, True
+            refused = min(base, self._lowest_refused)
+            if self._throttled > _CLEAN_SHARE * self._sent:
+                # Several (the server's timing blurs the limit): below the lowest pace refused
+                # since the cut, by a margin.
+                return _NOISY_CUT * refused, False
+            # One (the climb aimed a little high): just below the lowest pace refused.
+            return self._below(refused), False
+        goodput = self._goodput(now) if bursty or self._room_seen else None
+        if goodput is not None:
+            # Since the last cut, the server let through its rate and no more: a 429 says its
+            # bucket is empty, at that cut as at this one. A pace above that rate went through
+            # only while a saved burst lasted: the burst is spent, the rate is not higher.
+            return min(base, goodput * _GOODPUT_SLACK), False
+        accepted = self._accepted_share()
+        if accepted is None:
+            return None, False
+        if not bursty:
+            # A probe crossed the limit: it is between this gap and the last one accepted.
+            # (Older 429s in the last answers say nothing here.)
+            return self._below(base), False
+        if accepted >= _MOSTLY:
+            return base, False  # a probe just crossed the limit
+        # Far above it: the limit's share of the pace is what got through.
+        return base * share_of_limit(accepted, bursty), False
+
+    def _below(self, refused: float) -> float:
+        """Just below a pace refused: the highest pace accepted since the last cut, if lower
+        (a server that lets no burst through accepts any gap above its limit's)."""
+        highest = self._highest_accepted
+        return highest if 0.5 * refused < highest < _JUST_BELOW * refused else _JUST_BELOW * refused
+
+    def _pace_is_the_cause(self, now: float) -> bool:
+        """Whether a fresh 429 should cut the pace (see the module docstring); may decide that
+        the 429s are noise, and undo the cuts."""
+        sent, throttled = self._sent, self._throttled
+        overload = throttled >= _CLEAR_OVERLOAD and 2 * throttled >= sent
+        if self.noise is not None:
+            if self._climbing(now) and sent >= JUDGE_AFTER and throttled < self.noise / 2 * sent:
+                self.noise = None  # the last cut did stop most 429s: a limit after all
+                return True
+            return overload or (sent >= JUDGE_AFTER and throttled > (self.noise + _NOISE_MARGIN) * sent)
+        if not self._climbing(now):
+            if throttled <= _CLEAN_SHARE * sent:
+                self._noise_sent = self._noise_throttled = 0  # a clean climb: a limit's doing
+                self._noise_pace = None
+            return True  # above the estimate (or unpaced): this 429 says where the limit is
+        # Climbing back, below what the server accepted: 429s here are few if the pace is the
+        # cause. Many, but not most: they come whatever the pace.
+        if overload:
+            return True
+        if sent < JUDGE_AFTER:
+            return False
+        if throttled <= _CLEAN_SHARE * sent:
+            self._noise_sent = self._noise_throttled = 0
+            self._noise_pace = None
+            return True
+        # Counted over climbs in a row, each after a cut to what got through: one climb alone
+        # may have aimed above the limit (a server allowing bursts inflates the estimate).
+        self._noise_sent += sent
+        self._noise_throttled += throttled
+        if self._noise_pace is None:
+            self._noise_pace = self._estimate
+        if (
+            self._noise_sent >= _NOISE_SAMPLE
+            and self._noise_throttled >= _NOISE_EVIDENCE
+            and self._noise_throttled >= _NOISE_SHARE * self._noise_sent
+            and self._estimate is not None
+            and self._noise_pace is not None
+            and self._estimate <= _NOISE_DEPTH * self._noise_pace
+        ):
+            # 429s at the same share over climbs that went clearly lower: the pace is not
+            # their cause. (A limit's 429s thin out below it: those climbs would be clean.)
+            self.noise = self._noise_throttled / self._noise_sent
+            self._noise_sent = self._noise_throttled = 0
+            self._noise_pace = None
+            self._forget_cuts(now)
+            return False
+        return True
+
+    def _accepted_share(self) -> float | None:
+        """The share of the last answers that were not 429s (None: too few answers); called
+        on a 429, which is the last of them."""
+        answers = self._answers
+        if len(answers) < _MIN_ANSWERS:
+            return None
+        # Without the 429 that asks for the cut: one 429 says the limit was just passed (by a
+        # probe), not that a twentieth of the pace is too much.
+        return min(1.0, self._answers_ok / (len(answers) - 1))
+
+    def _answer(self, ok: bool) -> None:
+        answers = self._answers
+        if len(answers) == answers.maxlen:
+            self._answers_ok -= answers[0]
+        answers.append(ok)
+        self._answers_ok += ok
+
+    def _goodput(self, now: float) -> float | None:
+        """Requests accepted per second of paced sending since the last cut (None: too few)."""
+        active = now - self._last_decrease - self._idle
+        if self._accepted < _GOODPUT_ANSWERS or not _GOODPUT_SECONDS <= active < math.inf:
+            return None
+        return self._accepted / active
+
+    def _kept_rate(self, now: float) -> float | None:
+        """The pace the last few starts kept, when it fell clearly short of the paces in force
+        at their times (None otherwise). Judged against those paces, not the pace of now: a
+        probe's pace moves fast, and starts that kept to it are not late."""
+        starts = self._starts
+        if len(starts) < _KEPT_STARTS or now - starts[0][0] > _WINDOW:
+            return None
+        last = list(starts)[-_KEPT_STARTS:]
+        span = max(last[-1][0] - last[0][0], 1e-3)
+        # The time those turns would have taken at the paces in force when they started.
+        due = sum(1.0 / pace for _, pace in last[1:] if pace)
+        kept = (_KEPT_STARTS - 1) / span
+        if due <= 0.0 or span * _KEPT_SHORT <= due:
+            return None
+        return kept
+
+    def _recent_rate(self, now: float) -> float | None:
+        """The rate of the last few starts (None: too few, or too old)."""
+        starts = self._starts
+        if len(starts) < _KEPT_STARTS or now - starts[-_KEPT_STARTS][0] > _WINDOW:
+            return None
+        return (_KEPT_STARTS - 1) / max(starts[-1][0] - starts[-_KEPT_STARTS][0], 1e-3)
+
+    def _offered_rate(self, now: float) -> float | None:
+        count, first = self._sends.span(now)
+        if count < 2:
+            return None
+        return count / max(now - first, 1e-3)
+
+
+def share_of_limit(accepted: float, bursty: bool) -> float:
+    """The limit's share of a pace of which ``accepted`` got through, far above the limit.
+
+    A server that lets no burst through refuses every other request of any pace between its
+    limit and twice it, two of three up to three times it, …: when ``1/k`` got through, the
+    limit is between ``1/k`` and ``1/(k-1)`` of the pace; the middle is taken."""
+    if bursty:
+        return max(accepted, _DEEPEST_CUT)
+    accepted = min(accepted, 0.5)
+    return max(accepted * (1.0 + accepted / (2.0 * (1.0 - accepted))), _DEEPEST_CUT)
