@@ -349,10 +349,6 @@ class Transport:
                 raise
             else:
                 answer = self._answered(exchange, response)
-                # should_retry's first test, inline: a status never retried (every success)
-                # is final, on nearly every request.
-                if answer.status not in self._config.retry.retry_statuses:
-                    return self._conclude(exchange, answer)
             wait = self.should_retry(exchange, answer)
             if wait is None:
                 return self._conclude(exchange, answer)
