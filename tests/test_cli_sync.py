@@ -107,6 +107,40 @@ def test_bad_rows_and_duplicates_fail_the_run_but_the_rest_is_synced(
     assert emu.members("crm") == {"a": {"score": 1}, "c": {"score": 3}}
 
 
+def test_a_file_of_several_batches_is_reported_as_the_library_reports_it(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    # The command reads a CSV file in batches of rows (the reader's batch path): bad rows and
+    # duplicates in later batches keep their lines and positions, as the library reports them
+    # when it reads the same file item by item.
+    rows = [f"c{n},{n}" for n in range(25_000)]
+    rows[4] = "c4,x"  # a bad row in the first batch: line 6
+    rows[20_001] = "c20001,1,extra"  # a bad row in the third batch: line 20,003
+    rows[12_000] = "c7,12000"  # a duplicate of c7, in the second batch
+    rows[24_999] = "c0,5"  # a duplicate of c0, the last row
+    path = tmp_path / "crm.csv"
+    path.write_text("id,score\n" + "\n".join(rows) + "\n")
+    run = cli_at(emu, "--json", "sync", "crm", str(path), "--attr", "score:int",
+                 "--state", str(tmp_path / "s.sqlite3"))
+    assert run.code == 1, run.err
+    document = run.json()
+
+    from batch_audiences import AudiencesClient
+    from batch_audiences.sources import read_csv
+
+    reader = read_csv(path, attributes=["score:int"], errors="collect")
+    with AudiencesClient(emu.api_key, emu.project_key, base_url=emu.base_url) as client:
+        report = client.sync("crm-items", (item for item in reader), state=tmp_path / "t.sqlite3")
+    assert [row["line"] for row in document["bad_rows"]] == [e.line for e in reader.errors] == [6, 20_003]
+    assert [(i["position"], i["id"]) for i in document["failed_items"]] == [
+        (i.position, i.item.id) for i in report.failed_items]  # type: ignore[union-attr]
+    assert len(document["failed_items"]) == 2
+    assert (document["added"], document["requests"]) == (report.added, report.requests)
+    assert report.added == 24_996
+    emu.settle()
+    assert emu.members("crm") == emu.members("crm-items")
+
+
 def test_standard_input_and_help(emu: Emulator, tmp_path: Path) -> None:
     from batch_audiences._cli import main
 

@@ -253,6 +253,15 @@ async def test_remove_of_a_missing_audience_with_an_answer_raises(api: Api, emul
 # -- an upload chunk acknowledged without a token ----------------------------------------------
 
 
+async def forward(emulator: Emulator, request: web.Request, body: bytes) -> web.Response:
+    """``request`` (whose body is ``body``) passed on to ``emulator``, and its answer."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in {"host", "content-length"}}
+    async with aiohttp.ClientSession() as session, session.request(
+        request.method, emulator.base_url + request.path_qs, data=body, headers=headers,
+    ) as answer:
+        return web.Response(status=answer.status, body=await answer.read(), content_type=answer.content_type)
+
+
 class GarblingProxy:
     """A loopback proxy to the emulator that passes every request on (so each write is really
     applied) and replaces the body of the first ``garble`` answers of ``route`` with HTML,
@@ -263,18 +272,12 @@ class GarblingProxy:
         self.garbled = 0
 
     async def handle(self, request: web.Request) -> web.Response:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in {"host", "content-length"}}
-        async with aiohttp.ClientSession() as session, session.request(
-            request.method, self.emulator.base_url + request.path_qs,
-            data=await request.read(), headers=headers,
-        ) as answer:
-            body, status = await answer.read(), answer.status
-        if request.path.endswith("/" + self.route) and 200 <= status < 300 and self.left > 0:
+        answer = await forward(self.emulator, request, await request.read())
+        if request.path.endswith("/" + self.route) and 200 <= answer.status < 300 and self.left > 0:
             self.left -= 1
             self.garbled += 1
-            return web.Response(status=status, text="<html>Accepted</html>", content_type="text/html")
-        return web.Response(status=status, body=body, content_type=answer.content_type)
-
+            return web.Response(status=answer.status, text="<html>Accepted</html>", content_type="text/html")
+        return answer
 
 
 async def test_an_upload_chunk_acknowledged_without_a_token_is_confirmed_by_the_last_write(
@@ -314,12 +317,7 @@ class ThrottlingGateway:
             self.left -= 1
             self.refused += 1
             return web.json_response({"error": "rate limited"}, status=429)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in {"host", "content-length"}}
-        async with aiohttp.ClientSession() as session, session.request(
-            request.method, self.emulator.base_url + request.path_qs, data=body, headers=headers,
-        ) as answer:
-            return web.Response(status=answer.status, body=await answer.read(),
-                                content_type=answer.content_type)
+        return await forward(self.emulator, request, body)
 
 
 async def test_an_upload_chunk_refused_by_a_shared_limit_more_than_max_retries_still_lands(

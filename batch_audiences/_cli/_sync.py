@@ -34,6 +34,7 @@ from ._output import Console, format_count, format_duration, key_values
 from ._progress import Progress
 
 if TYPE_CHECKING:
+    from ..sources._rows import MemberBatch
     from ._main import Interrupter
 
 __all__ = ["SYNC_EPILOG", "add_sync_arguments", "cmd_sync"]
@@ -78,16 +79,52 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IDs per request, 1 to 10,000 (default: %(default)s)")
 
 
-def _counted(source: Input, progress: Progress) -> Iterator[Any]:
-    """The file's items, feeding the reading progress line (the source is read before sending)."""
-    count = 0
-    for item in source.items():
-        count += 1
-        if count % _READ_STEP == 0:
-            progress.update(done=count + source.bad_count, failed=source.bad_count)
-        yield item
-    progress.update(done=count + source.bad_count, failed=source.bad_count, force=True)
-    progress.close()
+class _Counted:
+    """The file's items for the sync, feeding the reading progress line (the source is read
+    before anything is sent).
+
+    Iterated, it yields the items one by one. Where the reader has a batch path (a CSV file:
+    IDs and checked attributes in columns, no object built per row), the sync reads it through
+    :meth:`_member_batches` instead, as it would read the reader itself; the bad rows are then
+    taken into the tally after each batch.
+    """
+
+    def __init__(self, source: Input, progress: Progress) -> None:
+        self._source = source
+        self._progress = progress
+
+    def __iter__(self) -> Iterator[Any]:
+        source, progress = self._source, self._progress
+        count = 0
+        for item in source.items():
+            count += 1
+            if count % _READ_STEP == 0:
+                progress.update(done=count + source.bad_count, failed=source.bad_count)
+            yield item
+        self._finish(count)
+
+    def _member_batches(self, size: int) -> Iterator[MemberBatch] | None:
+        batches = self._source.reader._member_batches(size)
+        return None if batches is None else self._batches(batches)
+
+    def _batches(self, batches: Iterator[MemberBatch]) -> Iterator[MemberBatch]:
+        source, progress = self._source, self._progress
+        count = 0
+        try:
+            for batch in batches:
+                source.take_errors()
+                count += len(batch[0])
+                progress.update(done=count + source.bad_count, failed=source.bad_count)
+                yield batch
+        finally:
+            source.take_errors()
+        source.exhausted = True
+        self._finish(count)
+
+    def _finish(self, count: int) -> None:
+        source, progress = self._source, self._progress
+        progress.update(done=count + source.bad_count, failed=source.bad_count, force=True)
+        progress.close()
 
 
 def _error_line(error: BatchAudiencesError) -> str:
@@ -116,7 +153,7 @@ async def cmd_sync(args: argparse.Namespace, console: Console, interrupter: Inte
     try:
         async with make_client(args, max_rate=args.max_rate) as client:
             report = await client.sync(
-                args.name, _counted(source, reading), state=args.state, full=args.full,
+                args.name, _Counted(source, reading), state=args.state, full=args.full,
                 create=args.create, dry_run=args.dry_run, chunk_size=args.chunk_size,
                 concurrency=args.concurrency, on_progress=on_progress,
             )
