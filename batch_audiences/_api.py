@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
 
 import attrs
 
-from ._codec import decode, decode_accepted, encode
+from ._codec import decode, decode_accepted, encode, encode_create
 from ._errors import (
     APIError,
     AudienceExistsError,
@@ -39,8 +39,8 @@ from ._models import (
     Accepted,
     Audience,
     AudiencePage,
+    AudienceType,
     Confirmation,
-    CreateRequest,
     IdAction,
     IndexingState,
     Member,
@@ -176,12 +176,19 @@ class Operations:
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def create(self, request: CreateRequest, trace: RequestTrace | None = None) -> Accepted:
+    async def create(
+        self,
+        name: str,
+        type: AudienceType = AudienceType.CUSTOM_IDS,
+        display_name: str | None = None,
+        trace: RequestTrace | None = None,
+    ) -> Accepted:
         """``POST /audiences/create``; a taken name raises :class:`AudienceExistsError`, unless the
-        create itself took it (see :meth:`_settle_create`)."""
+        create itself took it (see :meth:`_settle_create`). Bad arguments raise
+        :class:`ValidationError` before anything is sent."""
+        body = encode_create(name, type, display_name)
         trace = trace if trace is not None else RequestTrace()
         try:
-            body = encode(request)
             # What _write does, inline: creates are the calls made by the thousand
             # (create_many), and a coroutine less is a frame and two resumptions less each.
             try:
@@ -195,10 +202,10 @@ class Operations:
         except APIError as error:
             if not _state_decides(error, trace.uncertain):
                 raise
-            return await self._settle_create(request, trace, error, answered=time.time())
+            return await self._settle_create(name, trace, error, answered=time.time())
 
     async def _settle_create(
-        self, request: CreateRequest, trace: RequestTrace, error: APIError, *, answered: float
+        self, name: str, trace: RequestTrace, error: APIError, *, answered: float
     ) -> Accepted:
         """Decide a create that failed, by the state of its name (the rule, in one place).
 
@@ -209,7 +216,7 @@ class Operations:
         (``Confirmation.INFERRED``), someone else did (:class:`AudienceExistsError`), or cannot
         tell (:class:`UncertainOutcomeError`).
         """
-        audience, offset = await self._look(request.name, trace)
+        audience, offset = await self._look(name, trace)
         if audience is None:
             raise error
         if not trace.uncertain:
@@ -224,7 +231,7 @@ class Operations:
             raise _exists_error(error) from error
         missing = "a creation time" if audience.created is None else "a Date header"
         raise UncertainOutcomeError(
-            "POST", _CREATE, request.name,
+            "POST", _CREATE, name,
             f"a try broke after sending and a later one found the name taken; the server gave no "
             f"{missing} to tell whether this call created it (last answer: HTTP {error.status})",
         ) from error

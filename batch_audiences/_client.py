@@ -32,7 +32,6 @@ from ._models import (
     Audience,
     AudiencePage,
     AudienceType,
-    CreateRequest,
     IdAction,
     Member,
     NewAudience,
@@ -237,7 +236,7 @@ class AsyncAudiencesClient:
         (:class:`UncertainOutcomeError`: the audience exists, but may not be yours). A success
         status with an unreadable body returns ``Accepted(None)`` and logs a warning.
         """
-        return await self._ops.create(CreateRequest(name, type, display_name))
+        return await self._ops.create(name, type, display_name)
 
     async def update(self, name: str, actions: Iterable[IdAction]) -> Accepted:
         """Add and remove IDs: 1 to 10,000 :class:`IdAction` in one request.

@@ -34,6 +34,7 @@ from ._models import (
     ReplaceRequest,
     UpdateRequest,
     Url,
+    name_matches,
     typed_kind,
 )
 
@@ -374,6 +375,30 @@ def encode(request: object) -> bytes:
         raise ValidationError(_unencodable(data) or "body", f"cannot be sent as JSON: {exc}") from None
 
 
+_CUSTOM_IDS: Final = AudienceType.CUSTOM_IDS  # an enum member read off its class is a call
+_CREATE_HEAD: Final = b'{"name":"'
+_CREATE_TAIL: Final = b'","type":"' + AudienceType.CUSTOM_IDS.value.encode() + b'"}'
+
+
+def encode_create(name: object, kind: object = AudienceType.CUSTOM_IDS, display_name: object = None) -> bytes:
+    """The body of ``POST /audiences/create``, with :class:`CreateRequest`'s checks (a bad
+    argument raises :class:`ValidationError`).
+
+    >>> encode_create("vip")
+    b'{"name":"vip","type":"custom_ids"}'
+    >>> encode_create("vip", display_name="VIP")
+    b'{"name":"vip","type":"custom_ids","display_name":"VIP"}'
+    """
+    # The create of a valid name and nothing else, the one made by the thousand, is written
+    # here as orjson writes it (a valid name holds nothing JSON escapes), without a model
+    # built and encoded for it: the same bytes, a tenth of the work. Anything else takes
+    # the model's road, where every check and its message live.
+    if (kind is _CUSTOM_IDS and display_name is None and type(name) is str
+            and name_matches(name)):
+        return _CREATE_HEAD + name.encode() + _CREATE_TAIL
+    return encode(CreateRequest(name, kind, display_name))  # type: ignore[arg-type]
+
+
 def _unencodable(data: object, path: str = "") -> str | None:
     """The path of the first string in ``data`` that is not valid UTF-8, if any."""
     if isinstance(data, str):
@@ -418,6 +443,15 @@ def decode_accepted(
 ) -> Accepted:
     """``decode(body, Accepted, ...)`` with the answer's ``status`` and ``headers`` kept in it:
     the answer to every write, built once."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None  # read again below: an empty body stands for null, anything else fails
+    # The answer of nearly every write, {"indexing_token": "..."}, without a call more.
+    if type(data) is dict:
+        token = data.get("indexing_token")
+        if token is None or type(token) is str:
+            return Accepted(token, status, headers)
     try:
         token = _indexing_token(orjson.loads(body) if body.strip() else None)
     except _UNREADABLE as exc:

@@ -234,7 +234,9 @@ class ServiceUnavailableError(ServerError):
 
 
 class UnexpectedResponseError(APIError):
-    """A success status whose body is not what the route returns (missing, not JSON, wrong shape)."""
+    """A success status whose body is not what the route returns (missing, not JSON, wrong shape),
+    or a status the API never answers with: a redirect (3xx), which the SDK never follows (the
+    key would go with it), or a 1xx."""
 
 
 _BY_STATUS: dict[int, type[APIError]] = {
@@ -253,6 +255,8 @@ def _error_class(status: int) -> type[APIError]:
         return BadRequestError
     if status >= 500:
         return ServerError
+    if status < 200 or 300 <= status < 400:
+        return UnexpectedResponseError
     return APIError
 
 
@@ -295,7 +299,13 @@ def error_from_response(
     headers are expected to be redacted already).
     """
     code, message = parse_error_body(body)
-    if message is None:
+    if status < 200 or 300 <= status < 400:
+        location = (headers or {}).get("Location")
+        where = f" to {_shorten(location)}" if location else ""
+        kind = f"a redirect ({status}){where}" if status >= 300 else f"an interim answer ({status})"
+        message = (f"the server answered with {kind}, not followed: the Audience API does not "
+                   "redirect (check base_url)")
+    elif message is None:
         reason = _shorten(reason or "") or "error"  # a reason phrase may hold line breaks too
         if body.strip():
             message = f"{reason} (unreadable body: {_shorten(body.decode('utf-8', 'replace'))})"

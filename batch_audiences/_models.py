@@ -151,6 +151,11 @@ AttributeValue = str | int | float | bool | Sequence[str] | datetime | Url
 Attributes = Mapping[str, AttributeValue]
 
 
+#: Whether a str is a whole valid audience name (:func:`check_name`'s rule, as a test): such a
+#: name is ASCII letters, digits, ``_`` and ``-``, none of which JSON escapes.
+name_matches: Final = _NAME.fullmatch
+
+
 def check_name(value: object, field: str = "name") -> str:
     """Return ``value`` if it is a valid audience name, else raise :class:`ValidationError`."""
     if not isinstance(value, str):

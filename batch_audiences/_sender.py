@@ -22,6 +22,7 @@ import orjson
 import yarl
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from ._deadlines import Deadlines
 from ._errors import ClientClosedError, InvalidSettingError
 from ._loops import run_on_owner
 
@@ -46,6 +47,9 @@ _MAX_KEPT_URLS: Final = 64
 _AFTER_VERSION: Final = re.compile(r"/\d+\.\d+(/.*)$")
 # Failures of these kinds happen before a byte of the request left: nothing can have been applied.
 _NOT_SENT: Final = (aiohttp.ClientConnectorError,)
+# What a request inside a task tells aiohttp: no timer of its own (see _deadlines for why; the
+# request's deadline is kept by the sender's Deadlines instead).
+_UNTIMED: Final = aiohttp.ClientTimeout()
 
 
 def _headers(value: Mapping[str, str]) -> CIMultiDictProxy[str]:
@@ -186,6 +190,11 @@ class AiohttpSender:
         # Made once, not per request: a client sends to a handful of URLs with one timeout.
         self._urls: dict[str, yarl.URL] = {}
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._deadlines: Deadlines | None = None  # of the requests in flight, on their loop
+        # Headers every request carries, given to the own session once (see _preset_headers);
+        # and, per headers object a request brings, what is left to pass with it.
+        self._common: CIMultiDictProxy[str] | None = None
+        self._own: dict[int, tuple[Mapping[str, str], CIMultiDictProxy[str] | None]] = {}
 
     def __repr__(self) -> str:
         return (f"AiohttpSender(max_connections={self.max_connections}, "
@@ -195,6 +204,29 @@ class AiohttpSender:
     def closed(self) -> bool:
         """True once :meth:`aclose` ran."""
         return self._closed
+
+    def _preset_headers(self, common: Mapping[str, str]) -> None:
+        """Headers every request through this sender carries (those of the client that made it):
+        set on its own session once, so that aiohttp merges a request's headers with only what
+        is its own (``Content-Type``), not all of them, each time. Nothing changes on the wire.
+        Only before the session is made, and only for a session of its own."""
+        if self._session is None and self._owns_session:
+            self._common = _headers(common)
+
+    def _headers_for(self, headers: Mapping[str, str]) -> CIMultiDictProxy[str] | None:
+        """What to pass aiohttp for a request's ``headers``, the session holding ``_common``."""
+        common = self._common
+        assert common is not None
+        if any(headers.get(name) != value for name, value in common.items()):
+            # The session would add a header this request does not carry: only the transport
+            # that preset them sends through this sender, so this is a bug, said plainly.
+            raise RuntimeError("a request without the headers preset on its AiohttpSender")
+        own = CIMultiDict((name, value) for name, value in headers.items() if name not in common)
+        if len(self._own) >= _MAX_KEPT_URLS:
+            self._own.clear()
+        # Kept with the headers object itself, so that its id cannot be another's meanwhile.
+        self._own[id(headers)] = (headers, CIMultiDictProxy(own) if own else None)
+        return self._own[id(headers)][1]
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -211,7 +243,9 @@ class AiohttpSender:
         if self._session is None:
             self._loop = loop if self._owns_session else None
             connector = aiohttp.TCPConnector(limit=self.max_connections)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=True, headers=self._common
+            )
             # aiohttp silently resends a GET once when a kept-alive connection breaks. Retries
             # belong to the policy (bounded, paced, counted in stats, logged): turn that off, as
             # aiohttp's own test client does. Harmless if a later aiohttp drops the attribute.
@@ -227,6 +261,8 @@ class AiohttpSender:
     async def aclose(self) -> None:
         """Close the session if this sender made it; a caller's session stays open."""
         self._closed = True
+        if self._deadlines is not None:
+            self._deadlines.close()
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             # On the loop the session was made on, whichever loop calls this (see _loops).
@@ -235,16 +271,23 @@ class AiohttpSender:
     async def send(self, request: HTTPRequest) -> HTTPResponse:
         """Make one exchange; see :class:`Sender`."""
         session = self._session
+        loop = asyncio.get_running_loop()
         # _get_session's checks, their common outcome inline (this runs on every request): a
         # session of ours, open, on the loop it was made on; anything else is asked in full.
         if (session is None or self._closed or session.closed
-                or (self._loop is not None and asyncio.get_running_loop() is not self._loop)):
+                or (self._loop is not None and loop is not self._loop)):
             session = self._get_session()
-        timeout = self._timeouts.get(request.timeout)
-        if timeout is None:
-            if len(self._timeouts) >= _MAX_KEPT_URLS:
-                self._timeouts.clear()
-            timeout = self._timeouts[request.timeout] = aiohttp.ClientTimeout(total=request.timeout)
+        # The deadline: kept by one timer for every request in flight (see _deadlines), or,
+        # outside a task (a coroutine driven by hand), by aiohttp.
+        task = asyncio.current_task(loop)
+        deadlines = self._deadlines
+        if task is None:
+            timeout = self._timeout(request.timeout)
+        else:
+            if deadlines is None or deadlines.loop is not loop:
+                deadlines = self._deadlines = Deadlines(loop)
+            deadlines.enter(task, request.timeout)
+            timeout = _UNTIMED
         url = self._urls.get(request.url)
         if url is None:
             url = yarl.URL(request.url, encoded=True)
@@ -254,13 +297,17 @@ class AiohttpSender:
                 self._urls[request.url] = url
         body = request.body
         data = body if body is None or len(body) <= _LARGE_BODY else _payload(body)
+        headers: Mapping[str, str] | None = request.headers
+        if self._common is not None:
+            own = self._own.get(id(headers))
+            headers = own[1] if own is not None and own[0] is headers else self._headers_for(request.headers)
         try:
             # Awaited, then released, rather than ``async with``: what the two context managers
             # do on the way out (release the connection, and await a body writer that is over
             # once the answer is read), without their five coroutines on every request.
             response = await session.request(
                 request.method, url, data=data,
-                headers=request.headers, allow_redirects=False, timeout=timeout,
+                headers=headers, allow_redirects=False, timeout=timeout,
             )
             try:
                 length = response.content_length
@@ -272,11 +319,31 @@ class AiohttpSender:
                     body, complete = await response.read(), True
                 else:
                     body, complete = await _read_capped(response, self.max_response_bytes)
-            finally:
-                response.release()
+            except BaseException:
+                response.close()  # a body read in part: the connection cannot serve another
+                raise
+            response.release()
             return HTTPResponse(response.status, response.headers, body, response.reason, not complete)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise SendError(_describe(exc), maybe_sent=not isinstance(exc, _NOT_SENT)) from exc
+        except asyncio.CancelledError:
+            # Ours when the deadline passed, and nobody else cancelled the task meanwhile.
+            if task is None or deadlines is None or not deadlines.expired(task) or (
+                not deadlines.withdraw(task)
+            ):
+                raise
+            raise SendError("timed out") from None
+        finally:
+            if task is not None and deadlines is not None:
+                deadlines.leave(task)
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            if len(self._timeouts) >= _MAX_KEPT_URLS:
+                self._timeouts.clear()
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
 
 
 def _payload(body: bytes | None) -> bytes | io.BytesIO | None:

@@ -247,6 +247,10 @@ class Transport:
         # Built once, in the form HTTPRequest keeps, so that a request does not copy them.
         self._get_headers = CIMultiDictProxy(CIMultiDict(base))
         self._post_headers = CIMultiDictProxy(CIMultiDict({**base, "Content-Type": "application/json"}))
+        if sender is None and session is None and isinstance(self.sender, AiohttpSender):
+            # The sender made here sends for this client only: its session holds the headers
+            # every request carries, once.
+            self.sender._preset_headers(self._get_headers)
         self._redactor = _redact.Redactor(key)
         _redact.register(self._redactor)
         self._root = config.root  # a property that formats a string: once, not per request

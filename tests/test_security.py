@@ -33,6 +33,7 @@ from batch_audiences import (
     InvalidSettingError,
     RetryPolicy,
     TransportError,
+    UnexpectedResponseError,
 )
 from batch_audiences.testing import Emulator, FaultPlan, ScriptedResponse
 
@@ -304,10 +305,13 @@ async def test_redirects_are_not_followed_and_the_key_stays_home(
     set_status(status)
     async with AsyncAudiencesClient(SECRET, "project_x", base_url=url, retry=NO_RETRY) as client:
         for name, operation in OPERATIONS:
-            with pytest.raises(APIError) as raised:
+            with pytest.raises(UnexpectedResponseError) as raised:
                 await operation(client)
             assert raised.value.status == status, name
             assert SECRET not in str(raised.value)
+            # It says what happened and where the server pointed, plainly.
+            assert f"a redirect ({status}) to http://127.0.0.1:" in str(raised.value), str(raised.value)
+            assert "not followed" in str(raised.value)
     assert first.count == len(OPERATIONS)
     assert first.authorizations == [f"Bearer {SECRET}"] * len(OPERATIONS)  # sent where configured
     assert target.count == 0, "a redirect was followed to another host"

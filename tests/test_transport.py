@@ -101,6 +101,33 @@ async def test_headers_on_every_route(make_api: Callable[..., Awaitable[Api]], c
             assert body == b""
 
 
+async def test_the_headers_on_the_wire_are_the_same_through_a_callers_session(capture: Capture) -> None:
+    # A client's own session holds the headers every request carries (set once); a session
+    # given by the caller gets them with each request. The server must not see a difference.
+    async def calls(client: AsyncAudiencesClient) -> None:
+        await client.create("vip")
+        await client.view("vip")
+        await client.with_options(timeout=5).create("vip2")
+        await client.list()
+
+    async with AsyncAudiencesClient(KEY, PROJECT, base_url=capture.base_url) as client:
+        await calls(client)
+    own = capture.requests[:]
+    del capture.requests[:]
+    async with (
+        aiohttp.ClientSession() as session,
+        AsyncAudiencesClient(KEY, PROJECT, base_url=capture.base_url, session=session) as client,
+    ):
+        await calls(client)
+    given = capture.requests[:]
+    assert len(own) == len(given) == 4
+    for (method, path, headers, body), (method2, path2, headers2, body2) in zip(own, given, strict=True):
+        assert (method, path, body) == (method2, path2, body2)
+        assert list(headers.items()) == list(headers2.items())
+        assert headers["Accept"] == "application/json"
+        assert ("Content-Type" in headers) == (method == "POST")
+
+
 async def test_one_pooled_session_per_client(api: Api, emulator: Emulator) -> None:
     emulator.add_audience("vip")
     await asyncio.gather(*(api.view("vip") for _ in range(10)))

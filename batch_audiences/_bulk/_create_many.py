@@ -33,7 +33,7 @@ from .._errors import (
     UncertainOutcomeError,
     ValidationError,
 )
-from .._models import CreateRequest, NewAudience
+from .._models import NewAudience
 from .._transport import RequestTrace
 from ._call import BulkCall, ProgressCallback, Source, check_call_limits, check_concurrency, open_source
 from ._reports import (
@@ -199,9 +199,10 @@ class _CreateMany(BulkCall):
         tally = self._tally
         tally.in_flight += 1
         try:
-            request = CreateRequest(audience.name, audience.type, audience.display_name)
             try:
-                accepted = await self._ops.create(request, trace)
+                accepted = await self._ops.create(
+                    audience.name, audience.type, audience.display_name, trace
+                )
             finally:
                 tally.in_flight -= 1
                 tally.record(trace)
