@@ -36,16 +36,21 @@ class Holding:
         return web.json_response({"indexing_token": "tok"}, status=202)
 
 
-@pytest.fixture
-async def holding() -> AsyncIterator[Holding]:
-    server = Holding()
+async def start(server: Holding) -> web.AppRunner:
+    """Serve ``server`` on 127.0.0.1 (a free port), on the running loop; sets its ``base_url``."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", server.handle)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     server.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    return runner
+
+
+@pytest.fixture
+async def holding() -> AsyncIterator[Holding]:
+    server = Holding()
+    runner = await start(server)
     yield server
     server.release.set()
     await runner.cleanup()
@@ -139,19 +144,9 @@ def test_the_blocking_client_times_out_too() -> None:
     loop = asyncio.new_event_loop()
     server = Holding()
 
-    async def start() -> web.AppRunner:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", server.handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        return runner
-
     import threading
 
-    runner = loop.run_until_complete(start())
+    runner = loop.run_until_complete(start(server))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
