@@ -103,6 +103,9 @@ _JUST_BELOW = 0.98
 _SQUEEZED = 0.6
 # …for a request sent at least this share of the estimate's gap after the last one accepted.
 _SQUEEZE_REACH = 0.8
+# Squeezed 429s are excused while they stay a minority: each adds 1 to a debt that each accepted
+# request pays down by 1/2; at this debt they are not excused any more (see _squeezed).
+_SQUEEZE_DEBT = 4.0
 
 
 class LimitRules:
@@ -131,6 +134,7 @@ class LimitRules:
         self.throttles = 0
         #: Number of 429s the server's own timing caused (see the module docstring).
         self.squeezed = 0
+        self._squeeze_debt = 0.0
         #: Number of 429s that cut the rate (the others were echoes of an earlier one, or noise).
         self.decreases = 0
         #: Share of requests the server throttles whatever the pace, once learned (else None).
@@ -210,14 +214,21 @@ class LimitRules:
 
         Only for a request sent at a gap not far below the estimate's (a probe just above it):
         a client that stalls reads its answers in a bunch too, and a pace far above the
-        estimate must still be cut when it is refused."""
+        estimate must still be cut when it is refused.
+
+        And only while such 429s stay a minority of the answers (:data:`_SQUEEZE_DEBT`): a
+        stall refuses a few requests among many accepted ones, but an estimate above the limit
+        gets most requests refused, and answers that look squeezed must not keep it there."""
         estimate = self._estimate
-        if self._bursty is not False or estimate is None:
+        if self._bursty is not False or estimate is None or self._squeeze_debt >= _SQUEEZE_DEBT:
             return False
         sent_gap = sent_at - self._ok_sent
         if sent_gap * estimate < _SQUEEZE_REACH:
             return False  # sent far faster than the estimate: the pace's doing
-        return now - self._ok_answered < _SQUEEZED * sent_gap
+        if now - self._ok_answered < _SQUEEZED * sent_gap:
+            self._squeeze_debt += 1.0
+            return True
+        return False
 
     def _refused_pace(self, sent_at: float) -> float | None:
         """The pace a request started at ``sent_at`` went at: the one in force then, or (for a

@@ -319,6 +319,8 @@ class RateLimiter(LimitRules):
         answers.append(True)
         self._answers_ok += 1
         self._accepted += 1
+        if self._squeeze_debt:
+            self._squeeze_debt = max(0.0, self._squeeze_debt - 0.5)
         if sent_at is not None and self._bursty is False:
             if sent_at > self._ok_sent:
                 # The last request accepted, and when its answer came (see _squeezed).

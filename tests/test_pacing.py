@@ -338,6 +338,27 @@ async def test_a_429_squeezed_by_a_stalling_server_does_not_cut() -> None:
     assert (pacer.squeezed, pacer.decreases, pacer.estimate) == (1, decreases, estimate)
 
 
+async def test_429s_that_look_squeezed_but_outnumber_the_accepted_ones_are_not_all_excused() -> None:
+    # Every 429 answered as a stall's would be, but most requests refused: the pace, not the
+    # server's timing (a stall refuses a few among many accepted). Excusing them all can keep a
+    # pace above the limit, with hundreds of 429s; once they outnumber the accepted ones by a
+    # few, they count as the pace's again.
+    time = VirtualTime()
+    pacer = await no_burst_limiter(time, 20.0)
+    decreases = pacer.decreases
+    for _ in range(10):
+        first = await pacer.acquire()
+        refused = [await pacer.acquire() for _ in range(5)]
+        time.now = refused[-1] + 0.08  # answered together, as after a stall
+        pacer.on_success(None, first)
+        for sent in refused:
+            time.now += 0.002
+            pacer.on_throttle(sent, None)
+    # 10 accepted, 50 refused: at most 4 excused beyond half the accepted ones.
+    assert pacer.squeezed <= 4 + 10 / 2 + 1, pacer.squeezed
+    assert pacer.decreases > decreases
+
+
 async def test_a_429_for_a_request_sent_faster_than_the_estimate_still_cuts() -> None:
     # The same answers, for a request sent at a tenth of the turn the estimate asks: the pace's
     # doing, however close the answers came.
