@@ -33,7 +33,10 @@ class RetryBudget:
         self.spent = 0
         #: Set once a retry was refused because the shared budget was spent.
         self.exhausted = False
-        #: Requests of the call the server accepted so far (see :meth:`allow_throttled`).
+        #: Requests of the call the server accepted so far. While it grows, a 429 is the
+        #: server's pace being shared by the call's requests, and the limiter slows the call
+        #: down: such a 429 does not count against the refused request's own limit (see
+        #: ``RequestTrace.may_retry``). The deadline and a shared ``retries`` still bound it.
         self.accepted = 0
 
     @property
@@ -63,24 +66,3 @@ class RetryBudget:
         if granted:
             self.spent += 1
         return granted
-
-    def allow_throttled(self, seen: int, wait: float | None = None) -> bool:
-        """Whether a request refused with a 429 may retry without it counting against its own
-        limit: when the server accepted other requests of the call since ``seen`` (the count of
-        :attr:`accepted` at this request's previous 429).
-
-        A bulk call keeps several requests in flight against one rate limit: while the server
-        accepts some of them, a 429 is its pace being shared, and the limiter slows the call
-        down; giving the refused request up after ``max_retries`` such answers would stop a
-        call that is making progress. With no progress anywhere, 429s count as before. The
-        deadline and a shared budget (``retries``) still bound every retry.
-        """
-        if seen >= self.accepted:
-            return False
-        if self.deadline is not None and self._clock() + (wait or 0.0) >= self.deadline:
-            return False
-        if self.retries is not None and self.spent >= self.retries:
-            self.exhausted = True
-            return False
-        self.spent += 1
-        return True

@@ -105,8 +105,8 @@ class RequestTrace:
     #: create whose answer was lost is judged by. ``None`` while every try was answered.
     uncertain_since: float | None = None
 
-    #: 429s retried because the call made progress meanwhile (:meth:`RetryBudget.allow_throttled`):
-    #: they do not count against the request's own limit.
+    #: 429s that came after the call made progress (see ``RetryBudget.accepted``): they do
+    #: not count against the request's own limit.
     shared_429s: int = 0
     #: ``budget.accepted`` at this request's last 429 (``None`` before its first).
     accepted_seen: int | None = None
@@ -119,9 +119,8 @@ class RequestTrace:
             return self.attempts <= max_retries
         if throttled:
             seen, self.accepted_seen = self.accepted_seen, budget.accepted
-            if seen is not None and budget.allow_throttled(seen, wait):
+            if seen is not None and seen < budget.accepted:
                 self.shared_429s += 1
-                return True
         return budget.allow(self.attempts - self.shared_429s, max_retries, wait)
 
 
