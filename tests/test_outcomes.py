@@ -8,6 +8,7 @@ against the server's ``Date`` as the evidence of who made it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -305,19 +306,31 @@ async def test_an_upload_chunk_acknowledged_without_a_token_is_confirmed_by_the_
 class ThrottlingGateway:
     """A loopback gateway to the emulator that answers 429 (without passing it on) to the first
     ``refusals`` requests whose body holds ``marked``, as a rate limit shared with other traffic
-    may refuse one request many times while others get through; everything else is passed on."""
+    may refuse one request many times while others get through; everything else is passed on.
 
-    def __init__(self, emulator: Emulator, marked: str, refusals: int) -> None:
+    With ``interleaved``, each refusal after the first is answered only once another request
+    has been passed on since the previous one: the others do get through in between, whatever
+    the timing of the client's retries on this machine.
+    """
+
+    def __init__(self, emulator: Emulator, marked: str, refusals: int, *, interleaved: bool = False) -> None:
         self.emulator, self.marked, self.left = emulator, marked.encode(), refusals
+        self.interleaved = interleaved
         self.refused = 0
+        self._passed = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         if self.marked in body and self.left > 0:
+            if self.interleaved and self.refused:
+                await self._passed.wait()
+            self._passed.clear()
             self.left -= 1
             self.refused += 1
             return web.json_response({"error": "rate limited"}, status=429)
-        return await forward(self.emulator, request, body)
+        answer = await forward(self.emulator, request, body)
+        self._passed.set()
+        return answer
 
 
 async def test_an_upload_chunk_refused_by_a_shared_limit_more_than_max_retries_still_lands(
@@ -326,7 +339,7 @@ async def test_an_upload_chunk_refused_by_a_shared_limit_more_than_max_retries_s
     # While other chunks of the upload are accepted, a 429 is the server's pace being shared,
     # not a stuck request: the chunk must not be given up after max_retries 429s.
     emulator.add_audience("aud")
-    gateway = ThrottlingGateway(emulator, '"stuck"', refusals=MAX_RETRIES + 3)
+    gateway = ThrottlingGateway(emulator, '"stuck"', refusals=MAX_RETRIES + 3, interleaved=True)
     ids = [f"u{n}" for n in range(40)]
     ids[1] = "stuck"
     async with serving(gateway.handle) as base_url:
