@@ -49,8 +49,10 @@ from ._ratewindow import Window as _Window
 
 __all__ = ["JUDGE_AFTER", "SPACING_TOLERANCE", "LimitRules", "share_of_limit"]
 
-# One cut divides the pace by at most this much.
+# One cut divides the pace by at most this much…
 _DEEPEST_CUT = 1 / 8
+# …and by this much while searching for a limit that let no pace through yet.
+_SEARCH_CUT = 1 / 4
 # The last starts are remembered, with the pace then.
 _MIN_EVIDENCE = 8
 # The pace kept by the client is measured over this many starts.
@@ -152,6 +154,9 @@ class LimitRules:
         self._highest_accepted = 0.0
         # Whether the server lets bursts through (None: not known yet).
         self._bursty: bool | None = None
+        # A server allowing no burst refused the unpaced start of a job, and no pace since has
+        # had a request accepted: its limit is still being searched for (see _estimate_at_cut).
+        self._searching = False
 
     # -- provided by the limiter --------------------------------------------------------------------
 
@@ -178,14 +183,15 @@ class LimitRules:
         was far above it, and the pace it refused."""
         # The pace refused: the one in force when the request was sent. Its predecessor's went
         # through (else this would not be news): the limit is between the two.
+        # (A server that lets no burst through judges the gap from the last request it
+        # accepted, which _refused_pace measures.)
         rate = self._refused_pace(min(sent_at, now))
-        for started, pace in reversed(self._starts):
-            if started < sent_at:
-                if self._bursty is False:
-                    pace = self._refused_pace(started)
-                if pace is not None and (rate is None or pace < rate):
-                    rate = pace
-                break
+        if self._bursty is not False:
+            for started, pace in reversed(self._starts):
+                if started < sent_at:
+                    if pace is not None and (rate is None or pace < rate):
+                        rate = pace
+                    break
         offered = self._offered_rate(now)
         if rate is not None and offered is not None:
             # What the last few starts offered counts too: a probe's pace climbs faster than an
@@ -202,6 +208,9 @@ class LimitRules:
             base = min(base, kept)
         if self._bursty is None:
             self._bursty = self._accepted >= _BURST_EVIDENCE
+            # (With none accepted at all, nothing says the pace was the cause: the limiter
+            # halves it, and finds the limit from there.)
+            self._searching = 0 < self._accepted < _BURST_EVIDENCE
         measured, far = self._estimate_at_cut(now, base)
         return measured, far, base
 
@@ -220,7 +229,9 @@ class LimitRules:
         stall refuses a few requests among many accepted ones, but an estimate above the limit
         gets most requests refused, and answers that look squeezed must not keep it there."""
         estimate = self._estimate
-        if self._bursty is not False or estimate is None or self._squeeze_debt >= _SQUEEZE_DEBT:
+        if self._bursty is not False or estimate is None or self._searching:
+            return False
+        if self._squeeze_debt >= _SQUEEZE_DEBT:
             return False
         sent_gap = sent_at - self._ok_sent
         if sent_gap * estimate < _SQUEEZE_REACH:
@@ -232,27 +243,44 @@ class LimitRules:
 
     def _refused_pace(self, sent_at: float) -> float | None:
         """The pace a request started at ``sent_at`` went at: the one in force then, or (for a
-        server that lets no burst through, which judges the gap between two arrivals) the gap
-        from the start before it, if shorter."""
+        server that lets no burst through) the gap from the last request accepted before it,
+        if shorter. Such a server judges that gap, not the one from the request before: a
+        refused request takes nothing from its bucket, so it does not move the next turn."""
         pace = self._rate_at(sent_at)
-        if self._bursty is False:
-            for started, _ in reversed(self._starts):
-                if started < sent_at:
-                    gap = 1.0 / max(sent_at - started, 1e-6)
-                    return gap if pace is None else min(pace, gap)
+        if self._bursty is False and self._ok_sent < sent_at:
+            gap = 1.0 / max(sent_at - self._ok_sent, 1e-6)
+            return gap if pace is None else min(pace, gap)
         return pace
 
     def _estimate_at_cut(self, now: float, base: float) -> tuple[float | None, bool]:
         """The limit, as a 429 refusing the pace ``base`` shows it (None: nothing to go by), and
         whether the pace was far above it."""
         bursty = self._bursty is not False
+        if self._searching:
+            # Nothing got through at this pace, nor at any since the start: far above the
+            # limit, which may be anywhere below. A deep cut, then probing up from there at
+            # once, costs fewer 429s than steps of a share (each needs several to judge).
+            return base * _SEARCH_CUT, True
+        if self._estimate is None and bursty:
+            # The unpaced start of a job drained a saved burst: the 429 says the bucket is
+            # empty, not what refills it. The rate is taken as what got through per second of
+            # the job, and one second at the least: a bucket commonly holds one second of its
+            # rate. (A rate above that is found by the probe; a bucket holding more, by the
+            # goodput at the next cut.)
+            count, first = self._sends.span(now)
+            return min(base, min(self._accepted, count) / max(now - first, 1.0)), False
         if self._climbing(now):
             # A second cut while climbing back to the estimate.
             if 2 * self._throttled >= self._sent > 0:
                 # Most requests since the last cut refused: far above the limit (a limit that
                 # fell, or the start of a job), and what got through is the limit's share.
-                share = base * share_of_limit(1.0 - self._throttled / self._sent, bursty)
-                return share, True
+                accepted = 1.0 - self._throttled / self._sent
+                if bursty:
+                    return base * share_of_limit(accepted, True), True
+                # Of the pace sent at, for a server allowing no burst; ``base`` is already
+                # the gap from the last request it accepted, a bound the limit is below.
+                sending = max(self._recent_rate(now) or base, base)
+                return min(sending * share_of_limit(accepted, False), _JUST_BELOW * base), True
             refused = min(base, self._lowest_refused)
             if self._throttled > _CLEAN_SHARE * self._sent:
                 # Several (the server's timing blurs the limit): below the lowest pace refused
@@ -270,9 +298,9 @@ class LimitRules:
         if accepted is None:
             return None, False
         if not bursty:
-            # A probe crossed the limit: it is between this gap and the last one accepted.
-            # (Older 429s in the last answers say nothing here.)
-            return self._below(base), False
+            # A probe crossed the limit: it is between the lowest gap refused since the last
+            # cut and the highest accepted. (Older 429s in the last answers say nothing here.)
+            return self._below(min(base, self._lowest_refused)), False
         if accepted >= _MOSTLY:
             return base, False  # a probe just crossed the limit
         # Far above it: the limit's share of the pace is what got through.
@@ -287,6 +315,8 @@ class LimitRules:
     def _pace_is_the_cause(self, now: float) -> bool:
         """Whether a fresh 429 should cut the pace (see the module docstring); may decide that
         the 429s are noise, and undo the cuts."""
+        if self._searching:
+            return True  # no pace has been accepted yet: each one refused is far above
         sent, throttled = self._sent, self._throttled
         overload = throttled >= _CLEAR_OVERLOAD and 2 * throttled >= sent
         if self.noise is not None:

@@ -71,6 +71,13 @@ _FALLEN_CLIMB = 0.6
 # Past the estimate, the pace grows as CUBIC's window does: twice the estimate after this many
 # seconds, 9 times after twice as long…
 _PROBE_SCALE = 0.5
+# …or after this many, from a step of the search for a limit that let no pace through yet (a
+# guess, up to 4 times too low: the limit is found within half a second)…
+_SEARCH_PROBE_SCALE = 0.2
+# …but never in fewer than this many turns of the estimate (this many for a search): at a slow
+# pace, a probe measured in seconds would leap from one request to the next, and overshoot.
+_PROBE_TURNS = 5.0
+_SEARCH_PROBE_TURNS = 2.0
 # …up to this multiple of the estimate.
 _PROBE_CAP = 64.0
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
@@ -115,6 +122,7 @@ class RateLimiter(LimitRules):
         self._climb_from = -math.inf  # when the climb started (the cut, or the end of its pause)
         self._climb = _MIN_CLIMB  # seconds to climb back to the estimate
         self._probe_held = False  # X-RateLimit-Remaining: 0 seen since the climb ended
+        self._probe_scale = _PROBE_SCALE  # seconds to probe twice the estimate
         # The estimate at the last cut that left it where it was, and when it last fell far
         # below such a level.
         self._held: float | None = None
@@ -152,7 +160,7 @@ class RateLimiter(LimitRules):
         else:
             # Convex cubic above it: barely more at first (a limit just above is found with one
             # 429), then faster and faster (a limit that rose is found within seconds).
-            beyond = (elapsed - climb) / _PROBE_SCALE
+            beyond = (elapsed - climb) / self._probe_scale
             rate = estimate * min(1.0 + beyond * beyond * beyond, _PROBE_CAP)
         ceiling = self.max_rate
         return min(rate, ceiling) if ceiling is not None else rate
@@ -321,15 +329,17 @@ class RateLimiter(LimitRules):
         self._accepted += 1
         if self._squeeze_debt:
             self._squeeze_debt = max(0.0, self._squeeze_debt - 0.5)
-        if sent_at is not None and self._bursty is False:
-            if sent_at > self._ok_sent:
-                # The last request accepted, and when its answer came (see _squeezed).
-                self._ok_sent, self._ok_answered = sent_at, self._clock()
-            if sent_at >= self._last_decrease:
-                # A server that lets no burst through accepted this gap: its limit is at least that.
+        if sent_at is not None and self._bursty is not True:
+            if sent_at >= self._last_decrease and self._bursty is False:
+                self._searching = False  # a pace got through: the limit is found from here
+                # A server that lets no burst through accepted this gap from the last request
+                # it accepted: its limit is at least that.
                 pace = self._refused_pace(sent_at)
                 if pace is not None and pace > self._highest_accepted:
                     self._highest_accepted = pace
+            if sent_at > self._ok_sent:
+                # The last request accepted, and when its answer came (see _squeezed).
+                self._ok_sent, self._ok_answered = sent_at, self._clock()
         if headers is not None and self._estimate is not None:
             remaining = headers.get("X-RateLimit-Remaining")
             if remaining is not None:
@@ -396,6 +406,8 @@ class RateLimiter(LimitRules):
         measured, far, base = self._measure(now, sent_at)
         if measured is None:  # nothing measured: halve, and find the limit from there
             estimate = floor = base / 2.0
+        elif self._searching:  # a step of the search: probe up from there at once, and fast
+            estimate = floor = measured
         else:
             estimate, floor = measured, _BACKOFF * measured
         if self.max_rate is not None:
@@ -426,6 +438,12 @@ class RateLimiter(LimitRules):
             # measured: straight to probing.
             self._climb = 0.0
         self._probe_held = False
+        if measured is None:  # a guess, not a pace: nothing to count turns of
+            self._probe_scale = _PROBE_SCALE
+        elif self._searching:
+            self._probe_scale = max(_SEARCH_PROBE_SCALE, _SEARCH_PROBE_TURNS / estimate)
+        else:
+            self._probe_scale = max(_PROBE_SCALE, _PROBE_TURNS / estimate)
         # The climb, and the counts that judge it, start when a pause ends.
         self._climb_from = max(now, self._paused_until)
         self._new_epoch(now)
@@ -440,6 +458,7 @@ class RateLimiter(LimitRules):
         if self._estimate is not None:
             self._floor = self._estimate
         self._climb, self._climb_from, self._probe_held = 0.0, max(now, self._paused_until), False
+        self._probe_scale = max(_PROBE_SCALE, _PROBE_TURNS / (self._estimate or _PROBE_TURNS))
         rate = self._rate_at(now)
         # Turns reserved at the cut pace are void; waiting requests re-queue when they wake.
         self._new_epoch(now)
