@@ -202,8 +202,9 @@ class LimitRules:
         # A pace far above what was offered was not binding (the client was not using it).
         base = (offered or _FIRST_GUESS) if rate is None else min(rate, 2.0 * (offered or rate))
         # Nor one above what the last starts actually kept (a busy event loop wakes late).
-        # (Far below the pace, the client was not using it: then what it offered counts.)
-        kept = self._kept_rate(now) if rate is not None else None
+        # (Far below the pace, the client was not using it: then what it offered counts.
+        # For a server allowing no burst, the gap refused was measured between actual starts.)
+        kept = self._kept_rate(now) if rate is not None and self._bursty is not False else None
         if kept is not None and 0.5 * base <= kept < _KEPT_SHORT * base:
             base = min(base, kept)
         if self._bursty is None:
@@ -263,10 +264,10 @@ class LimitRules:
             return base * _SEARCH_CUT, True
         if self._estimate is None and bursty:
             # The unpaced start of a job drained a saved burst: the 429 says the bucket is
-            # empty, not what refills it. The rate is taken as what got through per second of
-            # the job, and one second at the least: a bucket commonly holds one second of its
-            # rate. (A rate above that is found by the probe; a bucket holding more, by the
-            # goodput at the next cut.)
+            # empty, not what refills it. A bucket commonly holds one second of its rate, so
+            # the rate is taken as what got through per second over the last seconds, and one
+            # second at the least. (A rate above it is found by the probe; a bucket holding
+            # more, by the goodput at the next cut.)
             count, first = self._sends.span(now)
             return min(base, min(self._accepted, count) / max(now - first, 1.0)), False
         if self._climbing(now):
@@ -283,6 +284,11 @@ class LimitRules:
                 return min(sending * share_of_limit(accepted, False), _JUST_BELOW * base), True
             refused = min(base, self._lowest_refused)
             if self._throttled > _CLEAN_SHARE * self._sent:
+                goodput = self._goodput(now) if bursty and self.noise is None else None
+                if goodput is not None and goodput * _GOODPUT_SLACK < _NOISY_CUT * refused:
+                    # A server allowing bursts, its bucket empty since the cut: what it let
+                    # through since then is its rate (the climb aimed at a saved burst).
+                    return goodput * _GOODPUT_SLACK, False
                 # Several (the server's timing blurs the limit): below the lowest pace refused
                 # since the cut, by a margin.
                 return _NOISY_CUT * refused, False
@@ -308,9 +314,16 @@ class LimitRules:
 
     def _below(self, refused: float) -> float:
         """Just below a pace refused: the highest pace accepted since the last cut, if lower
-        (a server that lets no burst through accepts any gap above its limit's)."""
+        (a server that lets no burst through accepts any gap above its limit's). When that is
+        less than half the pace refused, the limit is anywhere between the two: the pace goes
+        back to the highest accepted and searches up from there (see ``_searching``)."""
         highest = self._highest_accepted
-        return highest if 0.5 * refused < highest < _JUST_BELOW * refused else _JUST_BELOW * refused
+        if highest >= _JUST_BELOW * refused or highest <= 0.0:
+            return _JUST_BELOW * refused
+        if highest <= 0.5 * refused:
+            # The limit is anywhere between: search up from the pace that got through.
+            self._searching = True
+        return highest
 
     def _pace_is_the_cause(self, now: float) -> bool:
         """Whether a fresh 429 should cut the pace (see the module docstring); may decide that
