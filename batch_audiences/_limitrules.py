@@ -7,14 +7,19 @@ cut, whether the server lets bursts through) and reads it when a 429 comes; the 
 - **The estimate at a cut.** For a server that lets bursts through (the unpaced start of a job
   got several requests through before its first 429), the limit ``W`` is what the server
   accepted per second since the last cut: its bucket was empty at both 429s, so a probe that
-  went through while a saved burst lasted does not count as rate. For one that lets none
-  through (every request must come ``1/R`` after the last), ``W`` is just below the shortest
-  gap refused: the highest gap accepted since the cut. Far above the limit (most answers 429s:
-  the start of a job, a limit that fell), ``W`` is the limit's share of the pace, from the share
-  that got through. Nothing measured yet: ``None`` (the limiter halves the pace). The pace
-  refused is the one the client kept: a pace the client was not using (far above what it
-  offered over the last starts), or could not keep (a busy event loop wakes late), was not the
-  one the server refused.
+  went through while a saved burst lasted does not count as rate. Its first 429 says only that
+  the bucket is empty: a bucket commonly holds one second of its rate, so ``W`` is what got
+  through per second over the last seconds (one at least). For one that lets none through
+  (every request must come ``1/R`` after the last one it accepted), ``W`` is just below the
+  shortest gap refused: the highest gap accepted since the cut, both gaps measured from the
+  last request accepted (a refused one takes no token, so it does not move the next turn).
+  When the highest gap accepted is far below the one refused (a probe that leapt), the limit
+  is anywhere between: the pace goes back to the one accepted and probes up fast from there
+  (``_leap``). Far above the limit (most answers 429s: a limit that fell), ``W`` is the
+  limit's share of the pace sent at, from the share that got through. Nothing accepted at all
+  yet: ``None`` (the limiter halves the pace). The pace refused is the one the client kept: a
+  pace the client was not using (far above what it offered over the last starts), or could not
+  keep (a busy event loop wakes late), was not the one the server refused.
 - **A 429 while climbing** back below ``W`` does not cut at once: the server's timing jitters,
   and ``W`` may be a little high. Most requests refused since the cut: far above the limit,
   cut again. One, once enough were sent to judge: ``W`` moves just below the lowest pace
@@ -49,10 +54,8 @@ from ._ratewindow import Window as _Window
 
 __all__ = ["JUDGE_AFTER", "SPACING_TOLERANCE", "LimitRules", "share_of_limit"]
 
-# One cut divides the pace by at most this much…
+# One cut divides the pace by at most this much.
 _DEEPEST_CUT = 1 / 8
-# …and by this much while searching for a limit that let no pace through yet.
-_SEARCH_CUT = 1 / 4
 # The last starts are remembered, with the pace then.
 _MIN_EVIDENCE = 8
 # The pace kept by the client is measured over this many starts.
@@ -154,9 +157,9 @@ class LimitRules:
         self._highest_accepted = 0.0
         # Whether the server lets bursts through (None: not known yet).
         self._bursty: bool | None = None
-        # A server allowing no burst refused the unpaced start of a job, and no pace since has
-        # had a request accepted: its limit is still being searched for (see _estimate_at_cut).
-        self._searching = False
+        # The last cut found the pace accepted far below the one refused: the limiter probes
+        # up fast from the one accepted (see _below).
+        self._leap = False
 
     # -- provided by the limiter --------------------------------------------------------------------
 
@@ -209,9 +212,6 @@ class LimitRules:
             base = min(base, kept)
         if self._bursty is None:
             self._bursty = self._accepted >= _BURST_EVIDENCE
-            # (With none accepted at all, nothing says the pace was the cause: the limiter
-            # halves it, and finds the limit from there.)
-            self._searching = 0 < self._accepted < _BURST_EVIDENCE
         measured, far = self._estimate_at_cut(now, base)
         return measured, far, base
 
@@ -230,9 +230,7 @@ class LimitRules:
         stall refuses a few requests among many accepted ones, but an estimate above the limit
         gets most requests refused, and answers that look squeezed must not keep it there."""
         estimate = self._estimate
-        if self._bursty is not False or estimate is None or self._searching:
-            return False
-        if self._squeeze_debt >= _SQUEEZE_DEBT:
+        if self._bursty is not False or estimate is None or self._squeeze_debt >= _SQUEEZE_DEBT:
             return False
         sent_gap = sent_at - self._ok_sent
         if sent_gap * estimate < _SQUEEZE_REACH:
@@ -242,7 +240,7 @@ class LimitRules:
             return True
         return False
 
-    def _refused_pace(self, sent_at: float) -> float | None:
+    def _gap_pace(self, sent_at: float) -> float | None:
         """The pace a request started at ``sent_at`` went at: the one in force then, or (for a
         server that lets no burst through) the gap from the last request accepted before it,
         if shorter. Such a server judges that gap, not the one from the request before: a
@@ -253,15 +251,20 @@ class LimitRules:
             return gap if pace is None else min(pace, gap)
         return pace
 
+    def _refused_pace(self, sent_at: float) -> float | None:
+        """The pace a refused request went at (see :meth:`_gap_pace`); but a gap from the last
+        request accepted longer than one accepted since the last cut is not why it was refused
+        (429s that come whatever the pace, or the server's own timing): then the pace in force
+        is the one refused, as it is for a server allowing bursts."""
+        pace = self._gap_pace(sent_at)
+        if self._bursty is False and pace is not None and pace < _JUST_BELOW * self._highest_accepted:
+            return self._rate_at(sent_at)
+        return pace
+
     def _estimate_at_cut(self, now: float, base: float) -> tuple[float | None, bool]:
         """The limit, as a 429 refusing the pace ``base`` shows it (None: nothing to go by), and
         whether the pace was far above it."""
         bursty = self._bursty is not False
-        if self._searching:
-            # Nothing got through at this pace, nor at any since the start: far above the
-            # limit, which may be anywhere below. A deep cut, then probing up from there at
-            # once, costs fewer 429s than steps of a share (each needs several to judge).
-            return base * _SEARCH_CUT, True
         if self._estimate is None and bursty:
             # The unpaced start of a job drained a saved burst: the 429 says the bucket is
             # empty, not what refills it. A bucket commonly holds one second of its rate, so
@@ -282,7 +285,7 @@ class LimitRules:
                 # the gap from the last request it accepted, a bound the limit is below.
                 sending = max(self._recent_rate(now) or base, base)
                 return min(sending * share_of_limit(accepted, False), _JUST_BELOW * base), True
-            refused = min(base, self._lowest_refused)
+            refused = self._refused_since_cut(base)
             if self._throttled > _CLEAN_SHARE * self._sent:
                 goodput = self._goodput(now) if bursty and self.noise is None else None
                 if goodput is not None and goodput * _GOODPUT_SLACK < _NOISY_CUT * refused:
@@ -306,30 +309,34 @@ class LimitRules:
         if not bursty:
             # A probe crossed the limit: it is between the lowest gap refused since the last
             # cut and the highest accepted. (Older 429s in the last answers say nothing here.)
-            return self._below(min(base, self._lowest_refused)), False
+            return self._below(self._refused_since_cut(base)), False
         if accepted >= _MOSTLY:
             return base, False  # a probe just crossed the limit
         # Far above it: the limit's share of the pace is what got through.
         return base * share_of_limit(accepted, bursty), False
 
+    def _refused_since_cut(self, base: float) -> float:
+        """The lowest pace refused since the last cut, this one's (``base``) included; but one
+        below a pace accepted since then says nothing of a limit (it came whatever the pace,
+        or from the server's timing): then ``base``."""
+        lowest = self._lowest_refused
+        return min(base, lowest) if lowest >= _JUST_BELOW * self._highest_accepted else base
+
     def _below(self, refused: float) -> float:
         """Just below a pace refused: the highest pace accepted since the last cut, if lower
         (a server that lets no burst through accepts any gap above its limit's). When that is
         less than half the pace refused, the limit is anywhere between the two: the pace goes
-        back to the highest accepted and searches up from there (see ``_searching``)."""
+        back to the highest accepted and probes up fast from there (``_leap``)."""
         highest = self._highest_accepted
         if highest >= _JUST_BELOW * refused or highest <= 0.0:
             return _JUST_BELOW * refused
-        if highest <= 0.5 * refused:
-            # The limit is anywhere between: search up from the pace that got through.
-            self._searching = True
+        # The limit is anywhere between: probe up fast from the pace that got through.
+        self._leap = highest <= 0.5 * refused
         return highest
 
     def _pace_is_the_cause(self, now: float) -> bool:
         """Whether a fresh 429 should cut the pace (see the module docstring); may decide that
         the 429s are noise, and undo the cuts."""
-        if self._searching:
-            return True  # no pace has been accepted yet: each one refused is far above
         sent, throttled = self._sent, self._throttled
         overload = throttled >= _CLEAR_OVERLOAD and 2 * throttled >= sent
         if self.noise is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import statistics
 import time as time_
 from collections.abc import Callable
@@ -349,10 +350,11 @@ async def test_a_bucket_holding_several_seconds_is_not_hammered_once_drained() -
 @pytest.mark.parametrize("limit", [5.0, 20.0, 40.0])
 async def test_a_server_allowing_no_burst_is_found_from_an_unpaced_start_with_few_429s(limit: float) -> None:
     # One request got through, the next was refused: the limit may be anywhere below the pace.
-    # Steps of a quarter, each judged on one refusal, then a probe up from where a pace got
-    # through, find it with a handful of 429s.
+    # Refusals are judged by the gap from the last request the server accepted, and a probe
+    # that leapt far past the pace accepted goes back to it and probes up fast: the limit is
+    # found with a handful of 429s, and kept just below.
     pacer, throttled, _ = await against_a_token_bucket(limit, 1.0, int(5 * limit))
-    assert throttled <= 7, throttled
+    assert throttled <= 9, throttled
     assert pacer.estimate is not None
     assert 0.85 * limit <= pacer.estimate <= limit, pacer.estimate
 
@@ -401,6 +403,29 @@ async def test_a_limit_allowing_no_burst_that_falls_is_cut_to_its_new_level_not_
             estimates.append(pacer.estimate)
     assert 7.0 <= min(estimates) <= max(estimates) <= 10.5, (min(estimates), max(estimates))
     assert refused <= 25, refused  # for 40 accepted in the 4 s after the fall
+
+
+async def test_429s_at_random_from_the_start_do_not_collapse_the_pace() -> None:
+    # A server with no limit that refuses a fifth of the requests at random, from the first
+    # ones: few got through before the first 429, so it looks like a server allowing no burst.
+    # A refusal long after the last request accepted is then no spacing of such a server (one
+    # accepted sooner since): taking it for one walked the estimate down to a few per second.
+    time = VirtualTime()
+    pacer = limiter(time)
+    refusals = random.Random(7)
+    started = time.now
+    for n in range(1_500):
+        sent = await pacer.acquire()
+        time.now += 0.005
+        if n == 2 or n > 2 and refusals.random() < 0.2:
+            pacer.on_throttle(sent, None)
+        else:
+            pacer.on_success(None, sent)
+    # The client alone goes at 200/s here: 7.5 s for the 1,500 requests. (Taking the gaps for
+    # a limit's, they took over 100 s, at an estimate of 1 to 20/s.)
+    assert time.now - started <= 30.0, time.now - started
+    assert pacer.estimate is not None
+    assert pacer.estimate >= 20.0, pacer.estimate
 
 
 async def no_burst_limiter(time: VirtualTime, limit: float) -> RateLimiter:
