@@ -187,9 +187,9 @@ class LimitRules:
         # The pace refused: the one in force when the request was sent. Its predecessor's went
         # through (else this would not be news): the limit is between the two.
         # (A server that lets no burst through judges the gap from the last request it
-        # accepted, which _refused_pace measures.)
+        # accepted, which _refused_pace measures, when the starts of accepted requests are known.)
         rate = self._refused_pace(min(sent_at, now))
-        if self._bursty is not False:
+        if self._bursty is not False or self._ok_sent == -math.inf:
             for started, pace in reversed(self._starts):
                 if started < sent_at:
                     if pace is not None and (rate is None or pace < rate):
@@ -246,7 +246,7 @@ class LimitRules:
         if shorter. Such a server judges that gap, not the one from the request before: a
         refused request takes nothing from its bucket, so it does not move the next turn."""
         pace = self._rate_at(sent_at)
-        if self._bursty is False and self._ok_sent < sent_at:
+        if self._bursty is False and -math.inf < self._ok_sent < sent_at:
             gap = 1.0 / max(sent_at - self._ok_sent, 1e-6)
             return gap if pace is None else min(pace, gap)
         return pace
