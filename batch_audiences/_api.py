@@ -48,7 +48,7 @@ from ._models import (
     UpdateRequest,
     check_name,
 )
-from ._transport import RequestTrace, new_trace
+from ._transport import RequestTrace
 
 if TYPE_CHECKING:
     from ._budget import RetryBudget
@@ -187,7 +187,7 @@ class Operations:
         create itself took it (see :meth:`_settle_create`). Bad arguments raise
         :class:`ValidationError` before anything is sent."""
         body = encode_create(name, type, display_name)
-        trace = trace if trace is not None else new_trace()
+        trace = trace if trace is not None else RequestTrace()
         try:
             # What _write does, inline: creates are the calls made by the thousand
             # (create_many), and a coroutine less is a frame and two resumptions less each.

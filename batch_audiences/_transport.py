@@ -58,9 +58,7 @@ from ._sender import (
 from ._testmode import pause
 from ._version import __version__
 
-__all__ = [
-    "MAX_RESPONSE_BYTES", "ClientStats", "RequestTrace", "Transport", "new_trace", "parse_retry_after",
-]
+__all__ = ["MAX_RESPONSE_BYTES", "ClientStats", "RequestTrace", "Transport", "parse_retry_after"]
 
 logger: Final = logging.getLogger("batch_audiences")
 _redact.install_log_filter(logger)
@@ -133,21 +131,6 @@ class RequestTrace:
             if seen is not None and seen < budget.accepted:
                 self.shared_429s += 1
         return budget.allow(self.attempts - self.shared_429s, max_retries, wait)
-
-
-def new_trace() -> RequestTrace:
-    """``RequestTrace()``, its fields set here without the ``__init__`` call: one is made for
-    every call (the transport's own otherwise, or the operation's)."""
-    trace = _new_object(RequestTrace)
-    trace.attempts = 0
-    trace.retries = 0
-    trace.uncertain = False
-    trace.budget = None
-    trace.headers = None
-    trace.uncertain_since = None
-    trace.shared_429s = 0
-    trace.accepted_seen = None
-    return trace
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -388,7 +371,7 @@ class Transport:
         exchange.method = method
         exchange.route = route
         exchange.request = request
-        exchange.trace = trace if trace is not None else new_trace()
+        exchange.trace = trace if trace is not None else RequestTrace()
         exchange.audience = audience
         exchange.request_id = 0
         exchange.waits = None

@@ -16,7 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from batch_audiences import Accepted, AiohttpSender, AsyncAudiencesClient, HTTPRequest, HTTPResponse
 from batch_audiences._models import accepted_answer
 from batch_audiences._sender import _answer, prepared_request
-from batch_audiences._transport import RequestTrace, _Exchange, new_trace
+from batch_audiences._transport import RequestTrace, _Exchange
 
 HEADERS = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json", "Date": "Mon"}))
 
@@ -49,12 +49,6 @@ def test_the_senders_answer_is_the_constructors_response() -> None:
     fast = _answer(202, HEADERS, b"{}", "Accepted", False)
     assert type(fast) is HTTPResponse
     assert fields_of(fast) == fields_of(HTTPResponse(202, HEADERS, b"{}", "Accepted", False))
-
-
-def test_a_new_trace_is_the_constructors_trace() -> None:
-    fast = new_trace()
-    assert type(fast) is RequestTrace
-    assert fields_of(fast) == fields_of(RequestTrace())
 
 
 @pytest.mark.parametrize("hooked", [False, True])
