@@ -34,6 +34,7 @@ from ._models import (
     ReplaceRequest,
     UpdateRequest,
     Url,
+    accepted_answer,
     name_matches,
     typed_kind,
 )
@@ -451,7 +452,7 @@ def decode_accepted(
     if type(data) is dict:
         token = data.get("indexing_token")
         if token is None or type(token) is str:
-            return Accepted(token, status, headers)
+            return accepted_answer(token, status, headers)
     try:
         token = _indexing_token(orjson.loads(body) if body.strip() else None)
     except _UNREADABLE as exc:

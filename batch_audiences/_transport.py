@@ -46,7 +46,15 @@ from ._hooks import (
     Throttled,
 )
 from ._pacing import RateLimiter
-from ._sender import MAX_RESPONSE_BYTES, AiohttpSender, HTTPRequest, HTTPResponse, Sender, SendError
+from ._sender import (
+    MAX_RESPONSE_BYTES,
+    AiohttpSender,
+    HTTPRequest,
+    HTTPResponse,
+    Sender,
+    SendError,
+    prepared_request,
+)
 from ._testmode import pause
 from ._version import __version__
 
@@ -65,6 +73,7 @@ _MAX_REASON_CHARS: Final = 300
 _NAME_FIRST: Final = re.compile(rb'\{"name":"([A-Za-z0-9_-]{1,255})"')
 # One number per logical request, for hooks to tie the events of its attempts together.
 _REQUEST_IDS: Final = itertools.count(1)
+_new_object: Final = object.__new__
 
 
 
@@ -176,6 +185,7 @@ class _Exchange:
     sent_at: float = 0.0  # the limiter's start time of the last attempt
     attempt_sent: float = 0.0  # time.time() when the last attempt left (evidence for a lost answer)
     started: float = 0.0  # time.perf_counter() of the last attempt, for hooks
+    retry_after: float | None = None  # the last answer's advice (429 and 503 only)
 
 
 @attrs.frozen
@@ -184,23 +194,6 @@ class _NoAnswer:
 
     error: SendError
     reason: str
-
-
-@attrs.define
-class _Answer:
-    """An attempt's answer, with the key hidden from everything a text could be made of.
-
-    Never changed once built, but not ``frozen``: one is built for every answer, and a frozen
-    class's ``__init__`` sets each field through ``object.__setattr__``, about three times the
-    work of plain assignments.
-    """
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    reason: str | None
-    truncated: bool
-    retry_after: float | None  # the server's advice (429 and 503 only)
 
 
 class Transport:
@@ -342,7 +335,7 @@ class Transport:
             try:
                 response = await self.sender.send(exchange.request)
             except SendError as exc:
-                answer: _Answer | _NoAnswer = self._no_answer(exchange, exc)
+                answer: HTTPResponse | _NoAnswer = self._no_answer(exchange, exc)
             except BaseException as exc:
                 self._broken(exchange, exc)
                 raise
@@ -368,12 +361,24 @@ class Transport:
         url = self._root + route
         if params:
             url += "?" + urlencode(params, quote_via=quote, safe="")
-        request = HTTPRequest(
+        request = prepared_request(
             method, url, self._post_headers if body is not None else self._get_headers, body,
             self._config.timeout,
         )
-        exchange = _Exchange(method, route, request, trace if trace is not None else RequestTrace(),
-                             audience)
+        # _Exchange(method, route, request, trace, audience), its fields set here: one __init__
+        # call less on every request (the class is private, built nowhere else).
+        exchange = _new_object(_Exchange)
+        exchange.method = method
+        exchange.route = route
+        exchange.request = request
+        exchange.trace = trace if trace is not None else RequestTrace()
+        exchange.audience = audience
+        exchange.request_id = 0
+        exchange.waits = None
+        exchange.sent_at = 0.0
+        exchange.attempt_sent = 0.0
+        exchange.started = 0.0
+        exchange.retry_after = None
         if self._hooked:
             exchange.request_id = next(_REQUEST_IDS)
             if audience is None:
@@ -413,9 +418,23 @@ class Transport:
                 audience=exchange.audience,
             ))
 
-    def _answered(self, exchange: _Exchange, response: HTTPResponse) -> _Answer:
-        """The answer read (key hidden), told to the hooks, and a 429 taken into account."""
-        answer = self._read(exchange, response)
+    def _answered(self, exchange: _Exchange, response: HTTPResponse) -> HTTPResponse:
+        """The answer with the key hidden (the sender's own, or a redacted copy when it may
+        show the key), told to the hooks, and a 429 taken into account."""
+        redactor = self._redactor
+        # A server or proxy echoing the key back (in any encoding) must not put it into our
+        # error messages, logs, models or hooks. One look at the whole answer at once (body,
+        # header names and values, reason phrase): in the common case a few substring
+        # searches, and nothing more.
+        if redactor.answer_may_show_key(response.body, response.headers, response.reason):
+            answer = self._redacted(response)
+        else:
+            answer = response
+        status = answer.status
+        exchange.retry_after = parse_retry_after(answer.headers) if status in (429, 503) else None
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s -> %d (attempt %d)", exchange.method, exchange.route, status,
+                         exchange.trace.attempts)
         if self._hooked:
             self.hooks.emit(AnswerReceived(
                 request_id=exchange.request_id, method=exchange.method, route=exchange.route,
@@ -443,34 +462,24 @@ class Transport:
             ))
         return _NoAnswer(error, reason)
 
-    def _read(self, exchange: _Exchange, response: HTTPResponse) -> _Answer:
-        """The answer with the key hidden from its body, headers and reason phrase."""
+    def _redacted(self, response: HTTPResponse) -> HTTPResponse:
+        """A copy of an answer that may show the key, with the key hidden from its body,
+        headers and reason phrase (the sender's answer itself is kept when it surely does not)."""
         redactor = self._redactor
-        # A server or proxy echoing the key back (in any encoding) must not put it into our
-        # error messages, logs, models or hooks. One look at the whole answer at once (body,
-        # header names and values, reason phrase): in the common case a few substring
-        # searches, and nothing more.
-        body = response.body
+        body = redactor.body(response.body)
         headers = response.headers
+        if redactor.shows_key("\n".join(itertools.chain(headers.keys(), headers.values()))):
+            headers = CIMultiDictProxy(CIMultiDict(
+                (redactor.text(name), redactor.text(value)) for name, value in headers.items()
+            ))
         reason = response.reason
-        if redactor.answer_may_show_key(body, headers, reason):
-            body = redactor.body(body)
-            if redactor.shows_key("\n".join(itertools.chain(headers.keys(), headers.values()))):
-                headers = CIMultiDictProxy(CIMultiDict(
-                    (redactor.text(name), redactor.text(value)) for name, value in headers.items()
-                ))
-            if reason:
-                reason = redactor.text(reason)
-        status = response.status
-        retry_after = parse_retry_after(headers) if status in (429, 503) else None
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s %s -> %d (attempt %d)", exchange.method, exchange.route, status,
-                         exchange.trace.attempts)
-        return _Answer(status, headers, body, reason, response.truncated, retry_after)
+        if reason:
+            reason = redactor.text(reason)
+        return HTTPResponse(response.status, headers, body, reason, response.truncated)
 
-    def _throttled(self, exchange: _Exchange, answer: _Answer) -> None:
+    def _throttled(self, exchange: _Exchange, answer: HTTPResponse) -> None:
         policy = self._config.retry
-        retry_after = answer.retry_after
+        retry_after = exchange.retry_after
         self._counters.throttled += 1
         # A wait beyond max_retry_after is not honoured (the call fails at once): it must not
         # pause the client's other requests either, or one odd header stalls them all.
@@ -483,7 +492,7 @@ class Transport:
                 audience=exchange.audience,
             ))
 
-    def should_retry(self, exchange: _Exchange, answer: _Answer | _NoAnswer) -> float | None:
+    def should_retry(self, exchange: _Exchange, answer: HTTPResponse | _NoAnswer) -> float | None:
         """The wait before another try, or ``None`` when this answer (or failure) is final.
 
         A granted retry is counted against the request's budget, if it has one.
@@ -500,7 +509,7 @@ class Transport:
                 if answer.status < 300 and trace.budget is not None:
                     trace.budget.accepted += 1
                 return None
-            retry_after = answer.retry_after
+            retry_after = exchange.retry_after
             if not (
                 not self.limiter.fail_fast
                 and (retry_after is None or retry_after <= policy.max_retry_after)
@@ -517,7 +526,7 @@ class Transport:
         return exchange.waits.next(retry_after)
 
     async def wait_before_retry(
-        self, exchange: _Exchange, answer: _Answer | _NoAnswer, wait: float
+        self, exchange: _Exchange, answer: HTTPResponse | _NoAnswer, wait: float
     ) -> None:
         """Log and count the retry, tell the hooks, and sleep ``wait`` (no time in test mode;
         none after a 429, whose retry waits for its turn in the limiter)."""
@@ -538,13 +547,13 @@ class Transport:
             self.hooks.emit(RetryScheduled(
                 request_id=exchange.request_id, method=exchange.method, route=exchange.route,
                 attempt=trace.attempts, wait=wait, status=status,
-                retry_after=None if isinstance(answer, _NoAnswer) else answer.retry_after,
+                retry_after=None if isinstance(answer, _NoAnswer) else exchange.retry_after,
                 audience=exchange.audience,
             ))
         if status != 429:  # a 429's retry waits in the limiter's queue (see should_retry)
             await pause(wait)
 
-    def _conclude(self, exchange: _Exchange, answer: _Answer | _NoAnswer) -> tuple[int, bytes]:
+    def _conclude(self, exchange: _Exchange, answer: HTTPResponse | _NoAnswer) -> tuple[int, bytes]:
         """The final answer's ``(status, body)``, or the error it stands for."""
         method, route = exchange.method, exchange.route
         if isinstance(answer, _NoAnswer):
@@ -568,7 +577,7 @@ class Transport:
             return status, answer.body
         raise error_from_response(
             status, answer.body, method=method, route=route, reason=answer.reason,
-            retry_after=answer.retry_after, headers=answer.headers, redact=self._redactor.text,
+            retry_after=exchange.retry_after, headers=answer.headers, redact=self._redactor.text,
         )
 
 

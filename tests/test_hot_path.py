@@ -1,0 +1,98 @@
+"""The objects of every request, built without their ``__init__`` on the hot path, hold exactly
+what their constructors would; and an answer read whole leaves its connection to the next
+request. A field added to one of these classes and forgotten by its fast builder fails here."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import attrs
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from batch_audiences import Accepted, AiohttpSender, AsyncAudiencesClient, HTTPRequest, HTTPResponse
+from batch_audiences._models import accepted_answer
+from batch_audiences._sender import _answer, prepared_request
+from batch_audiences._transport import RequestTrace, _Exchange
+
+HEADERS = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json", "Date": "Mon"}))
+
+
+def fields_of(instance: Any) -> dict[str, Any]:
+    # Every field, those left out of ``==`` too (Accepted's status and headers); an unset slot
+    # raises AttributeError here.
+    return {field.name: getattr(instance, field.name) for field in attrs.fields(type(instance))}
+
+
+def test_accepted_answer_is_the_constructors_accepted() -> None:
+    fast = accepted_answer("t1", 202, HEADERS)
+    assert type(fast) is Accepted
+    assert fields_of(fast) == fields_of(Accepted("t1", 202, HEADERS))
+    assert fast == Accepted("t1")
+    assert hash(fast) == hash(Accepted("t1"))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        fast.indexing_token = "t2"  # type: ignore[misc]
+
+
+def test_prepared_request_is_the_constructors_request() -> None:
+    args = ("POST", "http://127.0.0.1:1/2.8/audiences/create", HEADERS, b'{"name":"a"}', 12.5)
+    fast = prepared_request(*args)
+    assert type(fast) is HTTPRequest
+    assert fields_of(fast) == fields_of(HTTPRequest(*args))
+    assert fast.route == "/audiences/create"
+
+
+def test_the_senders_answer_is_the_constructors_response() -> None:
+    fast = _answer(202, HEADERS, b"{}", "Accepted", False)
+    assert type(fast) is HTTPResponse
+    assert fields_of(fast) == fields_of(HTTPResponse(202, HEADERS, b"{}", "Accepted", False))
+
+
+@pytest.mark.parametrize("hooked", [False, True])
+async def test_the_exchange_of_a_request_holds_every_field(hooked: bool) -> None:
+    client = AsyncAudiencesClient(
+        "hot-path-key-0123456789", "project_hot", base_url="http://127.0.0.1:1",
+        hooks=[lambda event: None] if hooked else (),
+    )
+    trace = RequestTrace()
+    exchange = client._transport._prepare("POST", "/audiences/create", b'{"name":"vip"}', None,
+                                          trace, None)
+    expected = _Exchange("POST", "/audiences/create", exchange.request, trace,
+                         "vip" if hooked else None, request_id=exchange.request_id)
+    assert fields_of(exchange) == fields_of(expected)
+    assert (exchange.request_id > 0) is hooked
+    await client.aclose()
+
+
+async def test_an_answer_read_whole_gives_its_connection_back() -> None:
+    # One connection in the pool: a second request could not start if the first answer kept it.
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"indexing_token": "t"}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/2.8/audiences/create", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sender = AiohttpSender(max_connections=1)
+    try:
+        async with AsyncAudiencesClient(
+            "hot-path-key-0123456789", "project_hot", base_url=f"http://127.0.0.1:{port}",
+            sender=sender,
+        ) as client:
+            for name in ("a", "b", "c"):
+                accepted = await asyncio.wait_for(client.create(name), 10)
+                assert accepted.indexing_token == "t"
+            session = sender._session
+            assert isinstance(session, aiohttp.ClientSession)
+            connector = session.connector
+            assert connector is not None
+            assert len(connector._acquired) == 0  # every connection back in the pool
+    finally:
+        await runner.cleanup()
