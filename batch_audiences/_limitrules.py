@@ -278,13 +278,13 @@ class LimitRules:
             if 2 * self._throttled >= self._sent > 0:
                 # Most requests since the last cut refused: far above the limit (a limit that
                 # fell, or the start of a job), and what got through is the limit's share.
-                accepted = 1.0 - self._throttled / self._sent
+                got_through = 1.0 - self._throttled / self._sent
                 if bursty:
-                    return base * share_of_limit(accepted, True), True
+                    return base * share_of_limit(got_through, True), True
                 # Of the pace sent at, for a server allowing no burst; ``base`` is already
                 # the gap from the last request it accepted, a bound the limit is below.
                 sending = max(self._recent_rate(now) or base, base)
-                return min(sending * share_of_limit(accepted, False), _JUST_BELOW * base), True
+                return min(sending * share_of_limit(got_through, False), _JUST_BELOW * base), True
             refused = self._refused_since_cut(base)
             if self._throttled > _CLEAN_SHARE * self._sent:
                 goodput = self._goodput(now) if bursty and self.noise is None else None

@@ -9,16 +9,15 @@ estimate ``W`` at a cut, echoes, noise, 429s the server's own timing caused) is 
 
 - **The cut.** A 429 that the rules take as news sets ``W`` and drops the pace to 95 % of it
   (nothing measured yet: half the pace refused; a pace accepted far below the one refused: that
-  pace; in both cases probing up from there at once). The cut applies to
-  the whole client: requests already waiting are re-queued at the new pace.
+  pace; in both cases probing up from there at once). The cut applies to the whole client:
+  requests already waiting are re-queued at the new pace.
 - **The climb.** From there the pace returns to ``W`` along a concave cubic (fast at first, flat
   near ``W``) in 1 to 1.5 s (about ``_REQUESTS_PER_CYCLE`` requests; 1 s when ``W`` just moved),
   then probes above along a convex cubic: 1 % more after 0.1 s, twice ``W`` after 0.5 s, nine
   times after 1 s (at most ``_PROBE_CAP`` times; after a leap, twice ``W`` after 0.2 s; at a
   slow pace, over ``_PROBE_TURNS`` turns of ``W`` at least, and ``_SLOWEST_PROBE`` seconds at
-  most). At a steady limit the client meets about one
-  429 per climb. Far above the limit (the share that got through is the least it is), the
-  pace probes at once.
+  most). At a steady limit the client meets about one 429 per climb. Far above the limit (the
+  share that got through is the least it is), the pace probes at once.
 - **A limit that fell** far below a level the pace had kept (40 -> 10 requests/s) may come back,
   and every second before a probe finds it is rate lost: for ``_FALL_MEMORY`` seconds, each climb
   lasts ``_FALLEN_CLIMB``, so that the probe comes soon after every cut.
@@ -447,9 +446,9 @@ class RateLimiter(LimitRules):
             self._probe_scale = _PROBE_SCALE
         elif self._leap:
             self._leap = False
-            self._probe_scale = min(max(_LEAP_PROBE_SCALE, _LEAP_PROBE_TURNS / estimate), _SLOWEST_PROBE)
+            self._probe_scale = _doubling_time(estimate, _LEAP_PROBE_SCALE, _LEAP_PROBE_TURNS)
         else:
-            self._probe_scale = min(max(_PROBE_SCALE, _PROBE_TURNS / estimate), _SLOWEST_PROBE)
+            self._probe_scale = _doubling_time(estimate, _PROBE_SCALE, _PROBE_TURNS)
         # The climb, and the counts that judge it, start when a pause ends.
         self._climb_from = max(now, self._paused_until)
         self._new_epoch(now)
@@ -464,11 +463,19 @@ class RateLimiter(LimitRules):
         if self._estimate is not None:
             self._floor = self._estimate
         self._climb, self._climb_from, self._probe_held = 0.0, max(now, self._paused_until), False
-        self._probe_scale = min(max(_PROBE_SCALE, _PROBE_TURNS / (self._estimate or _PROBE_TURNS)), _SLOWEST_PROBE)
+        self._probe_scale = _doubling_time(self._estimate, _PROBE_SCALE, _PROBE_TURNS)
         rate = self._rate_at(now)
         # Turns reserved at the cut pace are void; waiting requests re-queue when they wake.
         self._new_epoch(now)
         self._next_slot = max(now, self._paused_until, self._last_start + (1.0 / rate if rate else 0.0))
+
+
+def _doubling_time(estimate: float | None, seconds: float, turns: float) -> float:
+    """Seconds for a probe to double the estimate: ``seconds``, or ``turns`` turns of it when
+    that is longer, and never more than ``_SLOWEST_PROBE``."""
+    if not estimate:
+        return seconds
+    return min(max(seconds, turns / estimate), _SLOWEST_PROBE)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

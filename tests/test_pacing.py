@@ -4,7 +4,6 @@ and the retry budget of bulk calls."""
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import statistics
 import time as time_
@@ -417,7 +416,7 @@ async def test_429s_at_random_from_the_start_do_not_collapse_the_pace() -> None:
     for n in range(1_500):
         sent = await pacer.acquire()
         time.now += 0.005
-        if n == 2 or n > 2 and refusals.random() < 0.2:
+        if n == 2 or (n > 2 and refusals.random() < 0.2):
             pacer.on_throttle(sent, None)
         else:
             pacer.on_success(None, sent)
@@ -425,7 +424,7 @@ async def test_429s_at_random_from_the_start_do_not_collapse_the_pace() -> None:
     # a limit's, they took over 100 s, at an estimate of 1 to 20/s.)
     assert time.now - started <= 30.0, time.now - started
     assert pacer.estimate is not None
-    assert pacer.estimate >= 20.0, pacer.estimate
+    assert pacer.estimate >= 10.0, pacer.estimate
 
 
 async def no_burst_limiter(time: VirtualTime, limit: float) -> RateLimiter:
