@@ -27,6 +27,7 @@ from ._models import (
     Audience,
     AudiencePage,
     AudienceType,
+    Confirmation,
     CreateRequest,
     IdAction,
     IndexingState,
@@ -34,12 +35,12 @@ from ._models import (
     ReplaceRequest,
     UpdateRequest,
     Url,
-    accepted_answer,
     name_matches,
     typed_kind,
 )
 
 __all__ = [
+    "accepted_answer",
     "action_entry",
     "converter",
     "decode",
@@ -439,6 +440,31 @@ def decode(body: bytes, cls: type[T], *, status: int, method: str, route: str) -
         raise _unreadable(body, cls, exc, status=status, method=method, route=route) from exc
 
 
+# Accepted's slots, set as attrs' ``__init__`` sets a frozen class's fields but without
+# ``object.__setattr__``'s lookup of each slot by name (see ``_models.IdAction``'s setters).
+_set_token: Final = Accepted.__dict__["indexing_token"].__set__
+_set_status: Final = Accepted.__dict__["status"].__set__
+_set_headers: Final = Accepted.__dict__["headers"].__set__
+_set_confirmation: Final = Accepted.__dict__["confirmation"].__set__
+_ANSWERED: Final = Confirmation.ANSWERED
+_new_object: Final = object.__new__
+
+
+def accepted_answer(token: str | None, status: int, headers: Mapping[str, str]) -> Accepted:
+    """``Accepted(token, status, headers)``, built at a third of the cost: the answer to every
+    write is one (the fields have no validators to skip).
+
+    >>> accepted_answer("t1", 202, {}) == Accepted("t1", 202, {})
+    True
+    """
+    self = _new_object(Accepted)
+    _set_token(self, token)
+    _set_status(self, status)
+    _set_headers(self, headers)
+    _set_confirmation(self, _ANSWERED)
+    return self
+
+
 def decode_accepted(
     body: bytes, *, status: int, headers: Mapping[str, str], method: str, route: str
 ) -> Accepted:
@@ -446,18 +472,20 @@ def decode_accepted(
     the answer to every write, built once."""
     try:
         data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        data = None  # read again below: an empty body stands for null, anything else fails
+    except orjson.JSONDecodeError as exc:
+        if body.strip():
+            raise _unreadable(body, Accepted, exc, status=status, method=method, route=route) from exc
+        data = None  # an empty body stands for null
     # The answer of nearly every write, {"indexing_token": "..."}, without a call more.
     if type(data) is dict:
         token = data.get("indexing_token")
         if token is None or type(token) is str:
             return accepted_answer(token, status, headers)
     try:
-        token = _indexing_token(orjson.loads(body) if body.strip() else None)
+        token = _indexing_token(data)
     except _UNREADABLE as exc:
         raise _unreadable(body, Accepted, exc, status=status, method=method, route=route) from exc
-    return Accepted(token, status, headers)
+    return accepted_answer(token, status, headers)
 
 
 _UNREADABLE: Final = (orjson.JSONDecodeError, cattrs.BaseValidationError, ValueError, TypeError,

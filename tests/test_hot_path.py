@@ -14,7 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from batch_audiences import Accepted, AiohttpSender, AsyncAudiencesClient, HTTPRequest, HTTPResponse
-from batch_audiences._models import accepted_answer
+from batch_audiences._codec import accepted_answer
 from batch_audiences._sender import _answer, prepared_request
 from batch_audiences._transport import RequestTrace, _Exchange
 
