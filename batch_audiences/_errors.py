@@ -248,6 +248,11 @@ _BY_STATUS: dict[int, type[APIError]] = {
 }
 
 
+def _never_answered(status: int) -> bool:
+    """Whether the API never answers with ``status``: a redirect (3xx) or an interim 1xx."""
+    return status < 200 or 300 <= status < 400
+
+
 def _error_class(status: int) -> type[APIError]:
     if status in _BY_STATUS:
         return _BY_STATUS[status]
@@ -255,7 +260,7 @@ def _error_class(status: int) -> type[APIError]:
         return BadRequestError
     if status >= 500:
         return ServerError
-    if status < 200 or 300 <= status < 400:
+    if _never_answered(status):
         return UnexpectedResponseError
     return APIError
 
@@ -299,7 +304,7 @@ def error_from_response(
     headers are expected to be redacted already).
     """
     code, message = parse_error_body(body)
-    if status < 200 or 300 <= status < 400:
+    if _never_answered(status):
         location = (headers or {}).get("Location")
         where = f" to {_shorten(location)}" if location else ""
         kind = f"a redirect ({status}){where}" if status >= 300 else f"an interim answer ({status})"
