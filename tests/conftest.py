@@ -28,6 +28,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -293,3 +294,19 @@ async def serving(handler: Callable[[web.Request], Awaitable[web.StreamResponse]
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+async def forward(
+    emulator: Emulator, request: web.Request, body: bytes, session: aiohttp.ClientSession | None = None
+) -> web.Response:
+    """``request`` (whose body is ``body``) passed on to ``emulator``, and its answer: a gateway's
+    step, for handlers given to :func:`serving`. Through ``session`` when given (its connections
+    kept alive between requests), else through a session of its own."""
+    if session is None:
+        async with aiohttp.ClientSession() as own:
+            return await forward(emulator, request, body, own)
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in {"host", "content-length"}}
+    async with session.request(
+        request.method, emulator.base_url + request.path_qs, data=body, headers=headers,
+    ) as answer:
+        return web.Response(status=answer.status, body=await answer.read(), content_type=answer.content_type)

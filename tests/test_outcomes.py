@@ -13,7 +13,6 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -29,7 +28,7 @@ from batch_audiences import (
 )
 from batch_audiences.testing import Emulator, ScriptedResponse
 
-from .conftest import MAX_RETRIES, Api, serving
+from .conftest import MAX_RETRIES, Api, forward, serving
 
 INTERNAL = {"error_code": "INTERNAL_ERROR", "error_message": "something broke"}
 AN_HOUR_AGO = datetime.now(timezone.utc) - timedelta(hours=1)
@@ -252,15 +251,6 @@ async def test_remove_of_a_missing_audience_with_an_answer_raises(api: Api, emul
 
 
 # -- an upload chunk acknowledged without a token ----------------------------------------------
-
-
-async def forward(emulator: Emulator, request: web.Request, body: bytes) -> web.Response:
-    """``request`` (whose body is ``body``) passed on to ``emulator``, and its answer."""
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in {"host", "content-length"}}
-    async with aiohttp.ClientSession() as session, session.request(
-        request.method, emulator.base_url + request.path_qs, data=body, headers=headers,
-    ) as answer:
-        return web.Response(status=answer.status, body=await answer.read(), content_type=answer.content_type)
 
 
 class GarblingProxy:

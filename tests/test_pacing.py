@@ -4,9 +4,10 @@ and the retry budget of bulk calls."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time as time_
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from batch_audiences._budget import RetryBudget
 from batch_audiences._limitrules import share_of_limit
 from batch_audiences._pacing import RateLimiter
 from batch_audiences.testing import Emulator, ScriptedResponse
+
+from .conftest import forward, serving
 
 
 class VirtualTime:
@@ -501,6 +504,17 @@ async def test_a_bulk_call_converges_under_a_server_limit_with_few_429s(
     assert 0.4 * limit <= estimate <= 1.5 * limit, estimate
 
 
+@contextlib.asynccontextmanager
+async def no_burst_emulator(limit: float) -> AsyncIterator[Emulator]:
+    """The emulator limited to ``limit`` requests/s with no burst, its 429s saying nothing (no
+    ``Retry-After``, no ``X-RateLimit-*``), holding the audience ``crm``, its counters at zero."""
+    async with Emulator(indexing_delay=0, record_bodies=False, rate_limit=limit, burst=1,
+                        rate_limit_retry_after="off", rate_limit_headers=False) as emu:
+        emu.add_audience("crm")
+        emu.rate_limit = limit  # counters from zero
+        yield emu
+
+
 async def test_the_pace_settles_near_a_limit_that_allows_no_burst() -> None:
     # A bucket holding one request: every request must be spaced 1/R apart, the strictest shape.
     # (With a second's worth of burst the pace does not settle yet: probes drain the bucket and
@@ -509,10 +523,7 @@ async def test_the_pace_settles_near_a_limit_that_allows_no_burst() -> None:
     from batch_audiences import AsyncAudiencesClient
 
     limit = 40.0
-    async with Emulator(indexing_delay=0, record_bodies=False, rate_limit=limit, burst=1,
-                        rate_limit_retry_after="off", rate_limit_headers=False) as emu:
-        emu.add_audience("crm")
-        emu.rate_limit = limit  # counters from zero
+    async with no_burst_emulator(limit) as emu:
         async with AsyncAudiencesClient(emu.api_key, emu.project_key, base_url=emu.base_url) as client:
             report = await client.upload("crm", (f"u{n}" for n in range(2_000)), chunk_size=10,
                                          retry_budget=10_000)
@@ -631,49 +642,31 @@ async def test_429s_of_a_stalling_server_do_not_drag_the_pace_down() -> None:
     from batch_audiences import AsyncAudiencesClient
 
     limit = 20.0
-    async with Emulator(indexing_delay=0, record_bodies=False, rate_limit=limit, burst=1,
-                        rate_limit_retry_after="off", rate_limit_headers=False) as emu:
-        emu.add_audience("crm")
-        emu.rate_limit = limit  # counters from zero
+    async with no_burst_emulator(limit) as emu:
         loop = asyncio.get_running_loop()
         stall_until = 0.0
         seen = 0
 
-        async def forward(request: web.Request) -> web.Response:
+        async def stalling(request: web.Request) -> web.Response:
             nonlocal stall_until, seen
             seen += 1
             if seen % 12 == 0:  # every 12th request opens a stall of 0.15 s
                 stall_until = loop.time() + 0.15
             if loop.time() < stall_until:
                 await asyncio.sleep(stall_until - loop.time())
-            async with session.request(request.method, f"{emu.base_url}{request.path_qs}",
-                                       headers=request.headers, data=await request.read()) as answer:
-                headers = {k: v for k, v in answer.headers.items()
-                           if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")}
-                return web.Response(status=answer.status, body=await answer.read(), headers=headers)
+            return await forward(emu, request, await request.read(), session)
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", forward)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        [sock] = site._server.sockets  # type: ignore[union-attr]
-        port = sock.getsockname()[1]
-        try:
-            async with aiohttp.ClientSession(auto_decompress=False) as session, AsyncAudiencesClient(
-                emu.api_key, emu.project_key, base_url=f"http://127.0.0.1:{port}"
-            ) as client:
-                estimates: list[float] = []
+        async with aiohttp.ClientSession(auto_decompress=False) as session, serving(
+            stalling
+        ) as base_url, AsyncAudiencesClient(emu.api_key, emu.project_key, base_url=base_url) as client:
+            estimates: list[float] = []
 
-                def sample(event: object) -> None:
-                    if client.stats.limit is not None:
-                        estimates.append(client.stats.limit)
+            def sample(event: object) -> None:
+                if client.stats.limit is not None:
+                    estimates.append(client.stats.limit)
 
-                report = await client.upload("crm", (f"u{n}" for n in range(1_500)), chunk_size=10,
-                                             retry_budget=10_000, on_progress=sample)
-        finally:
-            await runner.cleanup()
+            report = await client.upload("crm", (f"u{n}" for n in range(1_500)), chunk_size=10,
+                                         retry_budget=10_000, on_progress=sample)
         accepted, refused = emu.rate_limit_counts()
     assert report.ok, report.summary()
     assert accepted == 150
