@@ -8,14 +8,16 @@ estimate ``W`` at a cut, echoes, noise, 429s the server's own timing caused) is 
 ``_limitrules``; this module turns it into a pace and schedules the turns:
 
 - **The cut.** A 429 that the rules take as news sets ``W`` and drops the pace to 95 % of it
-  (nothing measured yet: half the pace refused, probing up from there at once). The cut applies
-  to the whole client: requests already waiting are re-queued at the new pace.
+  (nothing measured yet: half the pace refused; a pace accepted far below the one refused: that
+  pace; in both cases probing up from there at once). The cut applies to the whole client:
+  requests already waiting are re-queued at the new pace.
 - **The climb.** From there the pace returns to ``W`` along a concave cubic (fast at first, flat
   near ``W``) in 1 to 1.5 s (about ``_REQUESTS_PER_CYCLE`` requests; 1 s when ``W`` just moved),
   then probes above along a convex cubic: 1 % more after 0.1 s, twice ``W`` after 0.5 s, nine
-  times after 1 s (at most ``_PROBE_CAP`` times). At a steady limit the client meets about one
-  429 per climb. Far above the limit (the share that got through is the least it is), the
-  pace probes at once.
+  times after 1 s (at most ``_PROBE_CAP`` times; after a leap, twice ``W`` after 0.2 s; at a
+  slow pace, over ``_PROBE_TURNS`` turns of ``W`` at least, and ``_SLOWEST_PROBE`` seconds at
+  most). At a steady limit the client meets about one 429 per climb. Far above the limit (the
+  share that got through is the least it is), the pace probes at once.
 - **A limit that fell** far below a level the pace had kept (40 -> 10 requests/s) may come back,
   and every second before a probe finds it is rate lost: for ``_FALL_MEMORY`` seconds, each climb
   lasts ``_FALLEN_CLIMB``, so that the probe comes soon after every cut.
@@ -71,6 +73,16 @@ _FALLEN_CLIMB = 0.6
 # Past the estimate, the pace grows as CUBIC's window does: twice the estimate after this many
 # seconds, 9 times after twice as long…
 _PROBE_SCALE = 0.5
+# …or after this many, when the pace accepted was far below the one refused (the limit is
+# anywhere between: it is found within half a second)…
+_LEAP_PROBE_SCALE = 0.2
+# …but never in fewer than this many turns of the estimate (this many after a leap): at a slow
+# pace, a probe measured in seconds would leap from one request to the next, and overshoot.
+_PROBE_TURNS = 5.0
+_LEAP_PROBE_TURNS = 2.0
+# …and in no more than this many seconds: a pace cut far too low by 429s that were not the
+# limit's (random ones) must not take minutes to come back.
+_SLOWEST_PROBE = 2.0
 # …up to this multiple of the estimate.
 _PROBE_CAP = 64.0
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
@@ -115,6 +127,7 @@ class RateLimiter(LimitRules):
         self._climb_from = -math.inf  # when the climb started (the cut, or the end of its pause)
         self._climb = _MIN_CLIMB  # seconds to climb back to the estimate
         self._probe_held = False  # X-RateLimit-Remaining: 0 seen since the climb ended
+        self._probe_scale = _PROBE_SCALE  # seconds to probe twice the estimate
         # The estimate at the last cut that left it where it was, and when it last fell far
         # below such a level.
         self._held: float | None = None
@@ -152,7 +165,7 @@ class RateLimiter(LimitRules):
         else:
             # Convex cubic above it: barely more at first (a limit just above is found with one
             # 429), then faster and faster (a limit that rose is found within seconds).
-            beyond = (elapsed - climb) / _PROBE_SCALE
+            beyond = (elapsed - climb) / self._probe_scale
             rate = estimate * min(1.0 + beyond * beyond * beyond, _PROBE_CAP)
         ceiling = self.max_rate
         return min(rate, ceiling) if ceiling is not None else rate
@@ -321,15 +334,16 @@ class RateLimiter(LimitRules):
         self._accepted += 1
         if self._squeeze_debt:
             self._squeeze_debt = max(0.0, self._squeeze_debt - 0.5)
-        if sent_at is not None and self._bursty is False:
+        if sent_at is not None and self._bursty is not True:
+            if sent_at >= self._last_decrease and self._bursty is False:
+                # A server that lets no burst through accepted this gap from the last request
+                # it accepted: its limit is at least that.
+                pace = self._gap_pace(sent_at)
+                if pace is not None and pace > self._highest_accepted:
+                    self._highest_accepted = pace
             if sent_at > self._ok_sent:
                 # The last request accepted, and when its answer came (see _squeezed).
                 self._ok_sent, self._ok_answered = sent_at, self._clock()
-            if sent_at >= self._last_decrease:
-                # A server that lets no burst through accepted this gap: its limit is at least that.
-                pace = self._refused_pace(sent_at)
-                if pace is not None and pace > self._highest_accepted:
-                    self._highest_accepted = pace
         if headers is not None and self._estimate is not None:
             remaining = headers.get("X-RateLimit-Remaining")
             if remaining is not None:
@@ -396,6 +410,8 @@ class RateLimiter(LimitRules):
         measured, far, base = self._measure(now, sent_at)
         if measured is None:  # nothing measured: halve, and find the limit from there
             estimate = floor = base / 2.0
+        elif self._leap:  # the pace accepted, far below the one refused: probe up at once
+            estimate = floor = measured
         else:
             estimate, floor = measured, _BACKOFF * measured
         if self.max_rate is not None:
@@ -426,6 +442,13 @@ class RateLimiter(LimitRules):
             # measured: straight to probing.
             self._climb = 0.0
         self._probe_held = False
+        if measured is None:  # a guess, not a pace: nothing to count turns of
+            self._probe_scale = _PROBE_SCALE
+        elif self._leap:
+            self._leap = False
+            self._probe_scale = _doubling_time(estimate, _LEAP_PROBE_SCALE, _LEAP_PROBE_TURNS)
+        else:
+            self._probe_scale = _doubling_time(estimate, _PROBE_SCALE, _PROBE_TURNS)
         # The climb, and the counts that judge it, start when a pause ends.
         self._climb_from = max(now, self._paused_until)
         self._new_epoch(now)
@@ -440,10 +463,19 @@ class RateLimiter(LimitRules):
         if self._estimate is not None:
             self._floor = self._estimate
         self._climb, self._climb_from, self._probe_held = 0.0, max(now, self._paused_until), False
+        self._probe_scale = _doubling_time(self._estimate, _PROBE_SCALE, _PROBE_TURNS)
         rate = self._rate_at(now)
         # Turns reserved at the cut pace are void; waiting requests re-queue when they wake.
         self._new_epoch(now)
         self._next_slot = max(now, self._paused_until, self._last_start + (1.0 / rate if rate else 0.0))
+
+
+def _doubling_time(estimate: float | None, seconds: float, turns: float) -> float:
+    """Seconds for a probe to double the estimate: ``seconds``, or ``turns`` turns of it when
+    that is longer, and never more than ``_SLOWEST_PROBE``."""
+    if not estimate:
+        return seconds
+    return min(max(seconds, turns / estimate), _SLOWEST_PROBE)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
