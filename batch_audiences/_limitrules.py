@@ -83,7 +83,7 @@ _CLEAN_SHARE = 0.05
 # …once the cuts they caused took the estimate this far below where they started (a limit's
 # 429s stop below it; noise does not), each cutting to this share of the lowest pace refused
 # (small steps: a limit blurred by jitter is found just below where the 429s stop).
-_NOISE_DEPTH = 0.8
+_NOISE_DEPTH = 0.9
 _NOISY_CUT = 0.98
 # …and once noise is known, a share this far above it is a limit again.
 _NOISE_MARGIN = 0.1
@@ -102,6 +102,26 @@ _BURST_EVIDENCE = 4
 # A first 429 after this many is read as a drained bucket (see _estimate_at_cut); after fewer,
 # it may be one of 429s that come at random (one in five: a run of 10 before the first in 1 of 9).
 _DRAINED_BURST = 10
+# A refusal this many turns of the pace in force after the last request accepted, or more,
+# says nothing of the gap (see _refused_pace).
+_GAP_TURNS = 1.5
+# This share of this many requests refused since a cut, at least, says the pace is far above
+# the limit (twice the rate of a bucket refuses half; a few 429s in a row come at random too).
+_FAR_SHARE = 0.4
+_FAR_SAMPLE = 8
+# …or this many, and this share, sooner (a limit that fell to a quarter or less).
+_FAR_SOON = 4
+_FAR_SOON_SHARE = 0.6
+# …once this many of the next answers after that 429 were 429s too, before this many were
+# accepted (see _pending_answer): 429s at random, one in five, pass this test once in 40.
+_CONFIRM = 3
+_DENY = 2
+# A server that let one request of the unpaced start of a job through, and refused the next
+# ones, allows no burst: the pace starts again from a few requests per second, the rate such
+# servers commonly allow, and probes up fast (see _estimate_at_cut); once the next two answers
+# were 429s too (random ones pass this test once in 25, and then cost little: the probe is fast).
+_NO_BURST_GUESS = 10.0
+_NO_BURST_CONFIRM = 2
 # A share of accepted answers from which a 429 says "just past the limit", not "far above it".
 _MOSTLY = 0.75
 # A server that lets no burst through refuses a pace just above its limit: aim a little below.
@@ -158,6 +178,14 @@ class LimitRules:
         # server that lets no burst through) the highest accepted.
         self._lowest_refused = math.inf
         self._highest_accepted = 0.0
+        # The highest accepted before the last cut (halved at each cut that accepted none).
+        self._accepted_before = 0.0
+        # A reading of the limit that the answers after its 429 decide (None: none pending;
+        # see _estimate_at_cut), whether the probe leaps from it, and the 429s since.
+        self._pending: float | None = None
+        self._pending_leap = False
+        self._pending_refusals = self._pending_accepted = 0
+        self._pending_confirm = self._pending_deny = 1
         # Whether the server lets bursts through (None: not known yet).
         self._bursty: bool | None = None
         # The last cut found the pace accepted far below the one refused: the limiter probes
@@ -180,6 +208,7 @@ class LimitRules:
     def _new_epoch(self, now: float) -> None:
         """Counts start again: a cut (or a verdict of noise) at ``now``."""
         self._sent = self._throttled = self._accepted = 0
+        self._accepted_before = max(self._highest_accepted, 0.5 * self._accepted_before)
         self._idle, self._lowest_refused, self._highest_accepted = 0.0, math.inf, 0.0
         self._epoch_start = now
         self._last_decrease = now
@@ -217,6 +246,24 @@ class LimitRules:
             self._bursty = self._accepted >= _BURST_EVIDENCE
         measured, far = self._estimate_at_cut(now, base)
         return measured, far, base
+
+    def _pending_answer(self, ok: bool) -> bool:
+        """Count an answer towards a pending reading (see :meth:`_estimate_at_cut`); True when
+        it confirms it (the limiter then cuts to it)."""
+        if ok:
+            self._pending_accepted += 1
+            if self._pending_accepted >= self._pending_deny:
+                self._pending = None  # mostly accepted since: the 429 came at random
+            return False
+        self._pending_refusals += 1
+        return self._pending_refusals >= self._pending_confirm
+
+    def _expect(self, reading: float, *, leap: bool, confirm: int, deny: int) -> None:
+        """A reading of the limit, applied once ``confirm`` of the next answers are 429s, and
+        forgotten once ``deny`` are accepted first."""
+        self._pending, self._pending_leap = reading, leap
+        self._pending_confirm, self._pending_deny = confirm, deny
+        self._pending_refusals = self._pending_accepted = 0
 
     def _squeezed(self, now: float, sent_at: float) -> bool:
         """Whether a 429 from a server that lets no burst through came because the server
@@ -260,26 +307,50 @@ class LimitRules:
         (429s that come whatever the pace, or the server's own timing): then the pace in force
         is the one refused, as it is for a server allowing bursts."""
         pace = self._gap_pace(sent_at)
-        if self._bursty is False and pace is not None and pace < _JUST_BELOW * self._highest_accepted:
-            return self._rate_at(sent_at)
+        if self._bursty is False and pace is not None:
+            in_force = self._rate_at(sent_at)
+            if pace < _JUST_BELOW * self._highest_accepted or (
+                in_force is not None
+                and pace * _GAP_TURNS < in_force <= _GAP_TURNS * self._accepted_before
+            ):
+                # (Nor is one more than _GAP_TURNS turns from it, at a pace about one accepted
+                # before the cut: a server allowing no burst refuses that only when the pace is
+                # that many times its limit; 429s in a row, at random, often.)
+                return in_force
         return pace
 
     def _estimate_at_cut(self, now: float, base: float) -> tuple[float | None, bool]:
         """The limit, as a 429 refusing the pace ``base`` shows it (None: nothing to go by), and
         whether the pace was far above it."""
         bursty = self._bursty is not False
+        pending = self._pending
+        if pending is not None and self._pending_refusals >= self._pending_confirm:
+            # A reading that the answers since its 429 confirmed (see below).
+            self._pending, self._leap = None, self._pending_leap
+            return min(base, pending), False
         if self._estimate is None and bursty and self._accepted >= _DRAINED_BURST:
-            # The unpaced start of a job drained a saved burst: the 429 says the bucket is
-            # empty, not what refills it. A bucket commonly holds one second of its rate, so
-            # the rate is taken as what got through per second over the last seconds, and one
-            # second at the least. (A rate above it is found by the probe; a bucket holding
-            # more, by the goodput at the next cut.) Only after a burst of some size: a 429
-            # that comes at random after a few requests says nothing of a bucket.
+            # The unpaced start of a job may have drained a saved burst: then the 429 says the
+            # bucket is empty, not what refills it. A bucket commonly holds one second of its
+            # rate, so the rate would be what got through per second over the last seconds,
+            # and one second at the least. (A rate above it is found by the probe; a bucket
+            # holding more, by the goodput at the next cut.)
             count, first = self._sends.span(now)
-            return min(base, min(self._accepted, count) / max(now - first, 1.0)), False
+            reading = min(self._accepted, count) / max(now - first, 1.0)
+            self._expect(reading, leap=False, confirm=_CONFIRM, deny=_DENY)
+        elif self._estimate is None and not bursty and self._accepted <= 1:
+            # One request of the unpaced start got through, the next were refused: a server
+            # allowing no burst, whose limit is far below that start's pace. Each halving of the
+            # pace would cost a 429: the pace starts again from a guess and probes up fast.
+            self._expect(_NO_BURST_GUESS, leap=True, confirm=_NO_BURST_CONFIRM, deny=1)
+        # Both readings wait for the next answers: a 429 that comes at random looks the same,
+        # but the answers after it are mostly accepted, where a drained bucket or a server
+        # allowing no burst refuses them. Meanwhile, the rules below apply.
         if self._climbing(now):
             # A second cut while climbing back to the estimate.
-            if 2 * self._throttled >= self._sent > 0:
+            sent, throttled = self._sent, self._throttled
+            if (sent >= _FAR_SAMPLE and throttled >= _FAR_SHARE * sent) or (
+                throttled >= _FAR_SOON and throttled >= _FAR_SOON_SHARE * sent
+            ):
                 # Most requests since the last cut refused: far above the limit (a limit that
                 # fell, or the start of a job), and what got through is the limit's share.
                 got_through = 1.0 - self._throttled / self._sent
@@ -362,7 +433,8 @@ class LimitRules:
         # may have aimed above the limit (a server allowing bursts inflates the estimate).
         self._noise_sent += sent
         self._noise_throttled += throttled
-        if self._noise_pace is None:
+        if self._noise_pace is None or (self._estimate or 0.0) > self._noise_pace:
+            # (Where they started: the highest estimate since, if a probe raised it meanwhile.)
             self._noise_pace = self._estimate
         if (
             self._noise_sent >= _NOISE_SAMPLE

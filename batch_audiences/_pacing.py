@@ -83,8 +83,13 @@ _LEAP_PROBE_TURNS = 2.0
 # …and in no more than this many seconds: a pace cut far too low by 429s that were not the
 # limit's (random ones) must not take minutes to come back.
 _SLOWEST_PROBE = 2.0
+# …or this many, a moment after the limit fell (it may come back: find it soon)…
+_FALLEN_PROBE_SCALE = 0.5
 # …up to this multiple of the estimate.
 _PROBE_CAP = 64.0
+# At the start of a job, a server allowing no burst that refused every request since the last
+# cut is far above its limit: the pace drops this many times at once.
+_FINDING_STEP = 2.0
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
 _MIN_RATE = 0.2
 # Counts since a cut are halved past this many requests, so shares follow recent behaviour.
@@ -128,6 +133,7 @@ class RateLimiter(LimitRules):
         self._climb = _MIN_CLIMB  # seconds to climb back to the estimate
         self._probe_held = False  # X-RateLimit-Remaining: 0 seen since the climb ended
         self._probe_scale = _PROBE_SCALE  # seconds to probe twice the estimate
+        self._finding = True  # no cut has held for a while yet (the start of a job)
         # The estimate at the last cut that left it where it was, and when it last fell far
         # below such a level.
         self._held: float | None = None
@@ -332,6 +338,8 @@ class RateLimiter(LimitRules):
         answers.append(True)
         self._answers_ok += 1
         self._accepted += 1
+        if self._pending is not None:
+            self._pending_answer(True)
         if self._squeeze_debt:
             self._squeeze_debt = max(0.0, self._squeeze_debt - 0.5)
         if sent_at is not None and self._bursty is not True:
@@ -386,6 +394,9 @@ class RateLimiter(LimitRules):
             if until > self._paused_until:
                 self._paused_until = until
                 self._next_slot = max(self._next_slot, until)
+        if self._pending is not None and self._pending_answer(False):
+            self._cut(now, sent_at)  # a reading confirmed (see _limitrules)
+            return
         if sent_at < self._last_decrease:
             return  # the 429 belongs to the pace in force before the cut
         if self._squeezed(now, sent_at):
@@ -410,14 +421,23 @@ class RateLimiter(LimitRules):
         measured, far, base = self._measure(now, sent_at)
         if measured is None:  # nothing measured: halve, and find the limit from there
             estimate = floor = base / 2.0
-        elif self._leap:  # the pace accepted, far below the one refused: probe up at once
+        elif self._leap or (self._finding and self._bursty is False):
+            # The pace accepted, far below the one refused; or the start of a job against a
+            # server allowing no burst (no estimate held yet): probe up from it at once, fast.
+            self._leap = True
             estimate = floor = measured
+            if self._finding and self._bursty is False and not self._accepted:
+                # Not one request accepted since the last cut: far above the limit still, and
+                # every step down costs a 429. Steps of four, and back up from below.
+                estimate = floor = min(measured, base / _FINDING_STEP)
         else:
             estimate, floor = measured, _BACKOFF * measured
         if self.max_rate is not None:
             estimate = min(estimate, self.max_rate)
         estimate = max(estimate, _MIN_RATE)
         previous, self._estimate = self._estimate, estimate
+        if self._sent >= _JUDGE_AFTER or (previous is not None and abs(estimate - previous) <= _STABLE * previous):
+            self._finding = False  # a pace held for a while, or found twice: the limit is found
         self._floor = min(max(floor, _MIN_RATE), estimate)
         if previous is not None and abs(estimate - previous) <= _STABLE * previous:
             if self._sent >= _JUDGE_AFTER:
@@ -442,13 +462,14 @@ class RateLimiter(LimitRules):
             # measured: straight to probing.
             self._climb = 0.0
         self._probe_held = False
-        if measured is None:  # a guess, not a pace: nothing to count turns of
-            self._probe_scale = _PROBE_SCALE
-        elif self._leap:
+        if self._leap:
             self._leap = False
             self._probe_scale = _doubling_time(estimate, _LEAP_PROBE_SCALE, _LEAP_PROBE_TURNS)
+        elif measured is None:  # a guess, not a pace: nothing to count turns of
+            self._probe_scale = _PROBE_SCALE
         else:
-            self._probe_scale = _doubling_time(estimate, _PROBE_SCALE, _PROBE_TURNS)
+            scale = _FALLEN_PROBE_SCALE if now - self._fell_at < _FALL_MEMORY else _PROBE_SCALE
+            self._probe_scale = _doubling_time(estimate, scale, _PROBE_TURNS)
         # The climb, and the counts that judge it, start when a pause ends.
         self._climb_from = max(now, self._paused_until)
         self._new_epoch(now)

@@ -310,11 +310,11 @@ async def test_a_server_allowing_no_burst_is_paced_just_below_its_limit() -> Non
 
 async def first_cut_against_a_full_bucket(limit: float, burst: float) -> float | None:
     """A fresh limiter, one request after the other (5 ms each) against a full token bucket, up
-    to its first 429: the estimate that 429 leaves."""
+    to its first 429 and the two answers after it: the estimate they leave."""
     time = VirtualTime()
     pacer = limiter(time)
     tokens, refilled = burst, time.now
-    while pacer.decreases == 0:
+    while pacer.throttles < 4:
         sent = await pacer.acquire()
         time.now += 0.005
         tokens, refilled = min(burst, tokens + (time.now - refilled) * limit), time.now
@@ -335,8 +335,10 @@ async def test_a_429_that_ends_the_burst_of_an_unpaced_start_reads_a_second_of_r
     estimate = await first_cut_against_a_full_bucket(limit, limit)
     assert estimate is not None
     assert 0.9 * limit <= estimate <= 1.25 * limit, estimate
+    # (The reading waits for three more 429s, the bucket's refusals of the pace that drained
+    # it: a 429 at random would be followed by accepted answers instead.)
     _, throttled, elapsed = await against_a_token_bucket(limit, limit, int(5 * limit))
-    assert throttled <= 0.05 * 5 * limit, throttled
+    assert throttled <= 0.1 * 5 * limit, throttled
     assert (4 * limit) / elapsed >= 0.95 * limit
 
 
@@ -404,7 +406,9 @@ async def test_a_limit_allowing_no_burst_that_falls_is_cut_to_its_new_level_not_
         if time.now >= fell_at + 2.0 and pacer.estimate is not None:
             estimates.append(pacer.estimate)
     assert 7.0 <= min(estimates) <= max(estimates) <= 10.5, (min(estimates), max(estimates))
-    assert refused <= 25, refused  # for 40 accepted in the 4 s after the fall
+    # For 40 accepted in the 4 s after the fall. (Reading the share of refusals after a few
+    # 429s in a row, at random or not, took 49; 429s that come at random keep a few here.)
+    assert refused <= 35, refused
 
 
 async def test_429s_at_random_from_the_start_do_not_collapse_the_pace() -> None:
