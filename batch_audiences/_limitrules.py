@@ -9,13 +9,18 @@ cut, whether the server lets bursts through) and reads it when a 429 comes; the 
   accepted per second since the last cut: its bucket was empty at both 429s, so a probe that
   went through while a saved burst lasted does not count as rate. Its first 429 says only that
   the bucket is empty: a bucket commonly holds one second of its rate, so ``W`` is what got
-  through per second over the last seconds (one at least). For one that lets none through
-  (every request must come ``1/R`` after the last one it accepted), ``W`` is just below the
-  shortest gap refused: the highest gap accepted since the cut, both gaps measured from the
-  last request accepted (a refused one takes no token, so it does not move the next turn).
-  When the highest gap accepted is far below the one refused (a probe that leapt), the limit
+  through per second over the last seconds (one at least). A first 429 after a single request
+  got through says the server lets no burst through, far below the pace of the start: ``W`` is
+  a guess of a few per second, probed up from fast. Both readings wait for the next answers
+  (``_expect``), which such servers refuse and 429s at random mostly do not. For a server that
+  lets none through (every request must come ``1/R`` after the last one it accepted), ``W`` is
+  just below the shortest gap refused: the highest gap accepted since the cut, both gaps
+  measured from the last request accepted (a refused one takes no token, so it does not move
+  the next turn). When the highest gap accepted is far below the one refused (a probe that leapt), the limit
   is anywhere between: the pace goes back to the one accepted and probes up fast from there
-  (``_leap``). Far above the limit (most answers 429s: a limit that fell), ``W`` is the
+  (``_leap``). A refusal more than ``_GAP_TURNS`` turns after that request, at a pace accepted
+  before the cut, is not the gap's doing (429s in a row, at random): the pace in force counts.
+  Far above the limit (a share of 429s over a sample: a limit that fell), ``W`` is the
   limit's share of the pace sent at, from the share that got through. Nothing accepted at all
   yet: ``None`` (the limiter halves the pace). The pace refused is the one the client kept: a
   pace the client was not using (far above what it offered over the last starts), or could not

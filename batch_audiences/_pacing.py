@@ -83,8 +83,6 @@ _LEAP_PROBE_TURNS = 2.0
 # …and in no more than this many seconds: a pace cut far too low by 429s that were not the
 # limit's (random ones) must not take minutes to come back.
 _SLOWEST_PROBE = 2.0
-# …or this many, a moment after the limit fell (it may come back: find it soon)…
-_FALLEN_PROBE_SCALE = 0.5
 # …up to this multiple of the estimate.
 _PROBE_CAP = 64.0
 # At the start of a job, a server allowing no burst that refused every request since the last
@@ -436,10 +434,11 @@ class RateLimiter(LimitRules):
             estimate = min(estimate, self.max_rate)
         estimate = max(estimate, _MIN_RATE)
         previous, self._estimate = self._estimate, estimate
-        if self._sent >= _JUDGE_AFTER or (previous is not None and abs(estimate - previous) <= _STABLE * previous):
-            self._finding = False  # a pace held for a while, or found twice: the limit is found
+        stable = previous is not None and abs(estimate - previous) <= _STABLE * previous
+        if stable or self._sent >= _JUDGE_AFTER:
+            self._finding = False  # found twice, or a pace held for a while: the limit is found
         self._floor = min(max(floor, _MIN_RATE), estimate)
-        if previous is not None and abs(estimate - previous) <= _STABLE * previous:
+        if stable:
             if self._sent >= _JUDGE_AFTER:
                 self._held = estimate  # a level the pace kept for a while
             if now - self._fell_at < _FALL_MEMORY:
@@ -468,8 +467,10 @@ class RateLimiter(LimitRules):
         elif measured is None:  # a guess, not a pace: nothing to count turns of
             self._probe_scale = _PROBE_SCALE
         else:
-            scale = _FALLEN_PROBE_SCALE if now - self._fell_at < _FALL_MEMORY else _PROBE_SCALE
-            self._probe_scale = _doubling_time(estimate, scale, _PROBE_TURNS)
+            if now - self._fell_at < _FALL_MEMORY:  # it may come back: find it soon, as after a leap
+                self._probe_scale = _doubling_time(estimate, _LEAP_PROBE_SCALE, _LEAP_PROBE_TURNS)
+            else:
+                self._probe_scale = _doubling_time(estimate, _PROBE_SCALE, _PROBE_TURNS)
         # The climb, and the counts that judge it, start when a pause ends.
         self._climb_from = max(now, self._paused_until)
         self._new_epoch(now)

@@ -434,6 +434,54 @@ async def test_429s_at_random_from_the_start_do_not_collapse_the_pace() -> None:
     assert pacer.estimate >= 10.0, pacer.estimate
 
 
+async def answer_in_turn(time: VirtualTime, pacer: RateLimiter, answers: str) -> None:
+    """One request after the other, 5 ms each, answered as ``answers`` says: A accepted, R 429."""
+    for answer in answers:
+        sent = await pacer.acquire()
+        time.now += 0.005
+        pacer.on_success(None, sent) if answer == "A" else pacer.on_throttle(sent, None)
+
+
+async def test_a_429_at_random_after_many_accepted_is_not_read_as_a_drained_burst() -> None:
+    # 30 accepted at 200/s, then one 429: a bucket drained by the start of a job, or a 429 that
+    # came at random? A drained bucket refuses what follows too; here the next ones got through.
+    # Reading it as a drained bucket at once took the pace to 30/s (what got through in the first
+    # second), and 429s at random then held it low for minutes.
+    time = VirtualTime()
+    pacer = limiter(time)
+    await answer_in_turn(time, pacer, "A" * 30 + "R" + "AA")
+    assert pacer.estimate is not None
+    assert pacer.estimate >= 100.0, pacer.estimate
+
+
+async def test_a_drained_burst_is_read_once_the_answers_after_it_say_so() -> None:
+    time = VirtualTime()
+    pacer = limiter(time)
+    await answer_in_turn(time, pacer, "A" * 30 + "RRRR")
+    # What got through in the first second (30), not the pace that drained the burst (200/s).
+    assert pacer.estimate == pytest.approx(30.0, rel=0.05)
+
+
+async def test_a_server_allowing_no_burst_is_found_from_a_guess_once_the_answers_confirm_it() -> None:
+    # One request of the start accepted, the next three refused: a server allowing no burst, far
+    # below the start's pace. The pace starts again from 10/s and probes up fast from there.
+    time = VirtualTime()
+    pacer = limiter(time)
+    await answer_in_turn(time, pacer, "ARRR")
+    assert pacer.estimate == pytest.approx(10.0)
+    time.now += 0.3  # nothing sent meanwhile would hold the probe: keep it busy
+    await answer_in_turn(time, pacer, "AAAA")
+    assert (pacer.rate or 0.0) >= 15.0, pacer.rate
+
+
+async def test_one_429_at_random_at_the_start_is_not_read_as_a_server_allowing_no_burst() -> None:
+    time = VirtualTime()
+    pacer = limiter(time)
+    await answer_in_turn(time, pacer, "ARA")
+    assert pacer.estimate is not None
+    assert pacer.estimate > 10.0, pacer.estimate
+
+
 async def no_burst_limiter(time: VirtualTime, limit: float) -> RateLimiter:
     """A limiter that learnt, from a server allowing no burst, a limit of about ``limit``."""
     pacer = limiter(time)

@@ -56,7 +56,10 @@ class Run:
         return self.refused / (self.accepted + self.refused)
 
 
-def simulate(judge: Callable[[float, random.Random], bool], *, accepted: int, in_flight: int, seed: int) -> Run:
+Judge = Callable[[float, random.Random], bool]
+
+
+def simulate(judge: Judge, *, accepted: int, in_flight: int, seed: int) -> Run:
     """``in_flight`` workers send requests through one limiter until ``accepted`` got through;
     ``judge(arrival, rng)`` says whether the server accepts a request arriving then."""
     loop = VirtualLoop()
@@ -90,7 +93,7 @@ def simulate(judge: Callable[[float, random.Random], bool], *, accepted: int, in
     return run
 
 
-def token_bucket(rate: float, burst: float) -> Callable[[float, random.Random], bool]:
+def token_bucket(rate: float, burst: float) -> Judge:
     tokens, refilled = burst, 1_000.0
 
     def judge(now: float, _: random.Random) -> bool:
@@ -104,7 +107,7 @@ def token_bucket(rate: float, burst: float) -> Callable[[float, random.Random], 
     return judge
 
 
-def at_random(share: float) -> Callable[[float, random.Random], bool]:
+def at_random(share: float) -> Judge:
     return lambda _, rng: rng.random() >= share
 
 
