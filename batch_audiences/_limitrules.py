@@ -144,7 +144,8 @@ _SQUEEZE_DEBT = 4.0
 class LimitRules:
     """The evidence about a server's limit, and what a 429 makes of it (see the module
     docstring). The limiter (a subclass) owns the pace: it provides :meth:`_rate_at`,
-    :meth:`_climbing` and :meth:`_forget_cuts`, and sets ``_estimate`` and ``_last_decrease``."""
+    :meth:`_climbing` and :meth:`_forget_cuts`, and sets ``_estimate``, ``_last_decrease`` and
+    ``_told_when`` (whether the 429 being read carried a ``Retry-After``)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -191,8 +192,10 @@ class LimitRules:
         self._pending_leap = False
         self._pending_refusals = self._pending_accepted = 0
         self._pending_confirm = self._pending_deny = 1
-        # Whether the server lets bursts through (None: not known yet).
+        # Whether the server lets bursts through (None: not known yet), and whether the last
+        # 429 said when to come back (Retry-After).
         self._bursty: bool | None = None
+        self._told_when = False
         # The last cut found the pace accepted far below the one refused: the limiter probes
         # up fast from the one accepted (see _below).
         self._leap = False
@@ -342,10 +345,11 @@ class LimitRules:
             count, first = self._sends.span(now)
             reading = min(self._accepted, count) / max(now - first, 1.0)
             self._expect(reading, leap=False, confirm=_CONFIRM, deny=_DENY)
-        elif self._estimate is None and not bursty and self._accepted <= 1:
+        elif self._estimate is None and not bursty and self._accepted <= 1 and not self._told_when:
             # One request of the unpaced start got through, the next were refused: a server
             # allowing no burst, whose limit is far below that start's pace. Each halving of the
             # pace would cost a 429: the pace starts again from a guess and probes up fast.
+            # (Not when the 429 says when to come back: its pause already spaces the requests.)
             self._expect(_NO_BURST_GUESS, leap=True, confirm=_NO_BURST_CONFIRM, deny=1)
         # Both readings wait for the next answers: a 429 that comes at random looks the same,
         # but the answers after it are mostly accepted, where a drained bucket or a server
@@ -356,7 +360,7 @@ class LimitRules:
             if (sent >= _FAR_SAMPLE and throttled >= _FAR_SHARE * sent) or (
                 throttled >= _FAR_SOON and throttled >= _FAR_SOON_SHARE * sent
             ):
-                # Most requests since the last cut refused: far above the limit (a limit that
+                # Many requests since the last cut refused: far above the limit (a limit that
                 # fell, or the start of a job), and what got through is the limit's share.
                 got_through = 1.0 - self._throttled / self._sent
                 if bursty:

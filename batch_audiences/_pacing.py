@@ -18,9 +18,12 @@ estimate ``W`` at a cut, echoes, noise, 429s the server's own timing caused) is 
   slow pace, over ``_PROBE_TURNS`` turns of ``W`` at least, and ``_SLOWEST_PROBE`` seconds at
   most). At a steady limit the client meets about one 429 per climb. Far above the limit (the
   share that got through is the least it is), the pace probes at once.
+- **The start of a job.** Until a pace has held (two estimates in a row within ``_STABLE``, or
+  ``_JUDGE_AFTER`` requests at one), a cut for a server allowing no burst keeps the pace at
+  ``W`` and probes up at once, fast: its limit is being found, not kept.
 - **A limit that fell** far below a level the pace had kept (40 -> 10 requests/s) may come back,
   and every second before a probe finds it is rate lost: for ``_FALL_MEMORY`` seconds, each climb
-  lasts ``_FALLEN_CLIMB``, so that the probe comes soon after every cut.
+  lasts ``_FALLEN_CLIMB`` and each probe is a fast one, so that it comes soon after every cut.
 - **Idle time** (no request waited for its turn) does not count for the climb or the probe: the
   pace was not used, so it taught nothing.
 - **Turns** are reserved at the pace the curve will have at their time, on a schedule of target
@@ -86,7 +89,7 @@ _SLOWEST_PROBE = 2.0
 # …up to this multiple of the estimate.
 _PROBE_CAP = 64.0
 # At the start of a job, a server allowing no burst that refused every request since the last
-# cut is far above its limit: the pace drops this many times at once.
+# cut is far above its limit: the pace drops this many times at once (see _cut).
 _FINDING_STEP = 2.0
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
 _MIN_RATE = 0.2
@@ -387,6 +390,7 @@ class RateLimiter(LimitRules):
         """
         now = self._clock()
         self.throttles += 1
+        self._told_when = retry_after is not None
         if retry_after is not None and retry_after > 0:
             until = now + retry_after
             if until > self._paused_until:
@@ -426,7 +430,7 @@ class RateLimiter(LimitRules):
             estimate = floor = measured
             if self._finding and self._bursty is False and not self._accepted:
                 # Not one request accepted since the last cut: far above the limit still, and
-                # every step down costs a 429. Steps of four, and back up from below.
+                # just below the pace refused would be refused again. A step down, and back up.
                 estimate = floor = min(measured, base / _FINDING_STEP)
         else:
             estimate, floor = measured, _BACKOFF * measured
@@ -466,11 +470,10 @@ class RateLimiter(LimitRules):
             self._probe_scale = _doubling_time(estimate, _LEAP_PROBE_SCALE, _LEAP_PROBE_TURNS)
         elif measured is None:  # a guess, not a pace: nothing to count turns of
             self._probe_scale = _PROBE_SCALE
+        elif now - self._fell_at < _FALL_MEMORY:  # it may come back: find it soon, as after a leap
+            self._probe_scale = _doubling_time(estimate, _LEAP_PROBE_SCALE, _LEAP_PROBE_TURNS)
         else:
-            if now - self._fell_at < _FALL_MEMORY:  # it may come back: find it soon, as after a leap
-                self._probe_scale = _doubling_time(estimate, _LEAP_PROBE_SCALE, _LEAP_PROBE_TURNS)
-            else:
-                self._probe_scale = _doubling_time(estimate, _PROBE_SCALE, _PROBE_TURNS)
+            self._probe_scale = _doubling_time(estimate, _PROBE_SCALE, _PROBE_TURNS)
         # The climb, and the counts that judge it, start when a pause ends.
         self._climb_from = max(now, self._paused_until)
         self._new_epoch(now)
