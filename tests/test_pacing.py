@@ -434,15 +434,12 @@ async def test_429s_at_random_from_the_start_do_not_collapse_the_pace() -> None:
     assert pacer.estimate >= 10.0, pacer.estimate
 
 
-async def answer_in_turn(
-    time: VirtualTime, pacer: RateLimiter, answers: str, retry_after: float | None = None
-) -> None:
-    """One request after the other, 5 ms each, answered as ``answers`` says: A accepted, R 429
-    (with ``retry_after``)."""
+async def answer_in_turn(time: VirtualTime, pacer: RateLimiter, answers: str) -> None:
+    """One request after the other, 5 ms each, answered as ``answers`` says: A accepted, R 429."""
     for answer in answers:
         sent = await pacer.acquire()
         time.now += 0.005
-        pacer.on_success(None, sent) if answer == "A" else pacer.on_throttle(sent, retry_after)
+        pacer.on_success(None, sent) if answer == "A" else pacer.on_throttle(sent, None)
 
 
 async def test_a_429_at_random_after_many_accepted_is_not_read_as_a_drained_burst() -> None:
@@ -477,13 +474,20 @@ async def test_a_server_allowing_no_burst_is_found_from_a_guess_once_the_answers
     assert (pacer.rate or 0.0) >= 15.0, pacer.rate
 
 
-async def test_429s_that_say_when_to_come_back_are_followed_not_guessed_at() -> None:
-    # An exact Retry-After already spaces the requests as the server allows: no guess.
+@pytest.mark.parametrize("retry_after", [None, 0.05])
+async def test_429s_that_say_when_to_come_back_are_followed_not_guessed_at(retry_after: float | None) -> None:
+    # Four requests at once, one accepted: a server allowing no burst. Without advice, the pace
+    # starts again from a guess; an exact Retry-After already spaces the requests as the server
+    # allows, and the pace is read as for any other 429.
     time = VirtualTime()
     pacer = limiter(time)
-    await answer_in_turn(time, pacer, "ARRR", retry_after=0.05)
-    assert pacer.estimate is not None
-    assert pacer.estimate != pytest.approx(10.0), pacer.estimate
+    sent = [await pacer.acquire() for _ in range(4)]
+    time.now += 0.002
+    pacer.on_success(None, sent[0])
+    for started in sent[1:]:
+        pacer.on_throttle(started, retry_after)
+    guessed = pacer.estimate == pytest.approx(10.0)
+    assert guessed is (retry_after is None), pacer.estimate
 
 
 async def test_one_429_at_random_at_the_start_is_not_read_as_a_server_allowing_no_burst() -> None:
