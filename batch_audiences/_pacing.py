@@ -343,8 +343,8 @@ class RateLimiter(LimitRules):
             self._pending_answer(True)
         if self._squeeze_debt:
             self._squeeze_debt = max(0.0, self._squeeze_debt - 0.5)
-        if sent_at is not None and self._bursty is not True:
-            if sent_at >= self._last_decrease and self._bursty is False:
+        if sent_at is not None and self._bursty is False:
+            if sent_at >= self._last_decrease:
                 # A server that lets no burst through accepted this gap from the last request
                 # it accepted: its limit is at least that.
                 pace = self._gap_pace(sent_at)
@@ -353,6 +353,8 @@ class RateLimiter(LimitRules):
             if sent_at > self._ok_sent:
                 # The last request accepted, and when its answer came (see _squeezed).
                 self._ok_sent, self._ok_answered = sent_at, self._clock()
+        elif sent_at is not None and self._bursty is None and sent_at > self._ok_sent:
+            self._ok_sent = sent_at  # (before the first 429: the gap it refuses counts from it)
         if headers is not None and self._estimate is not None:
             remaining = headers.get("X-RateLimit-Remaining")
             if remaining is not None:
