@@ -370,6 +370,10 @@ class LimitRules:
                 sending = max(self._recent_rate(now) or base, base)
                 return min(sending * share_of_limit(got_through, False), _JUST_BELOW * base), True
             refused = self._refused_since_cut(base)
+            if not bursty and 0.0 < self._highest_accepted <= 0.5 * refused:
+                # A server allowing no burst accepted a pace far below the one it refused (a
+                # limit that fell): the limit is between the two; back to the one accepted.
+                return self._below(refused), False
             if self._throttled > _CLEAN_SHARE * self._sent:
                 # Several (the server's timing blurs the limit): below the lowest pace refused
                 # since the cut, by a margin.
