@@ -7,14 +7,24 @@ cut, whether the server lets bursts through) and reads it when a 429 comes; the 
 - **The estimate at a cut.** For a server that lets bursts through (the unpaced start of a job
   got several requests through before its first 429), the limit ``W`` is what the server
   accepted per second since the last cut: its bucket was empty at both 429s, so a probe that
-  went through while a saved burst lasted does not count as rate. For one that lets none
-  through (every request must come ``1/R`` after the last), ``W`` is just below the shortest
-  gap refused: the highest gap accepted since the cut. Far above the limit (most answers 429s:
-  the start of a job, a limit that fell), ``W`` is the limit's share of the pace, from the share
-  that got through. Nothing measured yet: ``None`` (the limiter halves the pace). The pace
-  refused is the one the client kept: a pace the client was not using (far above what it
-  offered over the last starts), or could not keep (a busy event loop wakes late), was not the
-  one the server refused.
+  went through while a saved burst lasted does not count as rate. Its first 429 says only that
+  the bucket is empty: a bucket commonly holds one second of its rate, so ``W`` is what got
+  through per second over the last seconds (one at least). A first 429 after a single request
+  got through says the server lets no burst through, far below the pace of the start: ``W`` is
+  a guess of a few per second, probed up from fast. Both readings wait for the next answers
+  (``_expect``), which such servers refuse and 429s at random mostly do not. For a server that
+  lets none through (every request must come ``1/R`` after the last one it accepted), ``W`` is
+  just below the shortest gap refused: the highest gap accepted since the cut, both gaps
+  measured from the last request accepted (a refused one takes no token, so it does not move
+  the next turn). When the highest gap accepted is far below the one refused (a probe that leapt), the limit
+  is anywhere between: the pace goes back to the one accepted and probes up fast from there
+  (``_leap``). A refusal more than ``_GAP_TURNS`` turns after that request, at a pace accepted
+  before the cut, is not the gap's doing (429s in a row, at random): the pace in force counts.
+  Far above the limit (a share of 429s over a sample: a limit that fell), ``W`` is the
+  limit's share of the pace sent at, from the share that got through. Nothing accepted at all
+  yet: ``None`` (the limiter halves the pace). The pace refused is the one the client kept: a
+  pace the client was not using (far above what it offered over the last starts), or could not
+  keep (a busy event loop wakes late), was not the one the server refused.
 - **A 429 while climbing** back below ``W`` does not cut at once: the server's timing jitters,
   and ``W`` may be a little high. Most requests refused since the cut: far above the limit,
   cut again. One, once enough were sent to judge: ``W`` moves just below the lowest pace
@@ -78,7 +88,7 @@ _CLEAN_SHARE = 0.05
 # …once the cuts they caused took the estimate this far below where they started (a limit's
 # 429s stop below it; noise does not), each cutting to this share of the lowest pace refused
 # (small steps: a limit blurred by jitter is found just below where the 429s stop).
-_NOISE_DEPTH = 0.8
+_NOISE_DEPTH = 0.9
 _NOISY_CUT = 0.98
 # …and once noise is known, a share this far above it is a limit again.
 _NOISE_MARGIN = 0.1
@@ -94,6 +104,29 @@ _GOODPUT_SLACK = 1.05
 # Only a server that lets bursts through makes a pace above its rate go through for a while: it
 # lets at least this many requests of the unpaced start of a job through before its first 429.
 _BURST_EVIDENCE = 4
+# A first 429 after this many is read as a drained bucket (see _estimate_at_cut); after fewer,
+# it may be one of 429s that come at random (one in five: a run of 10 before the first in 1 of 9).
+_DRAINED_BURST = 10
+# A refusal this many turns of the pace in force after the last request accepted, or more,
+# says nothing of the gap (see _refused_pace).
+_GAP_TURNS = 1.5
+# This share of this many requests refused since a cut, at least, says the pace is far above
+# the limit (twice the rate of a bucket refuses half; a few 429s in a row come at random too).
+_FAR_SHARE = 0.4
+_FAR_SAMPLE = 8
+# …or this many, and this share, sooner (a limit that fell to a quarter or less).
+_FAR_SOON = 4
+_FAR_SOON_SHARE = 0.6
+# …once this many of the next answers after that 429 were 429s too, before this many were
+# accepted (see _pending_answer): 429s at random, one in five, pass this test once in 40.
+_CONFIRM = 3
+_DENY = 2
+# A server that let one request of the unpaced start of a job through, and refused the next
+# ones, allows no burst: the pace starts again from a few requests per second, the rate such
+# servers commonly allow, and probes up fast (see _estimate_at_cut); once the next two answers
+# were 429s too (random ones pass this test once in 25, and then cost little: the probe is fast).
+_NO_BURST_GUESS = 10.0
+_NO_BURST_CONFIRM = 2
 # A share of accepted answers from which a 429 says "just past the limit", not "far above it".
 _MOSTLY = 0.75
 # A server that lets no burst through refuses a pace just above its limit: aim a little below.
@@ -111,7 +144,8 @@ _SQUEEZE_DEBT = 4.0
 class LimitRules:
     """The evidence about a server's limit, and what a 429 makes of it (see the module
     docstring). The limiter (a subclass) owns the pace: it provides :meth:`_rate_at`,
-    :meth:`_climbing` and :meth:`_forget_cuts`, and sets ``_estimate`` and ``_last_decrease``."""
+    :meth:`_climbing` and :meth:`_forget_cuts`, and sets ``_estimate``, ``_last_decrease`` and
+    ``_told_when`` (whether the 429 being read carried a ``Retry-After``)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -150,8 +184,21 @@ class LimitRules:
         # server that lets no burst through) the highest accepted.
         self._lowest_refused = math.inf
         self._highest_accepted = 0.0
-        # Whether the server lets bursts through (None: not known yet).
+        # The highest accepted before the last cut (halved at each cut that accepted none).
+        self._accepted_before = 0.0
+        # A reading of the limit that the answers after its 429 decide (None: none pending;
+        # see _estimate_at_cut), whether the probe leaps from it, and the 429s since.
+        self._pending: float | None = None
+        self._pending_leap = False
+        self._pending_refusals = self._pending_accepted = 0
+        self._pending_confirm = self._pending_deny = 1
+        # Whether the server lets bursts through (None: not known yet), and whether the last
+        # 429 said when to come back (Retry-After).
         self._bursty: bool | None = None
+        self._told_when = False
+        # The last cut found the pace accepted far below the one refused: the limiter probes
+        # up fast from the one accepted (see _below).
+        self._leap = False
 
     # -- provided by the limiter --------------------------------------------------------------------
 
@@ -169,6 +216,7 @@ class LimitRules:
     def _new_epoch(self, now: float) -> None:
         """Counts start again: a cut (or a verdict of noise) at ``now``."""
         self._sent = self._throttled = self._accepted = 0
+        self._accepted_before = max(self._highest_accepted, 0.5 * self._accepted_before)
         self._idle, self._lowest_refused, self._highest_accepted = 0.0, math.inf, 0.0
         self._epoch_start = now
         self._last_decrease = now
@@ -178,14 +226,15 @@ class LimitRules:
         was far above it, and the pace it refused."""
         # The pace refused: the one in force when the request was sent. Its predecessor's went
         # through (else this would not be news): the limit is between the two.
+        # (A server that lets no burst through judges the gap from the last request it
+        # accepted, which _refused_pace measures, when the starts of accepted requests are known.)
         rate = self._refused_pace(min(sent_at, now))
-        for started, pace in reversed(self._starts):
-            if started < sent_at:
-                if self._bursty is False:
-                    pace = self._refused_pace(started)
-                if pace is not None and (rate is None or pace < rate):
-                    rate = pace
-                break
+        if self._bursty is not False or self._ok_sent == -math.inf:
+            for started, pace in reversed(self._starts):
+                if started < sent_at:
+                    if pace is not None and (rate is None or pace < rate):
+                        rate = pace
+                    break
         offered = self._offered_rate(now)
         if rate is not None and offered is not None:
             # What the last few starts offered counts too: a probe's pace climbs faster than an
@@ -196,14 +245,33 @@ class LimitRules:
         # A pace far above what was offered was not binding (the client was not using it).
         base = (offered or _FIRST_GUESS) if rate is None else min(rate, 2.0 * (offered or rate))
         # Nor one above what the last starts actually kept (a busy event loop wakes late).
-        # (Far below the pace, the client was not using it: then what it offered counts.)
-        kept = self._kept_rate(now) if rate is not None else None
+        # (Far below the pace, the client was not using it: then what it offered counts.
+        # For a server allowing no burst, the gap refused was measured between actual starts.)
+        kept = self._kept_rate(now) if rate is not None and self._bursty is not False else None
         if kept is not None and 0.5 * base <= kept < _KEPT_SHORT * base:
             base = min(base, kept)
         if self._bursty is None:
             self._bursty = self._accepted >= _BURST_EVIDENCE
         measured, far = self._estimate_at_cut(now, base)
         return measured, far, base
+
+    def _pending_answer(self, ok: bool) -> bool:
+        """Count an answer towards a pending reading (see :meth:`_estimate_at_cut`); True when
+        it confirms it (the limiter then cuts to it)."""
+        if ok:
+            self._pending_accepted += 1
+            if self._pending_accepted >= self._pending_deny:
+                self._pending = None  # mostly accepted since: the 429 came at random
+            return False
+        self._pending_refusals += 1
+        return self._pending_refusals >= self._pending_confirm
+
+    def _expect(self, reading: float, *, leap: bool, confirm: int, deny: int) -> None:
+        """A reading of the limit, applied once ``confirm`` of the next answers are 429s, and
+        forgotten once ``deny`` are accepted first."""
+        self._pending, self._pending_leap = reading, leap
+        self._pending_confirm, self._pending_deny = confirm, deny
+        self._pending_refusals = self._pending_accepted = 0
 
     def _squeezed(self, now: float, sent_at: float) -> bool:
         """Whether a 429 from a server that lets no burst through came because the server
@@ -230,30 +298,82 @@ class LimitRules:
             return True
         return False
 
-    def _refused_pace(self, sent_at: float) -> float | None:
+    def _gap_pace(self, sent_at: float) -> float | None:
         """The pace a request started at ``sent_at`` went at: the one in force then, or (for a
-        server that lets no burst through, which judges the gap between two arrivals) the gap
-        from the start before it, if shorter."""
+        server that lets no burst through) the gap from the last request accepted before it,
+        if shorter. Such a server judges that gap, not the one from the request before: a
+        refused request takes nothing from its bucket, so it does not move the next turn."""
         pace = self._rate_at(sent_at)
-        if self._bursty is False:
-            for started, _ in reversed(self._starts):
-                if started < sent_at:
-                    gap = 1.0 / max(sent_at - started, 1e-6)
-                    return gap if pace is None else min(pace, gap)
+        if self._bursty is False and -math.inf < self._ok_sent < sent_at:
+            gap = 1.0 / max(sent_at - self._ok_sent, 1e-6)
+            return gap if pace is None else min(pace, gap)
+        return pace
+
+    def _refused_pace(self, sent_at: float) -> float | None:
+        """The pace a refused request went at (see :meth:`_gap_pace`); but a gap from the last
+        request accepted longer than one accepted since the last cut is not why it was refused
+        (429s that come whatever the pace, or the server's own timing): then the pace in force
+        is the one refused, as it is for a server allowing bursts."""
+        pace = self._gap_pace(sent_at)
+        if self._bursty is False and pace is not None:
+            in_force = self._rate_at(sent_at)
+            if pace < _JUST_BELOW * self._highest_accepted or (
+                in_force is not None
+                and pace * _GAP_TURNS < in_force <= _GAP_TURNS * self._accepted_before
+            ):
+                # (Nor is one more than _GAP_TURNS turns from it, at a pace about one accepted
+                # before the cut: a server allowing no burst refuses that only when the pace is
+                # that many times its limit; 429s in a row, at random, often.)
+                return in_force
         return pace
 
     def _estimate_at_cut(self, now: float, base: float) -> tuple[float | None, bool]:
         """The limit, as a 429 refusing the pace ``base`` shows it (None: nothing to go by), and
         whether the pace was far above it."""
         bursty = self._bursty is not False
+        pending = self._pending
+        if pending is not None and self._pending_refusals >= self._pending_confirm:
+            # A reading that the answers since its 429 confirmed (see below).
+            self._pending, self._leap = None, self._pending_leap
+            return min(base, pending), False
+        if self._estimate is None and bursty and self._accepted >= _DRAINED_BURST:
+            # The unpaced start of a job may have drained a saved burst: then the 429 says the
+            # bucket is empty, not what refills it. A bucket commonly holds one second of its
+            # rate, so the rate would be what got through per second over the last seconds,
+            # and one second at the least. (A rate above it is found by the probe; a bucket
+            # holding more, by the goodput at the next cut.)
+            count, first = self._sends.span(now)
+            reading = min(self._accepted, count) / max(now - first, 1.0)
+            self._expect(reading, leap=False, confirm=_CONFIRM, deny=_DENY)
+        elif self._estimate is None and not bursty and self._accepted <= 1 and not self._told_when:
+            # One request of the unpaced start got through, the next were refused: a server
+            # allowing no burst, whose limit is far below that start's pace. Each halving of the
+            # pace would cost a 429: the pace starts again from a guess and probes up fast.
+            # (Not when the 429 says when to come back: its pause already spaces the requests.)
+            self._expect(_NO_BURST_GUESS, leap=True, confirm=_NO_BURST_CONFIRM, deny=1)
+        # Both readings wait for the next answers: a 429 that comes at random looks the same,
+        # but the answers after it are mostly accepted, where a drained bucket or a server
+        # allowing no burst refuses them. Meanwhile, the rules below apply.
         if self._climbing(now):
             # A second cut while climbing back to the estimate.
-            if 2 * self._throttled >= self._sent > 0:
-                # Most requests since the last cut refused: far above the limit (a limit that
+            sent, throttled = self._sent, self._throttled
+            if (sent >= _FAR_SAMPLE and throttled >= _FAR_SHARE * sent) or (
+                throttled >= _FAR_SOON and throttled >= _FAR_SOON_SHARE * sent
+            ):
+                # Many requests since the last cut refused: far above the limit (a limit that
                 # fell, or the start of a job), and what got through is the limit's share.
-                share = base * share_of_limit(1.0 - self._throttled / self._sent, bursty)
-                return share, True
-            refused = min(base, self._lowest_refused)
+                got_through = 1.0 - self._throttled / self._sent
+                if bursty:
+                    return base * share_of_limit(got_through, True), True
+                # Of the pace sent at, for a server allowing no burst; ``base`` is already
+                # the gap from the last request it accepted, a bound the limit is below.
+                sending = max(self._recent_rate(now) or base, base)
+                return min(sending * share_of_limit(got_through, False), _JUST_BELOW * base), True
+            refused = self._refused_since_cut(base)
+            if not bursty and 0.0 < self._highest_accepted <= 0.5 * refused:
+                # A server allowing no burst accepted a pace far below the one it refused (a
+                # limit that fell): the limit is between the two; back to the one accepted.
+                return self._below(refused), False
             if self._throttled > _CLEAN_SHARE * self._sent:
                 # Several (the server's timing blurs the limit): below the lowest pace refused
                 # since the cut, by a margin.
@@ -270,19 +390,32 @@ class LimitRules:
         if accepted is None:
             return None, False
         if not bursty:
-            # A probe crossed the limit: it is between this gap and the last one accepted.
-            # (Older 429s in the last answers say nothing here.)
-            return self._below(base), False
+            # A probe crossed the limit: it is between the lowest gap refused since the last
+            # cut and the highest accepted. (Older 429s in the last answers say nothing here.)
+            return self._below(self._refused_since_cut(base)), False
         if accepted >= _MOSTLY:
             return base, False  # a probe just crossed the limit
         # Far above it: the limit's share of the pace is what got through.
         return base * share_of_limit(accepted, bursty), False
 
+    def _refused_since_cut(self, base: float) -> float:
+        """The lowest pace refused since the last cut, this one's (``base``) included; but one
+        below a pace accepted since then says nothing of a limit (it came whatever the pace,
+        or from the server's timing): then ``base``."""
+        lowest = self._lowest_refused
+        return min(base, lowest) if lowest >= _JUST_BELOW * self._highest_accepted else base
+
     def _below(self, refused: float) -> float:
         """Just below a pace refused: the highest pace accepted since the last cut, if lower
-        (a server that lets no burst through accepts any gap above its limit's)."""
+        (a server that lets no burst through accepts any gap above its limit's). When that is
+        less than half the pace refused, the limit is anywhere between the two: the pace goes
+        back to the highest accepted and probes up fast from there (``_leap``)."""
         highest = self._highest_accepted
-        return highest if 0.5 * refused < highest < _JUST_BELOW * refused else _JUST_BELOW * refused
+        if highest >= _JUST_BELOW * refused or highest <= 0.0:
+            return _JUST_BELOW * refused
+        # The limit is anywhere between: probe up fast from the pace that got through.
+        self._leap = highest <= 0.5 * refused
+        return highest
 
     def _pace_is_the_cause(self, now: float) -> bool:
         """Whether a fresh 429 should cut the pace (see the module docstring); may decide that
@@ -313,7 +446,8 @@ class LimitRules:
         # may have aimed above the limit (a server allowing bursts inflates the estimate).
         self._noise_sent += sent
         self._noise_throttled += throttled
-        if self._noise_pace is None:
+        if self._noise_pace is None or (self._estimate or 0.0) > self._noise_pace:
+            # (Where they started: the highest estimate since, if a probe raised it meanwhile.)
             self._noise_pace = self._estimate
         if (
             self._noise_sent >= _NOISE_SAMPLE

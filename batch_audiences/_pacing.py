@@ -8,17 +8,22 @@ estimate ``W`` at a cut, echoes, noise, 429s the server's own timing caused) is 
 ``_limitrules``; this module turns it into a pace and schedules the turns:
 
 - **The cut.** A 429 that the rules take as news sets ``W`` and drops the pace to 95 % of it
-  (nothing measured yet: half the pace refused, probing up from there at once). The cut applies
-  to the whole client: requests already waiting are re-queued at the new pace.
+  (nothing measured yet: half the pace refused; a pace accepted far below the one refused: that
+  pace; in both cases probing up from there at once). The cut applies to the whole client:
+  requests already waiting are re-queued at the new pace.
 - **The climb.** From there the pace returns to ``W`` along a concave cubic (fast at first, flat
   near ``W``) in 1 to 1.5 s (about ``_REQUESTS_PER_CYCLE`` requests; 1 s when ``W`` just moved),
   then probes above along a convex cubic: 1 % more after 0.1 s, twice ``W`` after 0.5 s, nine
-  times after 1 s (at most ``_PROBE_CAP`` times). At a steady limit the client meets about one
-  429 per climb. Far above the limit (the share that got through is the least it is), the
-  pace probes at once.
+  times after 1 s (at most ``_PROBE_CAP`` times; after a leap, twice ``W`` after 0.2 s; at a
+  slow pace, over ``_PROBE_TURNS`` turns of ``W`` at least, and ``_SLOWEST_PROBE`` seconds at
+  most). At a steady limit the client meets about one 429 per climb. Far above the limit (the
+  share that got through is the least it is), the pace probes at once.
+- **The start of a job.** Until a pace has held (two estimates in a row within ``_STABLE``, or
+  ``_JUDGE_AFTER`` requests at one), a cut for a server allowing no burst keeps the pace at
+  ``W`` and probes up at once, fast: its limit is being found, not kept.
 - **A limit that fell** far below a level the pace had kept (40 -> 10 requests/s) may come back,
   and every second before a probe finds it is rate lost: for ``_FALL_MEMORY`` seconds, each climb
-  lasts ``_FALLEN_CLIMB``, so that the probe comes soon after every cut.
+  lasts ``_FALLEN_CLIMB`` and each probe is a fast one, so that it comes soon after every cut.
 - **Idle time** (no request waited for its turn) does not count for the climb or the probe: the
   pace was not used, so it taught nothing.
 - **Turns** are reserved at the pace the curve will have at their time, on a schedule of target
@@ -71,8 +76,21 @@ _FALLEN_CLIMB = 0.6
 # Past the estimate, the pace grows as CUBIC's window does: twice the estimate after this many
 # seconds, 9 times after twice as long…
 _PROBE_SCALE = 0.5
+# …or after this many, when the pace accepted was far below the one refused (the limit is
+# anywhere between: it is found within half a second)…
+_LEAP_PROBE_SCALE = 0.2
+# …but never in fewer than this many turns of the estimate (this many after a leap): at a slow
+# pace, a probe measured in seconds would leap from one request to the next, and overshoot.
+_PROBE_TURNS = 5.0
+_LEAP_PROBE_TURNS = 2.0
+# …and in no more than this many seconds: a pace cut far too low by 429s that were not the
+# limit's (random ones) must not take minutes to come back.
+_SLOWEST_PROBE = 2.0
 # …up to this multiple of the estimate.
 _PROBE_CAP = 64.0
+# At the start of a job, a server allowing no burst that refused every request since the last
+# cut is far above its limit: the pace drops this many times at once (see _cut).
+_FINDING_STEP = 2.0
 # The rate never falls below this, so a single wrong signal cannot stall a job for minutes.
 _MIN_RATE = 0.2
 # Counts since a cut are halved past this many requests, so shares follow recent behaviour.
@@ -115,6 +133,8 @@ class RateLimiter(LimitRules):
         self._climb_from = -math.inf  # when the climb started (the cut, or the end of its pause)
         self._climb = _MIN_CLIMB  # seconds to climb back to the estimate
         self._probe_held = False  # X-RateLimit-Remaining: 0 seen since the climb ended
+        self._probe_scale = _PROBE_SCALE  # seconds to probe twice the estimate
+        self._finding = True  # no cut has held for a while yet (the start of a job)
         # The estimate at the last cut that left it where it was, and when it last fell far
         # below such a level.
         self._held: float | None = None
@@ -152,7 +172,7 @@ class RateLimiter(LimitRules):
         else:
             # Convex cubic above it: barely more at first (a limit just above is found with one
             # 429), then faster and faster (a limit that rose is found within seconds).
-            beyond = (elapsed - climb) / _PROBE_SCALE
+            beyond = (elapsed - climb) / self._probe_scale
             rate = estimate * min(1.0 + beyond * beyond * beyond, _PROBE_CAP)
         ceiling = self.max_rate
         return min(rate, ceiling) if ceiling is not None else rate
@@ -319,17 +339,22 @@ class RateLimiter(LimitRules):
         answers.append(True)
         self._answers_ok += 1
         self._accepted += 1
+        if self._pending is not None:
+            self._pending_answer(True)
         if self._squeeze_debt:
             self._squeeze_debt = max(0.0, self._squeeze_debt - 0.5)
         if sent_at is not None and self._bursty is False:
+            if sent_at >= self._last_decrease:
+                # A server that lets no burst through accepted this gap from the last request
+                # it accepted: its limit is at least that.
+                pace = self._gap_pace(sent_at)
+                if pace is not None and pace > self._highest_accepted:
+                    self._highest_accepted = pace
             if sent_at > self._ok_sent:
                 # The last request accepted, and when its answer came (see _squeezed).
                 self._ok_sent, self._ok_answered = sent_at, self._clock()
-            if sent_at >= self._last_decrease:
-                # A server that lets no burst through accepted this gap: its limit is at least that.
-                pace = self._refused_pace(sent_at)
-                if pace is not None and pace > self._highest_accepted:
-                    self._highest_accepted = pace
+        elif sent_at is not None and self._bursty is None and sent_at > self._ok_sent:
+            self._ok_sent = sent_at  # (before the first 429: the gap it refuses counts from it)
         if headers is not None and self._estimate is not None:
             remaining = headers.get("X-RateLimit-Remaining")
             if remaining is not None:
@@ -367,11 +392,15 @@ class RateLimiter(LimitRules):
         """
         now = self._clock()
         self.throttles += 1
+        self._told_when = retry_after is not None
         if retry_after is not None and retry_after > 0:
             until = now + retry_after
             if until > self._paused_until:
                 self._paused_until = until
                 self._next_slot = max(self._next_slot, until)
+        if self._pending is not None and self._pending_answer(False):
+            self._cut(now, sent_at)  # a reading confirmed (see _limitrules)
+            return
         if sent_at < self._last_decrease:
             return  # the 429 belongs to the pace in force before the cut
         if self._squeezed(now, sent_at):
@@ -396,14 +425,26 @@ class RateLimiter(LimitRules):
         measured, far, base = self._measure(now, sent_at)
         if measured is None:  # nothing measured: halve, and find the limit from there
             estimate = floor = base / 2.0
+        elif self._leap or (self._finding and self._bursty is False):
+            # The pace accepted, far below the one refused; or the start of a job against a
+            # server allowing no burst (no estimate held yet): probe up from it at once, fast.
+            self._leap = True
+            estimate = floor = measured
+            if self._finding and self._bursty is False and not self._accepted:
+                # Not one request accepted since the last cut: far above the limit still, and
+                # just below the pace refused would be refused again. A step down, and back up.
+                estimate = floor = min(measured, base / _FINDING_STEP)
         else:
             estimate, floor = measured, _BACKOFF * measured
         if self.max_rate is not None:
             estimate = min(estimate, self.max_rate)
         estimate = max(estimate, _MIN_RATE)
         previous, self._estimate = self._estimate, estimate
+        stable = previous is not None and abs(estimate - previous) <= _STABLE * previous
+        if stable or self._sent >= _JUDGE_AFTER:
+            self._finding = False  # found twice, or a pace held for a while: the limit is found
         self._floor = min(max(floor, _MIN_RATE), estimate)
-        if previous is not None and abs(estimate - previous) <= _STABLE * previous:
+        if stable:
             if self._sent >= _JUDGE_AFTER:
                 self._held = estimate  # a level the pace kept for a while
             if now - self._fell_at < _FALL_MEMORY:
@@ -426,6 +467,15 @@ class RateLimiter(LimitRules):
             # measured: straight to probing.
             self._climb = 0.0
         self._probe_held = False
+        if self._leap:
+            self._leap = False
+            self._probe_scale = _doubling_time(estimate, _LEAP_PROBE_SCALE, _LEAP_PROBE_TURNS)
+        elif measured is None:  # a guess, not a pace: nothing to count turns of
+            self._probe_scale = _PROBE_SCALE
+        elif now - self._fell_at < _FALL_MEMORY:  # it may come back: find it soon, as after a leap
+            self._probe_scale = _doubling_time(estimate, _LEAP_PROBE_SCALE, _LEAP_PROBE_TURNS)
+        else:
+            self._probe_scale = _doubling_time(estimate, _PROBE_SCALE, _PROBE_TURNS)
         # The climb, and the counts that judge it, start when a pause ends.
         self._climb_from = max(now, self._paused_until)
         self._new_epoch(now)
@@ -440,10 +490,19 @@ class RateLimiter(LimitRules):
         if self._estimate is not None:
             self._floor = self._estimate
         self._climb, self._climb_from, self._probe_held = 0.0, max(now, self._paused_until), False
+        self._probe_scale = _doubling_time(self._estimate, _PROBE_SCALE, _PROBE_TURNS)
         rate = self._rate_at(now)
         # Turns reserved at the cut pace are void; waiting requests re-queue when they wake.
         self._new_epoch(now)
         self._next_slot = max(now, self._paused_until, self._last_start + (1.0 / rate if rate else 0.0))
+
+
+def _doubling_time(estimate: float | None, seconds: float, turns: float) -> float:
+    """Seconds for a probe to double the estimate: ``seconds``, or ``turns`` turns of it when
+    that is longer, and never more than ``_SLOWEST_PROBE``."""
+    if not estimate:
+        return seconds
+    return min(max(seconds, turns / estimate), _SLOWEST_PROBE)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import statistics
 import time as time_
 from collections.abc import AsyncIterator, Callable
@@ -307,6 +308,196 @@ async def test_a_server_allowing_no_burst_is_paced_just_below_its_limit() -> Non
     assert 1_000 / elapsed >= 0.9 * limit
 
 
+async def first_cut_against_a_full_bucket(limit: float, burst: float) -> float | None:
+    """A fresh limiter, one request after the other (5 ms each) against a full token bucket, up
+    to its first 429 and the two answers after it: the estimate they leave."""
+    time = VirtualTime()
+    pacer = limiter(time)
+    tokens, refilled = burst, time.now
+    while pacer.throttles < 4:
+        sent = await pacer.acquire()
+        time.now += 0.005
+        tokens, refilled = min(burst, tokens + (time.now - refilled) * limit), time.now
+        if tokens >= 1.0:
+            tokens -= 1.0
+            pacer.on_success(None, sent)
+        else:
+            pacer.on_throttle(sent, None)
+    return pacer.estimate
+
+
+@pytest.mark.parametrize("limit", [20.0, 40.0])
+async def test_a_429_that_ends_the_burst_of_an_unpaced_start_reads_a_second_of_rate(limit: float) -> None:
+    # The unpaced start of a job drained a bucket holding one second of the rate: its first 429
+    # says the bucket is empty, not what refills it. What got through per second of the job (a
+    # second at least) is the estimate, not the pace that drained it (some 200 requests/s here),
+    # from which many 429s would step down.
+    estimate = await first_cut_against_a_full_bucket(limit, limit)
+    assert estimate is not None
+    assert 0.9 * limit <= estimate <= 1.25 * limit, estimate
+    # (The reading waits for three more 429s, the bucket's refusals of the pace that drained
+    # it: a 429 at random would be followed by accepted answers instead.)
+    _, throttled, elapsed = await against_a_token_bucket(limit, limit, int(5 * limit))
+    assert throttled <= 0.1 * 5 * limit, throttled
+    assert (4 * limit) / elapsed >= 0.95 * limit
+
+
+async def test_a_bucket_holding_several_seconds_is_not_hammered_once_drained() -> None:
+    # 100/s holding 100, drained by a client twice as fast: the estimate of the first 429 is
+    # too high (two seconds' worth went through in one), and what the server let through
+    # between two 429s corrects it, without hundreds of 429s meanwhile.
+    _, throttled, elapsed = await against_a_token_bucket(100.0, 100.0, 500)
+    assert throttled <= 0.05 * 500, throttled
+    assert 400 / elapsed >= 0.95 * 100
+
+
+@pytest.mark.parametrize("limit", [5.0, 20.0, 40.0])
+async def test_a_server_allowing_no_burst_is_found_from_an_unpaced_start_with_few_429s(limit: float) -> None:
+    # One request got through, the next was refused: the limit may be anywhere below the pace.
+    # Refusals are judged by the gap from the last request the server accepted, and a probe
+    # that leapt far past the pace accepted goes back to it and probes up fast: the limit is
+    # found with a handful of 429s, and kept just below.
+    pacer, throttled, _ = await against_a_token_bucket(limit, 1.0, int(5 * limit))
+    assert throttled <= 9, throttled
+    assert pacer.estimate is not None
+    assert 0.85 * limit <= pacer.estimate <= limit, pacer.estimate
+
+
+@pytest.mark.parametrize(("limit", "most_429s", "least_efficiency"), [
+    (3.0, 0.16, 0.80), (5.0, 0.11, 0.85), (10.0, 0.07, 0.90),
+])
+async def test_a_slow_limit_allowing_no_burst_is_kept_with_few_429s(
+    limit: float, most_429s: float, least_efficiency: float
+) -> None:
+    # A few requests a second: a probe that grows by the second would leap from one request to
+    # the next, and a refused request moves no turn of such a server (the gap it judges is the
+    # one from the last request it accepted). Both make the pace overshoot, cycle after cycle.
+    _, throttled, elapsed = await against_a_token_bucket(limit, 1.0, 1_000)
+    assert throttled <= most_429s * (1_000 + throttled), throttled
+    assert 1_000 / elapsed >= least_efficiency * limit
+
+
+async def test_a_limit_allowing_no_burst_that_falls_is_cut_to_its_new_level_not_below() -> None:
+    # 40/s with 4 requests in flight, then 10/s: the first 429s after the fall come at the old
+    # pace, with the gap from the last request accepted already a bound on the new limit. The
+    # share that got through is a share of the pace sent at, not of that bound again (which
+    # would cut to 3 or 4/s, and take seconds to climb back).
+    time = VirtualTime()
+    pacer = limiter(time)
+    tokens, refilled, limit = 1.0, time.now, 40.0
+    fell_at = time.now + 4.0
+    in_flight: list[tuple[float, bool]] = []
+    refused = 0
+    estimates: list[float] = []
+    while time.now < fell_at + 4.0:
+        if time.now >= fell_at:
+            limit = 10.0
+        sent = await pacer.acquire()
+        # The server judges each request as it arrives; its answer reaches the client once
+        # three more requests have left.
+        tokens, refilled = min(1.0, tokens + (sent - refilled) * limit), sent
+        accepted = tokens >= 1.0
+        tokens -= accepted
+        refused += sent >= fell_at and not accepted
+        in_flight.append((sent, accepted))
+        if len(in_flight) == 4:
+            first, ok = in_flight.pop(0)
+            pacer.on_success(None, first) if ok else pacer.on_throttle(first, None)
+        if time.now >= fell_at + 2.0 and pacer.estimate is not None:
+            estimates.append(pacer.estimate)
+    assert 7.0 <= min(estimates) <= max(estimates) <= 10.5, (min(estimates), max(estimates))
+    # For 40 accepted in the 4 s after the fall. (Reading the share of refusals after a few
+    # 429s in a row, at random or not, took 49; 429s that come at random keep a few here.)
+    assert refused <= 35, refused
+
+
+async def test_429s_at_random_from_the_start_do_not_collapse_the_pace() -> None:
+    # A server with no limit that refuses a fifth of the requests at random, from the first
+    # ones: few got through before the first 429, so it looks like a server allowing no burst.
+    # A refusal long after the last request accepted is then no spacing of such a server (one
+    # accepted sooner since): taking it for one walked the estimate down to a few per second.
+    time = VirtualTime()
+    pacer = limiter(time)
+    refusals = random.Random(7)
+    started = time.now
+    for n in range(1_500):
+        sent = await pacer.acquire()
+        time.now += 0.005
+        if n == 2 or (n > 2 and refusals.random() < 0.2):
+            pacer.on_throttle(sent, None)
+        else:
+            pacer.on_success(None, sent)
+    # The client alone goes at 200/s here: 7.5 s for the 1,500 requests. (Taking the gaps for
+    # a limit's, they took over 100 s, at an estimate of 1 to 20/s.)
+    assert time.now - started <= 30.0, time.now - started
+    assert pacer.estimate is not None
+    assert pacer.estimate >= 10.0, pacer.estimate
+
+
+async def answer_in_turn(time: VirtualTime, pacer: RateLimiter, answers: str) -> None:
+    """One request after the other, 5 ms each, answered as ``answers`` says: A accepted, R 429."""
+    for answer in answers:
+        sent = await pacer.acquire()
+        time.now += 0.005
+        pacer.on_success(None, sent) if answer == "A" else pacer.on_throttle(sent, None)
+
+
+async def test_a_429_at_random_after_many_accepted_is_not_read_as_a_drained_burst() -> None:
+    # 30 accepted at 200/s, then one 429: a bucket drained by the start of a job, or a 429 that
+    # came at random? A drained bucket refuses what follows too; here the next ones got through.
+    # Reading it as a drained bucket at once took the pace to 30/s (what got through in the first
+    # second), and 429s at random then held it low for minutes.
+    time = VirtualTime()
+    pacer = limiter(time)
+    await answer_in_turn(time, pacer, "A" * 30 + "R" + "AA")
+    assert pacer.estimate is not None
+    assert pacer.estimate >= 100.0, pacer.estimate
+
+
+async def test_a_drained_burst_is_read_once_the_answers_after_it_say_so() -> None:
+    time = VirtualTime()
+    pacer = limiter(time)
+    await answer_in_turn(time, pacer, "A" * 30 + "RRRR")
+    # What got through in the first second (30), not the pace that drained the burst (200/s).
+    assert pacer.estimate == pytest.approx(30.0, rel=0.05)
+
+
+async def test_a_server_allowing_no_burst_is_found_from_a_guess_once_the_answers_confirm_it() -> None:
+    # One request of the start accepted, the next three refused: a server allowing no burst, far
+    # below the start's pace. The pace starts again from 10/s and probes up fast from there.
+    time = VirtualTime()
+    pacer = limiter(time)
+    await answer_in_turn(time, pacer, "ARRR")
+    assert pacer.estimate == pytest.approx(10.0)
+    time.now += 0.3  # nothing sent meanwhile would hold the probe: keep it busy
+    await answer_in_turn(time, pacer, "AAAA")
+    assert (pacer.rate or 0.0) >= 15.0, pacer.rate
+
+
+@pytest.mark.parametrize("retry_after", [None, 0.05])
+async def test_429s_that_say_when_to_come_back_are_followed_not_guessed_at(retry_after: float | None) -> None:
+    # Four requests at once, one accepted: a server allowing no burst. Without advice, the pace
+    # starts again from a guess; an exact Retry-After already spaces the requests as the server
+    # allows, and the pace is read as for any other 429.
+    time = VirtualTime()
+    pacer = limiter(time)
+    sent = [await pacer.acquire() for _ in range(4)]
+    time.now += 0.002
+    pacer.on_success(None, sent[0])
+    for started in sent[1:]:
+        pacer.on_throttle(started, retry_after)
+    guessed = pacer.estimate == pytest.approx(10.0)
+    assert guessed is (retry_after is None), pacer.estimate
+
+
+async def test_one_429_at_random_at_the_start_is_not_read_as_a_server_allowing_no_burst() -> None:
+    time = VirtualTime()
+    pacer = limiter(time)
+    await answer_in_turn(time, pacer, "ARA")
+    assert pacer.estimate is not None
+    assert pacer.estimate > 10.0, pacer.estimate
+
+
 async def no_burst_limiter(time: VirtualTime, limit: float) -> RateLimiter:
     """A limiter that learnt, from a server allowing no burst, a limit of about ``limit``."""
     pacer = limiter(time)
@@ -368,6 +559,8 @@ async def test_a_429_for_a_request_sent_faster_than_the_estimate_still_cuts() ->
     time = VirtualTime()
     pacer = await no_burst_limiter(time, 20.0)
     decreases = pacer.decreases
+    for _ in range(40):  # past the climb back to the estimate, where one 429 is judged at once
+        pacer.on_success(None, await pacer.acquire())
     first = await pacer.acquire()
     second = first + 0.005
     time.now = second + 0.08
