@@ -362,7 +362,7 @@ class LimitRules:
             ):
                 # Many requests since the last cut refused: far above the limit (a limit that
                 # fell, or the start of a job), and what got through is the limit's share.
-                got_through = 1.0 - self._throttled / self._sent
+                got_through = 1.0 - throttled / sent
                 if bursty:
                     return base * share_of_limit(got_through, True), True
                 # Of the pace sent at, for a server allowing no burst; ``base`` is already
@@ -374,7 +374,7 @@ class LimitRules:
                 # A server allowing no burst accepted a pace far below the one it refused (a
                 # limit that fell): the limit is between the two; back to the one accepted.
                 return self._below(refused), False
-            if self._throttled > _CLEAN_SHARE * self._sent:
+            if throttled > _CLEAN_SHARE * sent:
                 # Several (the server's timing blurs the limit): below the lowest pace refused
                 # since the cut, by a margin.
                 return _NOISY_CUT * refused, False

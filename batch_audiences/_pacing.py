@@ -423,14 +423,15 @@ class RateLimiter(LimitRules):
         """Apply a 429 that is news: the limit the rules read from it, the climb back."""
         self.decreases += 1
         measured, far, base = self._measure(now, sent_at)
+        finding = self._finding and self._bursty is False
         if measured is None:  # nothing measured: halve, and find the limit from there
             estimate = floor = base / 2.0
-        elif self._leap or (self._finding and self._bursty is False):
+        elif self._leap or finding:
             # The pace accepted, far below the one refused; or the start of a job against a
             # server allowing no burst (no estimate held yet): probe up from it at once, fast.
             self._leap = True
             estimate = floor = measured
-            if self._finding and self._bursty is False and not self._accepted:
+            if finding and not self._accepted:
                 # Not one request accepted since the last cut: far above the limit still, and
                 # just below the pace refused would be refused again. A step down, and back up.
                 estimate = floor = min(measured, base / _FINDING_STEP)
@@ -467,13 +468,12 @@ class RateLimiter(LimitRules):
             # measured: straight to probing.
             self._climb = 0.0
         self._probe_held = False
-        if self._leap:
-            self._leap = False
+        # After a leap, or a moment after the limit fell (it may come back), a fast probe.
+        leap, self._leap = self._leap, False
+        if leap or (measured is not None and now - self._fell_at < _FALL_MEMORY):
             self._probe_scale = _doubling_time(estimate, _LEAP_PROBE_SCALE, _LEAP_PROBE_TURNS)
         elif measured is None:  # a guess, not a pace: nothing to count turns of
             self._probe_scale = _PROBE_SCALE
-        elif now - self._fell_at < _FALL_MEMORY:  # it may come back: find it soon, as after a leap
-            self._probe_scale = _doubling_time(estimate, _LEAP_PROBE_SCALE, _LEAP_PROBE_TURNS)
         else:
             self._probe_scale = _doubling_time(estimate, _PROBE_SCALE, _PROBE_TURNS)
         # The climb, and the counts that judge it, start when a pause ends.
