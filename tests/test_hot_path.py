@@ -20,6 +20,8 @@ from batch_audiences._codec import accepted_answer
 from batch_audiences._sender import _answer, prepared_request
 from batch_audiences._transport import RequestTrace, _Exchange
 
+from .conftest import serving
+
 HEADERS = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json", "Date": "Mon"}))
 
 
@@ -75,29 +77,18 @@ async def test_an_answer_read_whole_gives_its_connection_back() -> None:
         await request.read()
         return web.json_response({"indexing_token": "t"}, status=202)
 
-    app = web.Application()
-    app.router.add_post("/2.8/audiences/create", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     sender = AiohttpSender(max_connections=1)
-    try:
-        async with AsyncAudiencesClient(
-            "hot-path-key-0123456789", "project_hot", base_url=f"http://127.0.0.1:{port}",
-            sender=sender,
-        ) as client:
-            for name in ("a", "b", "c"):
-                accepted = await asyncio.wait_for(client.create(name), 10)
-                assert accepted.indexing_token == "t"
-            session = sender._session
-            assert isinstance(session, aiohttp.ClientSession)
-            connector = session.connector
-            assert connector is not None
-            assert len(connector._acquired) == 0  # every connection back in the pool
-    finally:
-        await runner.cleanup()
+    async with serving(answer) as url, AsyncAudiencesClient(
+        "hot-path-key-0123456789", "project_hot", base_url=url, sender=sender,
+    ) as client:
+        for name in ("a", "b", "c"):
+            accepted = await asyncio.wait_for(client.create(name), 10)
+            assert accepted.indexing_token == "t"
+        session = sender._session
+        assert isinstance(session, aiohttp.ClientSession)
+        connector = session.connector
+        assert connector is not None
+        assert len(connector._acquired) == 0  # every connection back in the pool
 
 
 # -- reading the body: at once when it came whole, else waiting for it, within the cap --------
@@ -107,19 +98,11 @@ BODY = b'{"indexing_token":"' + b"t" * 40 + b'"}'
 
 async def _send_to(handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
                    sender: AiohttpSender) -> HTTPResponse:
-    app = web.Application()
-    app.router.add_get("/answer", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        request = HTTPRequest("GET", f"http://127.0.0.1:{port}/answer", {}, None, 10.0)
-        return await asyncio.wait_for(sender.send(request), 10)
-    finally:
-        await sender.aclose()
-        await runner.cleanup()
+    async with serving(handler) as url:
+        try:
+            return await asyncio.wait_for(sender.send(HTTPRequest("GET", url, {}, None, 10.0)), 10)
+        finally:
+            await sender.aclose()
 
 
 @pytest.mark.parametrize("cap", [len(BODY), len(BODY) - 1, 8])
