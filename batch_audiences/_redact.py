@@ -226,9 +226,9 @@ class HeadersOnRead(Mapping[str, str]):
 
     __slots__ = ("_headers", "_redactor")
 
-    def __init__(self, headers: Mapping[str, str], redactor: Redactor) -> None:
+    def __init__(self, headers: Mapping[str, str], redactor: Redactor | None) -> None:
         self._headers = headers
-        self._redactor: Redactor | None = redactor
+        self._redactor = redactor  # None: looked at already (or nothing to look for)
 
     def _checked(self) -> Mapping[str, str]:
         redactor = self._redactor
@@ -252,16 +252,16 @@ class HeadersOnRead(Mapping[str, str]):
     def __repr__(self) -> str:
         return repr(self._checked())
 
-    def __reduce__(self) -> tuple[Callable[[_Items], CIMultiDictProxy[str]], tuple[_Items]]:
+    def __reduce__(self) -> tuple[Callable[[_Items], HeadersOnRead], tuple[_Items]]:
         # The checked headers, never the redactor: a pickle (or a copy) must not carry the key.
-        return _headers_from, (list(self._checked().items()),)
+        return _checked_headers, (list(self._checked().items()),)
 
 
 _Items = list[tuple[str, str]]
 
 
-def _headers_from(items: _Items) -> CIMultiDictProxy[str]:
-    return CIMultiDictProxy(CIMultiDict(items))
+def _checked_headers(items: _Items) -> HeadersOnRead:
+    return HeadersOnRead(CIMultiDictProxy(CIMultiDict(items)), None)
 
 
 # Every live client's redactor, for the log filter; a client gone is forgotten with it.
