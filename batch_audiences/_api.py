@@ -125,6 +125,12 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
     return value
 
 
+def _shown(headers: Mapping[str, str] | None) -> Mapping[str, str]:
+    # Not ``headers or {}``: that asks their length, which reads headers kept to be looked at
+    # for the key only when the caller reads them (see _redact.HeadersOnRead).
+    return headers if headers is not None else {}
+
+
 def _exists_error(error: APIError) -> AudienceExistsError:
     return AudienceExistsError(
         error.status, error.error_code, error.error_message, method=error.method, route=error.route,
@@ -163,7 +169,7 @@ class Operations:
             status, payload = await self._request("POST", route, body=body, trace=trace)
             # The answer's status and headers go into the result, so a caller can log what the
             # server said (a request ID…).
-            return decode_accepted(payload, status=status, headers=trace.headers or {},
+            return decode_accepted(payload, status=status, headers=_shown(trace.headers),
                                    method="POST", route=route)
         except UnexpectedResponseError as error:  # from the codec, or a 2xx body over the cap
             return self._unread(error, trace)
@@ -193,7 +199,7 @@ class Operations:
             # (create_many), and a coroutine less is a frame and two resumptions less each.
             try:
                 status, payload = await self._request("POST", _CREATE, body=body, trace=trace)
-                return decode_accepted(payload, status=status, headers=trace.headers or {},
+                return decode_accepted(payload, status=status, headers=_shown(trace.headers),
                                        method="POST", route=_CREATE)
             except UnexpectedResponseError as error:
                 return self._unread(error, trace)
@@ -261,7 +267,7 @@ class Operations:
             "%s %s answered %d with an unreadable body; the write happened, its indexing token "
             "is unknown", error.method, error.route, error.status,
         )
-        return Accepted(None, status=error.status, headers=trace.headers or {})
+        return Accepted(None, status=error.status, headers=_shown(trace.headers))
 
     async def update(
         self, name: str, actions: Iterable[IdAction], trace: RequestTrace | None = None

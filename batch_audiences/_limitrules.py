@@ -160,6 +160,8 @@ class LimitRules:
         # The last answers (True: accepted; 429s only when fresh), and how many were accepted.
         self._answers: deque[bool] = deque(maxlen=_LAST_ANSWERS)
         self._answers_ok = 0
+        # Answers accepted before the first 429, not yet in the two above (see _settle_calm).
+        self._calm_accepted = 0
         # Requests sent while climbing back, and 429s for them, over climbs in a row that met
         # many 429s (the evidence of noise), and the estimate when the first of them began.
         self._noise_sent = self._noise_throttled = 0
@@ -475,6 +477,14 @@ class LimitRules:
         # Without the 429 that asks for the cut: one 429 says the limit was just passed (by a
         # probe), not that a twentieth of the pace is too much.
         return min(1.0, self._answers_ok / (len(answers) - 1))
+
+    def _settle_calm(self) -> None:
+        """The answers accepted before the first 429, which on_success only counted, into the
+        window of answers and the count accepted: as if each had been put there when it came."""
+        calm, self._calm_accepted = self._calm_accepted, 0
+        self._accepted += calm
+        for _ in range(min(calm, _LAST_ANSWERS)):
+            self._answer(True)
 
     def _answer(self, ok: bool) -> None:
         answers = self._answers

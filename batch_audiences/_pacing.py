@@ -333,6 +333,14 @@ class RateLimiter(LimitRules):
     def on_success(self, headers: Mapping[str, str] | None = None, sent_at: float | None = None) -> None:
         """Count an accepted request (started at ``sent_at``, a value from :meth:`acquire`, when
         known); ``headers`` (the answer's) may hold ``X-RateLimit-*``."""
+        if not self.throttles:
+            # Before the first 429 (most clients never meet one) an accepted answer is only
+            # counted: nothing reads the window of answers until a 429 comes, which fills it
+            # from the count (see _settle_calm). A tenth of the cost, on every request.
+            self._calm_accepted += 1
+            if sent_at is not None and sent_at > self._ok_sent:
+                self._ok_sent = sent_at  # (the gap a first 429 refuses counts from it)
+            return
         answers = self._answers  # _answer(True), inlined: this runs for every request
         if len(answers) == answers.maxlen:
             self._answers_ok -= answers[0]
@@ -354,7 +362,7 @@ class RateLimiter(LimitRules):
                 # The last request accepted, and when its answer came (see _squeezed).
                 self._ok_sent, self._ok_answered = sent_at, self._clock()
         elif sent_at is not None and self._bursty is None and sent_at > self._ok_sent:
-            self._ok_sent = sent_at  # (before the first 429: the gap it refuses counts from it)
+            self._ok_sent = sent_at  # (until the server's kind is known, as before the first 429)
         if headers is not None and self._estimate is not None:
             remaining = headers.get("X-RateLimit-Remaining")
             if remaining is not None:
@@ -391,6 +399,8 @@ class RateLimiter(LimitRules):
         request started before the last cut, or the 429s are noise (see the module docstring).
         """
         now = self._clock()
+        if self._calm_accepted:
+            self._settle_calm()
         self.throttles += 1
         self._told_when = retry_after is not None
         if retry_after is not None and retry_after > 0:

@@ -13,8 +13,9 @@ server, a proxy or a length cap must not leak most of the key either. The key's 
 match in their own case; the hexadecimal digits of an escape, in either.
 
 Redaction happens at the boundary, where text leaves the SDK: the transport redacts an answer's
-body, headers and reason phrase before anything is built from them, and the text of exceptions
-and log lines once more after decoding. :func:`install_log_filter` puts a filter on the SDK's
+body, headers and reason phrase before anything is built from them (the headers of a success no
+hook sees, when first read: :class:`HeadersOnRead`), and the text of exceptions and log lines
+once more after decoding. :func:`install_log_filter` puts a filter on the SDK's
 logger that redacts every record against every live client's key, as a last line of defence.
 """
 
@@ -23,10 +24,12 @@ from __future__ import annotations
 import logging
 import re
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final
 
-__all__ = ["MIN_FRAGMENT", "REDACTED", "Redactor", "install_log_filter"]
+from multidict import CIMultiDict, CIMultiDictProxy
+
+__all__ = ["MIN_FRAGMENT", "REDACTED", "HeadersOnRead", "Redactor", "install_log_filter"]
 
 REDACTED: Final = "<redacted>"
 _REDACTED_BYTES: Final = REDACTED.encode()
@@ -109,10 +112,11 @@ class Redactor:
         # made of a body goes through :meth:`text` before it leaves.
         self._bytes = re.compile(whole.encode("utf-8"))
         # Any match holds an escape, or the key's first or last characters as they are: a few
-        # substring searches tell whether the regular expression needs to run at all.
+        # substring searches tell whether the regular expression needs to run at all. ("&"
+        # stands for an entity's "&#": a one-character search is a quarter of the cost.)
         size = min(len(key), MIN_FRAGMENT if len(key) >= _FRAGMENTS_FROM else len(key))
         self._ends = (key[:size], key[-size:])
-        self._markers = (*self._ends, "\\", "%", "&#")
+        self._markers = (*self._ends, "\\", "%", "&")
         # Bytes are searched through their Latin-1 view (one character per byte, the same
         # positions): ``marker in value`` on bytes first tries ``marker`` as a byte value, and
         # builds and clears a TypeError each time, five times the cost of the search itself.
@@ -151,11 +155,24 @@ class Redactor:
         A replacement inside a JSON string keeps the document valid: ``<redacted>`` holds
         neither a quote nor a backslash.
         """
+        return self._bytes.sub(_REDACTED_BYTES, value) if self.body_may_show_key(value) else value
+
+    def body_may_show_key(self, value: bytes) -> bool:
+        """False when raw bytes surely do not show the key: a few substring searches."""
         view = value.decode("latin-1")
-        for marker in self._byte_markers:
+        for marker in self._byte_markers:  # noqa: SIM110 (a plain loop: every answer runs it)
             if marker in view:
-                return self._bytes.sub(_REDACTED_BYTES, value)
-        return value
+                return True
+        return False
+
+    def headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """``headers`` as they are when no name or value shows the key, else a copy (matching
+        names case-insensitively, as every answer's headers do) with the key hidden in each."""
+        if not self.shows_key("\n".join([*headers.keys(), *headers.values()])):
+            return headers
+        return CIMultiDictProxy(CIMultiDict(
+            (self.text(name), self.text(value)) for name, value in headers.items()
+        ))
 
     def answer_may_show_key(
         self, body: bytes, headers: Mapping[str, str], reason: str | None
@@ -191,6 +208,60 @@ class Redactor:
                 return True
             current = current.__cause__ or current.__context__
         return False
+
+
+class HeadersOnRead(Mapping[str, str]):
+    """An answer's headers, looked at for the key when first read rather than when they came.
+
+    The headers of a success reach the caller inside its result (``Accepted.headers``, to log a
+    request ID), and most callers never read them: joining every answer's header names and
+    values to look for the key was a tenth of the SDK's own work per request. The first read of
+    any kind (a lookup, iteration, ``len``, ``repr``, a copy or a pickle) sees them with the key
+    hidden, exactly as a check on arrival would have made them; the redactor is dropped then.
+
+    >>> headers = HeadersOnRead({"X-Echo": "Bearer sk-live-7f3a9c2e5b8d"}, Redactor("sk-live-7f3a9c2e5b8d"))
+    >>> headers["X-Echo"]
+    'Bearer <redacted>'
+    """
+
+    __slots__ = ("_headers", "_redactor")
+
+    def __init__(self, headers: Mapping[str, str], redactor: Redactor | None) -> None:
+        self._headers = headers
+        self._redactor = redactor  # None: looked at already (or nothing to look for)
+
+    def _checked(self) -> Mapping[str, str]:
+        redactor = self._redactor
+        if redactor is not None:
+            self._headers = redactor.headers(self._headers)
+            self._redactor = None
+        return self._headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._checked()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._checked())
+
+    def __len__(self) -> int:
+        return len(self._checked())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._checked()
+
+    def __repr__(self) -> str:
+        return repr(self._checked())
+
+    def __reduce__(self) -> tuple[Callable[[_Items], HeadersOnRead], tuple[_Items]]:
+        # The checked headers, never the redactor: a pickle (or a copy) must not carry the key.
+        return _checked_headers, (list(self._checked().items()),)
+
+
+_Items = list[tuple[str, str]]
+
+
+def _checked_headers(items: _Items) -> HeadersOnRead:
+    return HeadersOnRead(CIMultiDictProxy(CIMultiDict(items)), None)
 
 
 # Every live client's redactor, for the log filter; a client gone is forgotten with it.

@@ -351,18 +351,25 @@ class AiohttpSender:
                 headers=headers, allow_redirects=False, timeout=timeout,
             )
             try:
-                length = response.content_length
-                if length is not None and length <= self.max_response_bytes and (
+                cap = self.max_response_bytes
+                content = response.content
+                if content.is_eof():
+                    # The whole body came with the headers (this API's answers are small): taken
+                    # as it is, without read()'s coroutines, on every request. Its end already
+                    # gave the connection back to the pool (or will, once the body's writer is
+                    # done). Its size is that of the body decoded, as _read_capped counts it.
+                    body = content.read_nowait()
+                    complete = len(body) <= cap
+                    if not complete:
+                        body = body[:cap]
+                elif (length := response.content_length) is not None and length <= cap and (
                     "Content-Encoding" not in response.headers
                 ):
-                    # The common case, a small body of known size, without _read_capped's
-                    # extra coroutine on every request. Once read() has the whole body, the
-                    # answer is closed and its connection back in the pool (or on its way,
-                    # when the body's writer is done): release() would only mark the spent
-                    # stream once more, on every request.
+                    # A body still on its way, of a size known and allowed: read() waits for it
+                    # without _read_capped's extra coroutine.
                     body, complete = await response.read(), True
                 else:
-                    body, complete = await _read_capped(response, self.max_response_bytes)
+                    body, complete = await _read_capped(response, cap)
             except BaseException:
                 response.close()  # a body read in part: the connection cannot serve another
                 raise

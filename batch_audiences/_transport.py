@@ -425,11 +425,14 @@ class Transport:
         # A server or proxy echoing the key back (in any encoding) must not put it into our
         # error messages, logs, models or hooks. One look at the whole answer at once (body,
         # header names and values, reason phrase): in the common case a few substring
-        # searches, and nothing more.
-        if redactor.answer_may_show_key(response.body, response.headers, response.reason):
-            answer = self._redacted(response)
+        # searches, and nothing more. A success that no hook sees shows only its body now:
+        # its reason phrase goes nowhere, and its headers reach the caller inside the result,
+        # looked at when first read (see _conclude).
+        if response.status < 300 and not response.truncated and not self._hooked:
+            shows = redactor.body_may_show_key(response.body)
         else:
-            answer = response
+            shows = redactor.answer_may_show_key(response.body, response.headers, response.reason)
+        answer = self._redacted(response) if shows else response
         status = answer.status
         exchange.retry_after = parse_retry_after(answer.headers) if status in (429, 503) else None
         if logger.isEnabledFor(logging.DEBUG):
@@ -466,16 +469,11 @@ class Transport:
         """A copy of an answer that may show the key, with the key hidden from its body,
         headers and reason phrase (the sender's answer itself is kept when it surely does not)."""
         redactor = self._redactor
-        body = redactor.body(response.body)
-        headers = response.headers
-        if redactor.shows_key("\n".join(itertools.chain(headers.keys(), headers.values()))):
-            headers = CIMultiDictProxy(CIMultiDict(
-                (redactor.text(name), redactor.text(value)) for name, value in headers.items()
-            ))
         reason = response.reason
         if reason:
             reason = redactor.text(reason)
-        return HTTPResponse(response.status, headers, body, reason, response.truncated)
+        return HTTPResponse(response.status, redactor.headers(response.headers),
+                            redactor.body(response.body), reason, response.truncated)
 
     def _throttled(self, exchange: _Exchange, answer: HTTPResponse) -> None:
         policy = self._config.retry
@@ -572,8 +570,8 @@ class Transport:
                     "sender's cap); it was not read", method=method, route=route,
                     headers=answer.headers,
                 )
-            self.limiter.on_success(answer.headers, exchange.sent_at)
-            exchange.trace.headers = answer.headers
+            self.limiter.on_success(answer.headers, exchange.sent_at)  # reads a count, shows nothing
+            exchange.trace.headers = _redact.HeadersOnRead(answer.headers, self._redactor)
             return status, answer.body
         raise error_from_response(
             status, answer.body, method=method, route=route, reason=answer.reason,

@@ -5,6 +5,8 @@ request. A field added to one of these classes and forgotten by its fast builder
 from __future__ import annotations
 
 import asyncio
+import gzip
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -17,6 +19,8 @@ from batch_audiences import Accepted, AiohttpSender, AsyncAudiencesClient, HTTPR
 from batch_audiences._codec import accepted_answer
 from batch_audiences._sender import _answer, prepared_request
 from batch_audiences._transport import RequestTrace, _Exchange
+
+from .conftest import serving
 
 HEADERS = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json", "Date": "Mon"}))
 
@@ -73,26 +77,71 @@ async def test_an_answer_read_whole_gives_its_connection_back() -> None:
         await request.read()
         return web.json_response({"indexing_token": "t"}, status=202)
 
-    app = web.Application()
-    app.router.add_post("/2.8/audiences/create", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     sender = AiohttpSender(max_connections=1)
-    try:
-        async with AsyncAudiencesClient(
-            "hot-path-key-0123456789", "project_hot", base_url=f"http://127.0.0.1:{port}",
-            sender=sender,
-        ) as client:
-            for name in ("a", "b", "c"):
-                accepted = await asyncio.wait_for(client.create(name), 10)
-                assert accepted.indexing_token == "t"
-            session = sender._session
-            assert isinstance(session, aiohttp.ClientSession)
-            connector = session.connector
-            assert connector is not None
-            assert len(connector._acquired) == 0  # every connection back in the pool
-    finally:
-        await runner.cleanup()
+    async with serving(answer) as url, AsyncAudiencesClient(
+        "hot-path-key-0123456789", "project_hot", base_url=url, sender=sender,
+    ) as client:
+        for name in ("a", "b", "c"):
+            accepted = await asyncio.wait_for(client.create(name), 10)
+            assert accepted.indexing_token == "t"
+        session = sender._session
+        assert isinstance(session, aiohttp.ClientSession)
+        connector = session.connector
+        assert connector is not None
+        assert len(connector._acquired) == 0  # every connection back in the pool
+
+
+# -- reading the body: at once when it came whole, else waiting for it, within the cap --------
+
+BODY = b'{"indexing_token":"' + b"t" * 40 + b'"}'
+
+
+async def _send_to(handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                   sender: AiohttpSender) -> HTTPResponse:
+    async with serving(handler) as url:
+        try:
+            return await asyncio.wait_for(sender.send(HTTPRequest("GET", url, {}, None, 10.0)), 10)
+        finally:
+            await sender.aclose()
+
+
+@pytest.mark.parametrize("cap", [len(BODY), len(BODY) - 1, 8])
+async def test_a_body_that_came_whole_is_kept_within_the_cap(cap: int) -> None:
+    async def whole(request: web.Request) -> web.Response:
+        return web.Response(body=BODY, content_type="application/json")
+
+    answer = await _send_to(whole, AiohttpSender(max_response_bytes=cap))
+    assert answer.status == 200
+    assert answer.body == BODY[:cap]
+    assert answer.truncated is (cap < len(BODY))
+
+
+async def test_a_compressed_body_that_came_whole_is_decoded_and_capped_decoded() -> None:
+    async def compressed(request: web.Request) -> web.Response:
+        return web.Response(body=gzip.compress(BODY), content_type="application/json",
+                            headers={"Content-Encoding": "gzip"})
+
+    answer = await _send_to(compressed, AiohttpSender())
+    assert (answer.body, answer.truncated) == (BODY, False)
+    capped = await _send_to(compressed, AiohttpSender(max_response_bytes=len(BODY) - 1))
+    assert (capped.body, capped.truncated) == (BODY[:-1], True)
+
+
+@pytest.mark.parametrize("sized", [True, False])
+async def test_a_body_still_on_its_way_is_waited_for(sized: bool) -> None:
+    # The headers and the first half leave, then the rest a moment later: the answer is not
+    # whole when the headers are read, and must still come back whole (with a known size or
+    # chunked).
+    async def in_two_parts(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if sized:
+            response.content_length = len(BODY)
+        await response.prepare(request)
+        await response.write(BODY[:10])
+        await asyncio.sleep(0.05)
+        await response.write(BODY[10:])
+        await response.write_eof()
+        return response
+
+    answer = await _send_to(in_two_parts, AiohttpSender())
+    assert (answer.body, answer.truncated) == (BODY, False)

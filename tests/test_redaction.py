@@ -10,20 +10,24 @@ way a reader would before looking for the key, independently of the SDK's own re
 from __future__ import annotations
 
 import asyncio
+import copy
 import html
 import logging
 import pickle
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import unquote
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from batch_audiences import (
+    Accepted,
     APIError,
     AsyncAudiencesClient,
     AuthenticationError,
@@ -32,7 +36,7 @@ from batch_audiences import (
     RetryPolicy,
     TransportError,
 )
-from batch_audiences._redact import MIN_FRAGMENT, Redactor
+from batch_audiences._redact import MIN_FRAGMENT, HeadersOnRead, Redactor
 from batch_audiences.testing import set_testing
 from tests.test_secrets import texts_of
 
@@ -202,6 +206,77 @@ async def test_a_well_formed_header_echo_is_kept_redacted_on_the_error() -> None
     assert result.headers["X-Echo"] == "Bearer <redacted>"
     assert result.body == b"upstream: Authorization: Bearer <redacted>"
     assert_hidden(texts)
+
+
+async def _create_answered(answer: bytes, **options: Any) -> Accepted:
+    server, url = await _raw_server(answer)
+    try:
+        async with AsyncAudiencesClient(SECRET, PROJECT, base_url=url, **options) as client:
+            return await client.create("vip")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+SUCCESS_ECHO = http_answer(
+    202, "Accepted", [f"X-Echo: Bearer {SECRET}", "X-Request-Id: req-9", "Content-Type: application/json"],
+    b'{"indexing_token":"t1"}',
+)
+
+
+@pytest.mark.parametrize("read", ["lookup", "dict", "repr", "pickle", "copy", "items"])
+async def test_a_success_header_echo_is_hidden_however_the_headers_are_first_read(read: str) -> None:
+    # A success seen by no hook has its headers looked at when first read, not when it came:
+    # every kind of first read must see the key hidden, and a pickle must not carry it.
+    accepted = await _create_answered(SUCCESS_ECHO)
+    headers = accepted.headers
+    if read == "lookup":
+        texts = [headers["X-Echo"], headers["x-echo"]]
+        assert headers["X-Request-Id"] == "req-9"
+    elif read == "dict":
+        texts = [str(dict(headers))]
+    elif read == "repr":
+        texts = [repr(headers), repr(accepted)]
+    elif read == "pickle":
+        data = pickle.dumps(accepted)
+        assert SECRET[:MIN_FRAGMENT].encode() not in data
+        again = pickle.loads(pickle.dumps(pickle.loads(data)))  # and once more, from the copy
+        assert again == accepted
+        assert again.headers["x-request-id"] == "req-9"  # still case-insensitive
+        texts = [repr(dict(again.headers))]
+    elif read == "copy":
+        texts = [repr(dict(copy.copy(headers)))]
+    else:
+        texts = [f"{name}: {value}" for name, value in headers.items()]
+    assert any("<redacted>" in text for text in texts), texts
+    assert_hidden(texts)
+    assert headers["X-Echo"] == "Bearer <redacted>"
+
+
+async def test_a_success_header_echo_is_hidden_from_hooks_when_it_comes() -> None:
+    seen: list[str] = []
+
+    def hook(event: object) -> None:
+        headers = getattr(event, "headers", None)
+        if headers is not None:
+            seen.extend(f"{name}: {value}" for name, value in headers.items())
+
+    accepted = await _create_answered(SUCCESS_ECHO, hooks=[hook])
+    assert "X-Echo: Bearer <redacted>" in seen
+    assert_hidden(seen)
+    assert accepted.headers["X-Echo"] == "Bearer <redacted>"
+
+
+def test_headers_read_on_demand_drop_the_redactor_once_read() -> None:
+    redactor = Redactor(SECRET)
+    headers = HeadersOnRead(CIMultiDictProxy(CIMultiDict({"X-Echo": SECRET, "Date": "Mon"})), redactor)
+    assert SECRET[:MIN_FRAGMENT].encode() not in pickle.dumps(headers)
+    assert len(headers) == 2
+    assert headers._redactor is None  # nothing holds the key's pattern any more
+    assert dict(headers) == {"X-Echo": "<redacted>", "Date": "Mon"}
+    clean = HeadersOnRead(CIMultiDictProxy(CIMultiDict({"Date": "Mon"})), redactor)
+    assert "date" in clean
+    assert clean.get("DATE") == "Mon"
 
 
 async def test_a_key_cut_short_by_the_server_is_redacted_too() -> None:
