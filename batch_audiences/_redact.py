@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -249,8 +249,38 @@ class HeadersOnRead(Mapping[str, str]):
     def __contains__(self, name: object) -> bool:
         return name in self._checked()
 
+    # A header may come more than once: the views are the headers' own (every value), not
+    # Mapping's (the first value of each name).
+    def keys(self) -> KeysView[str]:
+        return self._checked().keys()
+
+    def items(self) -> ItemsView[str, str]:
+        return self._checked().items()
+
+    def values(self) -> ValuesView[str]:
+        return self._checked().values()
+
+    def getall(self, name: str) -> list[str]:
+        """Every value of header ``name``, in order (``KeyError`` when there is none)."""
+        values = [value for key, value in self.items() if key.lower() == name.lower()]
+        if not values:
+            raise KeyError(name)
+        return values
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, HeadersOnRead):
+            other = other._checked()
+        return bool(self._checked() == other)
+
+    __hash__ = None  # type: ignore[assignment]  # a mapping: unhashable, as Mapping is
+
     def __repr__(self) -> str:
         return repr(self._checked())
+
+    def __getstate__(self) -> _Items:
+        # Anything that asks for the state (not only pickle, which uses __reduce__) gets the
+        # headers checked, never the redactor.
+        return list(self._checked().items())
 
     def __reduce__(self) -> tuple[Callable[[_Items], HeadersOnRead], tuple[_Items]]:
         # The checked headers, never the redactor: a pickle (or a copy) must not carry the key.

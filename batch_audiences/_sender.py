@@ -353,11 +353,13 @@ class AiohttpSender:
             try:
                 cap = self.max_response_bytes
                 content = response.content
-                if content.is_eof():
+                if content.is_eof() and self._owns_session:
                     # The whole body came with the headers (this API's answers are small): taken
-                    # as it is, without read()'s coroutines, on every request. Its end already
-                    # gave the connection back to the pool (or will, once the body's writer is
-                    # done). Its size is that of the body decoded, as _read_capped counts it.
+                    # as it is, without read()'s coroutines, on every request. aiohttp gave the
+                    # connection back to the pool at the body's end (or will, once the body's
+                    # writer is done); release() below covers any other case. Its size is that
+                    # of the body decoded, as _read_capped counts it. (Not for a caller's
+                    # session: its trace configs see the body through read().)
                     body = content.read_nowait()
                     complete = len(body) <= cap
                     if not complete:

@@ -420,7 +420,8 @@ class Transport:
 
     def _answered(self, exchange: _Exchange, response: HTTPResponse) -> HTTPResponse:
         """The answer with the key hidden (the sender's own, or a redacted copy when it may
-        show the key), told to the hooks, and a 429 taken into account."""
+        show the key; a success's headers, when first read), told to the hooks, and a 429
+        taken into account."""
         redactor = self._redactor
         # A server or proxy echoing the key back (in any encoding) must not put it into our
         # error messages, logs, models or hooks. One look at the whole answer at once (body,
@@ -428,7 +429,7 @@ class Transport:
         # searches, and nothing more. A success that no hook sees shows only its body now:
         # its reason phrase goes nowhere, and its headers reach the caller inside the result,
         # looked at when first read (see _conclude).
-        if response.status < 300 and not response.truncated and not self._hooked:
+        if 200 <= response.status < 300 and not response.truncated and not self._hooked:
             shows = redactor.body_may_show_key(response.body)
         else:
             shows = redactor.answer_may_show_key(response.body, response.headers, response.reason)

@@ -145,3 +145,31 @@ async def test_a_body_still_on_its_way_is_waited_for(sized: bool) -> None:
 
     answer = await _send_to(in_two_parts, AiohttpSender())
     assert (answer.body, answer.truncated) == (BODY, False)
+
+
+async def test_a_callers_session_still_sees_the_body_through_its_trace_configs() -> None:
+    # A session of the caller's own may carry trace configs: the body is read through aiohttp
+    # there, so that on_response_chunk_received fires as it always did.
+    chunks: list[bytes] = []
+
+    async def on_chunk(
+        session: object, context: object, params: aiohttp.TraceResponseChunkReceivedParams
+    ) -> None:
+        chunks.append(params.chunk)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_response_chunk_received.append(on_chunk)
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=202, body=BODY, content_type="application/json")
+
+    async with (
+        serving(answer) as url,
+        aiohttp.ClientSession(trace_configs=[trace]) as session,
+        AsyncAudiencesClient("hot-path-key-0123456789", "project_hot", base_url=url,
+                             session=session) as client,
+    ):
+        accepted = await asyncio.wait_for(client.create("a"), 10)
+    assert accepted.indexing_token == "t" * 40
+    assert chunks == [BODY]

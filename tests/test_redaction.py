@@ -267,6 +267,26 @@ async def test_a_success_header_echo_is_hidden_from_hooks_when_it_comes() -> Non
     assert accepted.headers["X-Echo"] == "Bearer <redacted>"
 
 
+async def test_an_interim_answer_echoing_the_key_in_a_header_is_redacted_on_the_error() -> None:
+    # A 101 is below 300 but no success: it becomes an error, which keeps the answer's headers.
+    answer = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: Upgrade\r\n"
+              b"X-Echo: Bearer " + SECRET.encode() + b"\r\n\r\n")
+    result, texts = await outcome(answer, "create")
+    assert isinstance(result, APIError), result
+    assert result.headers["X-Echo"] == "Bearer <redacted>"
+    assert_hidden(texts)
+
+
+async def test_a_header_that_comes_twice_keeps_both_values_when_read_on_demand() -> None:
+    answer = http_answer(202, "Accepted", ["Via: 1.1 a", "Via: 1.1 b", "Content-Type: application/json"],
+                         b'{"indexing_token":"t1"}')
+    headers = (await _create_answered(answer)).headers
+    assert [value for name, value in headers.items() if name == "Via"] == ["1.1 a", "1.1 b"]
+    assert [value for value in headers.values() if value.startswith("1.1")] == ["1.1 a", "1.1 b"]
+    assert headers.getall("via") == ["1.1 a", "1.1 b"]
+    assert headers == CIMultiDictProxy(CIMultiDict(headers.items()))
+
+
 def test_headers_read_on_demand_drop_the_redactor_once_read() -> None:
     redactor = Redactor(SECRET)
     headers = HeadersOnRead(CIMultiDictProxy(CIMultiDict({"X-Echo": SECRET, "Date": "Mon"})), redactor)
