@@ -284,7 +284,7 @@ class HeadersOnRead(Mapping[str, str]):
 
     def __reduce__(self) -> tuple[Callable[[_Items], HeadersOnRead], tuple[_Items]]:
         # The checked headers, never the redactor: a pickle (or a copy) must not carry the key.
-        return _checked_headers, (list(self._checked().items()),)
+        return _checked_headers, (self.__getstate__(),)
 
 
 _Items = list[tuple[str, str]]

@@ -134,13 +134,14 @@ OPERATIONS: dict[str, Callable[[AsyncAudiencesClient], Awaitable[object]]] = {
 }
 
 
-async def outcome(answer: bytes, operation: str = "view") -> tuple[object, list[str]]:
-    """What a call ends with (a result or an SDK error), and the texts it let out."""
+async def outcome(answer: bytes, operation: str = "view", **options: Any) -> tuple[object, list[str]]:
+    """What a call ends with (a result or an SDK error), and the texts it let out; ``options``
+    go to the client."""
     server, url = await _raw_server(answer)
     try:
         with capture_logs() as logs, set_testing(True):
             async with AsyncAudiencesClient(SECRET, PROJECT, base_url=url, retry=RETRY_ONCE,
-                                            timeout=5.0) as client:
+                                            timeout=5.0, **options) as client:
                 texts = [repr(client)]
                 try:
                     result: object = await asyncio.wait_for(OPERATIONS[operation](client), 10)
@@ -209,13 +210,10 @@ async def test_a_well_formed_header_echo_is_kept_redacted_on_the_error() -> None
 
 
 async def _create_answered(answer: bytes, **options: Any) -> Accepted:
-    server, url = await _raw_server(answer)
-    try:
-        async with AsyncAudiencesClient(SECRET, PROJECT, base_url=url, **options) as client:
-            return await client.create("vip")
-    finally:
-        server.close()
-        await server.wait_closed()
+    result, texts = await outcome(answer, "create", **options)
+    assert isinstance(result, Accepted), result
+    assert_hidden(texts)
+    return result
 
 
 SUCCESS_ECHO = http_answer(
