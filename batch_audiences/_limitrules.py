@@ -37,7 +37,8 @@ cut, whether the server lets bursts through) and reads it when a 429 comes; the 
   meanwhile at once, and refuses all but the first, whatever the pace. A 429 for a request
   sent a gap the estimate allows after the last one accepted, but answered far sooner than that
   after it, is such a one: it is retried and teaches nothing. (Slowing down for it would lose
-  rate and not prevent the next stall.)
+  rate and not prevent the next stall.) Not when its ``Retry-After`` says the server is ready
+  again within half a turn: a stall refuses a request most of a turn early.
 - **Noise.** When climb after climb meets a share of 429s of ``_NOISE_SHARE`` or more (over
   ``_NOISE_SAMPLE`` requests at least; a clean climb starts the count again), and the cuts they
   caused took the estimate ``_NOISE_DEPTH`` below where they began without making them rarer,
@@ -136,6 +137,8 @@ _JUST_BELOW = 0.98
 _SQUEEZED = 0.6
 # …for a request sent at least this share of the estimate's gap after the last one accepted.
 _SQUEEZE_REACH = 0.8
+# …and whose Retry-After, if any, is at least this share of the estimate's gap.
+_SQUEEZE_WAIT = 0.5
 # Squeezed 429s are excused while they stay a minority: each adds 1 to a debt that each accepted
 # request pays down by 1/2; at this debt they are not excused any more (see _squeezed).
 _SQUEEZE_DEBT = 4.0
@@ -275,7 +278,7 @@ class LimitRules:
         self._pending_confirm, self._pending_deny = confirm, deny
         self._pending_refusals = self._pending_accepted = 0
 
-    def _squeezed(self, now: float, sent_at: float) -> bool:
+    def _squeezed(self, now: float, sent_at: float, retry_after: float | None) -> bool:
         """Whether a 429 from a server that lets no burst through came because the server
         handled this request much closer to the last one it accepted than the client sent them:
         answered far sooner after it than it was sent. A server that stalls (a busy machine)
@@ -288,9 +291,16 @@ class LimitRules:
 
         And only while such 429s stay a minority of the answers (:data:`_SQUEEZE_DEBT`): a
         stall refuses a few requests among many accepted ones, but an estimate above the limit
-        gets most requests refused, and answers that look squeezed must not keep it there."""
+        gets most requests refused, and answers that look squeezed must not keep it there.
+
+        Nor when the 429 said the server is ready again in less than ``_SQUEEZE_WAIT`` of a turn
+        (``retry_after``): a stall refuses what waited behind the request it accepted about a
+        turn early; a request refused a few milliseconds early came at the pace (its answer
+        came soon only because a refusal takes the server no work)."""
         estimate = self._estimate
         if self._bursty is not False or estimate is None or self._squeeze_debt >= _SQUEEZE_DEBT:
+            return False
+        if retry_after is not None and retry_after * estimate < _SQUEEZE_WAIT:
             return False
         sent_gap = sent_at - self._ok_sent
         if sent_gap * estimate < _SQUEEZE_REACH:

@@ -29,7 +29,9 @@ estimate ``W`` at a cut, echoes, noise, 429s the server's own timing caused) is 
 - **Turns** are reserved at the pace the curve will have at their time, on a schedule of target
   times, so that late wake-ups of the event loop do not add up; a request still goes at least
   one turn (less ``SPACING_TOLERANCE``) after the last one that started, as a server allowing no
-  burst demands.
+  burst demands. Such a server takes no token for a request it refuses: after a cut for one, the
+  next turn is spaced from the last request it accepted, when the one refused came just after
+  it, not from the refused one (which would leave the server's next token unused a turn).
 - **Advice.** A ``Retry-After`` (or ``X-RateLimit-Reset``) pauses every request of the client,
   including those already waiting; the climb starts when the pause ends. A success carrying
   ``X-RateLimit-Remaining: 0`` says the pace is at the limit: the probe above ``W`` waits.
@@ -141,7 +143,9 @@ class RateLimiter(LimitRules):
         self._fell_at = -math.inf
         self._next_slot = -math.inf
         self._paused_until = -math.inf
-        self._last_start = -math.inf
+        # The start the next turn is spaced from: the last one that started (see _cut for the
+        # exception).
+        self._spaced_from = -math.inf
 
     # -- the pace ---------------------------------------------------------------------------------
 
@@ -267,8 +271,9 @@ class RateLimiter(LimitRules):
                         self._climb_from += now - idle_from
                         self._idle += now - idle_from
                         rate = self._rate_at(now) or rate
-                    # Spaced from the last request that started (which may have started late).
-                    start = self._last_start + (1.0 - _SPACING_TOLERANCE) / rate
+                    # Spaced from the last request that started (which may have started late),
+                    # or the one a cut spaces from (see _cut).
+                    start = self._spaced_from + (1.0 - _SPACING_TOLERANCE) / rate
                     if start <= now:
                         self._next_slot = now + 1.0 / rate
                         return self._started(now)
@@ -295,14 +300,15 @@ class RateLimiter(LimitRules):
 
     async def _spaced(self, start: float, now: float) -> float | None:
         """After a wait for a turn: the time the request may start, at least one turn after the
-        last request that started (which may have started late: a busy event loop), as a server
-        allowing no burst demands; None when a cut or a pause came meanwhile (take a new turn)."""
+        last request that started (which may have started late: a busy event loop; after a cut,
+        see _cut), as a server allowing no burst demands; None when a cut or a pause came
+        meanwhile (take a new turn)."""
         # A few times at most: another request may have started meanwhile, but a pause that
         # takes no time (the test mode) must not loop for ever.
         for _ in range(_SPACING_TRIES):
             woke = self._clock()
             rate = self._rate_at(woke) if self._estimate is not None else self.max_rate
-            gap = self._last_start + (1.0 - _SPACING_TOLERANCE) / rate - woke if rate is not None else 0.0
+            gap = self._spaced_from + (1.0 - _SPACING_TOLERANCE) / rate - woke if rate is not None else 0.0
             if gap <= 1e-4:
                 return woke
             await self._pause(gap)
@@ -313,8 +319,8 @@ class RateLimiter(LimitRules):
         return self._clock()
 
     def _started(self, now: float) -> float:
-        if now > self._last_start:
-            self._last_start = now
+        if now > self._spaced_from:
+            self._spaced_from = now
         sent = self._sent = self._sent + 1
         if sent > _SHARE_MEMORY and self._epoch_start is not None:
             self._sent //= 2
@@ -413,7 +419,7 @@ class RateLimiter(LimitRules):
             return
         if sent_at < self._last_decrease:
             return  # the 429 belongs to the pace in force before the cut
-        if self._squeezed(now, sent_at):
+        if self._squeezed(now, sent_at, retry_after):
             self.squeezed += 1
             return  # the server's timing, not the pace: retried, nothing learnt
         self._throttled += 1
@@ -490,8 +496,24 @@ class RateLimiter(LimitRules):
         self._climb_from = max(now, self._paused_until)
         self._new_epoch(now)
         # Turns reserved at the old pace are void (their holders re-queue when they wake): the
-        # next turn follows the last request that actually started, at the new pace.
-        self._next_slot = max(now, self._last_start + 1.0 / self._floor, self._paused_until)
+        # next turn follows the last request that actually started, at the new pace. But a
+        # server allowing no burst takes no token for a request it refuses: when this 429 refused
+        # the last request to start, just after one it accepted, its next token comes a turn
+        # after that one, and a turn spaced from the refused start would leave it unused (a turn
+        # of the server's rate lost at every cut). Only at a cut, which sets a pace below the
+        # one refused: a 429 that cuts nothing leaves the pace as it was, and a retry spaced from
+        # the last request accepted at that pace would be refused in turn.
+        starts = self._starts
+        if (
+            self._bursty is False
+            and sent_at >= self._spaced_from
+            and len(starts) >= 2
+            and starts[-2][0] <= self._ok_sent < sent_at
+        ):
+            self._spaced_from = self._ok_sent
+        earliest = -math.inf if self.max_rate is None else sent_at + 1.0 / self.max_rate
+        # (``max_rate`` is a ceiling on requests sent: the refused one counts.)
+        self._next_slot = max(now, self._spaced_from + 1.0 / self._floor, self._paused_until, earliest)
 
     def _forget_cuts(self, now: float) -> None:
         """The 429s were noise: the cuts they made are undone, by probing up from the estimate
@@ -504,7 +526,7 @@ class RateLimiter(LimitRules):
         rate = self._rate_at(now)
         # Turns reserved at the cut pace are void; waiting requests re-queue when they wake.
         self._new_epoch(now)
-        self._next_slot = max(now, self._paused_until, self._last_start + (1.0 / rate if rate else 0.0))
+        self._next_slot = max(now, self._paused_until, self._spaced_from + (1.0 / rate if rate else 0.0))
 
 
 def _doubling_time(estimate: float | None, seconds: float, turns: float) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import statistics
 import time as time_
@@ -15,7 +16,7 @@ import pytest
 
 from batch_audiences import RetryPolicy, ThrottledError
 from batch_audiences._budget import RetryBudget
-from batch_audiences._limitrules import share_of_limit
+from batch_audiences._limitrules import SPACING_TOLERANCE, share_of_limit
 from batch_audiences._pacing import RateLimiter
 from batch_audiences.testing import Emulator, ScriptedResponse
 
@@ -515,10 +516,85 @@ async def no_burst_limiter(time: VirtualTime, limit: float) -> RateLimiter:
     return pacer
 
 
-async def test_a_429_squeezed_by_a_stalling_server_does_not_cut() -> None:
+async def accepted_then_refused(time: VirtualTime, pacer: RateLimiter) -> tuple[float, float, int]:
+    """One request accepted, the next refused (each answered 3 ms after it started); returns
+    their starts and the cuts the 429 made."""
+    accepted = await pacer.acquire()
+    time.now = accepted + 0.003
+    pacer.on_success(None, accepted)
+    refused = await pacer.acquire()
+    time.now = refused + 0.003
+    decreases = pacer.decreases
+    pacer.on_throttle(refused, None)
+    return accepted, refused, pacer.decreases - decreases
+
+
+async def test_after_a_cut_the_next_turn_follows_the_last_request_a_no_burst_server_accepted() -> None:
+    # Such a server takes no token for a request it refuses: its next one comes a turn after
+    # the last request it accepted. A turn spaced from the refused request left that token
+    # unused for a turn: a turn of the server's rate lost at every cut.
+    time = VirtualTime()
+    pacer = await no_burst_limiter(time, 20.0)
+    while pacer.rate is None or pacer.estimate is None or pacer.rate <= pacer.estimate:
+        sent = await pacer.acquire()  # to the end of the climb, where one 429 cuts at once
+        time.now = sent + 0.003
+        pacer.on_success(None, sent)
+    accepted, refused, cuts = await accepted_then_refused(time, pacer)
+    assert cuts == 1
+    assert pacer.estimate is not None
+    retry = await pacer.acquire()
+    # A turn of the new pace after the one accepted: never closer than the estimate's turn,
+    # and well before a turn after the one refused (which came a turn after the one accepted).
+    assert 1.0 / pacer.estimate <= retry - accepted <= 1.25 * (refused - accepted), (
+        retry - accepted,
+        refused - accepted,
+    )
+
+
+async def test_a_429_that_cuts_nothing_leaves_the_next_turn_spaced_from_the_refused_request() -> None:
+    # A 429 while the pace climbs back below the estimate is judged later (the server's timing
+    # jitters): the pace stays as it was, and a retry a turn of it after the last request
+    # accepted would meet the same refusal.
+    time = VirtualTime()
+    pacer = await no_burst_limiter(time, 20.0)
+    for _ in range(10):  # a cut, and the climb back from it
+        if (await accepted_then_refused(time, pacer))[2]:
+            break
+    accepted, refused, cuts = await accepted_then_refused(time, pacer)
+    assert cuts == 0
+    assert pacer.rate is not None
+    retry = await pacer.acquire()
+    assert retry - refused >= (1.0 - SPACING_TOLERANCE) / pacer.rate, (retry - refused, refused - accepted)
+
+
+async def test_after_a_cut_the_next_turn_still_keeps_to_max_rate() -> None:
+    # max_rate is a ceiling on requests sent: the refused request counts, even when the turn
+    # after a cut follows the last request the server accepted.
+    time = VirtualTime()
+    pacer = limiter(time, max_rate=20.0)
+    tokens, refilled = 1.0, time.now
+    starts: list[float] = []
+    for _ in range(200):  # a server allowing no burst at 19/s, just under the ceiling
+        sent = await pacer.acquire()
+        starts.append(sent)
+        time.now += 0.003
+        tokens, refilled = min(1.0, tokens + (time.now - refilled) * 19.0), time.now
+        if tokens >= 1.0:
+            tokens -= 1.0
+            pacer.on_success(None, sent)
+        else:
+            pacer.on_throttle(sent, None)
+    assert pacer.decreases > 1
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= (1.0 - SPACING_TOLERANCE) / 20.0 - 1e-9, min(gaps)
+
+
+@pytest.mark.parametrize("retry_after", [None, 0.048])
+async def test_a_429_squeezed_by_a_stalling_server_does_not_cut(retry_after: float | None) -> None:
     # A server allowing no burst that stalls handles what arrived meanwhile at once and refuses
     # all but the first, whatever the pace: the two answers come together, though the requests
-    # left a full turn apart. Slowing down would not prevent the next stall.
+    # left a full turn apart (and a Retry-After, if any, says most of a turn). Slowing down
+    # would not prevent the next stall.
     time = VirtualTime()
     pacer = await no_burst_limiter(time, 20.0)
     estimate, decreases = pacer.estimate, pacer.decreases
@@ -528,8 +604,24 @@ async def test_a_429_squeezed_by_a_stalling_server_does_not_cut() -> None:
     time.now = second + 0.08  # the stall: both answered now, 2 ms apart
     pacer.on_success(None, first)
     time.now += 0.002
-    pacer.on_throttle(second, None)
+    pacer.on_throttle(second, retry_after)
     assert (pacer.squeezed, pacer.decreases, pacer.estimate) == (1, decreases, estimate)
+
+
+async def test_a_429_that_says_the_server_is_ready_in_a_few_ms_is_not_taken_for_a_stall() -> None:
+    # The same answers, but the server says it is ready again in 2 ms: it saw the request
+    # nearly a turn after the one it accepted, not squeezed behind it. The pace came a little
+    # early (a refusal's answer comes soon because it takes the server no work), and such
+    # 429s, excused, kept a third of a job's requests refused.
+    time = VirtualTime()
+    pacer = await no_burst_limiter(time, 20.0)
+    first = await pacer.acquire()
+    second = await pacer.acquire()
+    time.now = second + 0.08
+    pacer.on_success(None, first)
+    time.now += 0.002
+    pacer.on_throttle(second, 0.002)
+    assert pacer.squeezed == 0
 
 
 async def test_429s_that_look_squeezed_but_outnumber_the_accepted_ones_are_not_all_excused() -> None:
