@@ -499,12 +499,18 @@ async def test_one_429_at_random_at_the_start_is_not_read_as_a_server_allowing_n
     assert pacer.estimate > 10.0, pacer.estimate
 
 
-async def no_burst_limiter(time: VirtualTime, limit: float) -> RateLimiter:
-    """A limiter that learnt, from a server allowing no burst, a limit of about ``limit``."""
-    pacer = limiter(time)
+async def no_burst_limiter(
+    time: VirtualTime, limit: float, pacer: RateLimiter | None = None, starts: list[float] | None = None
+) -> RateLimiter:
+    """A limiter (``pacer``, else a new one) that learnt, from a server allowing no burst, a
+    limit of about ``limit``, over 200 requests of 5 ms of work each (their starts go to
+    ``starts``)."""
+    pacer = pacer or limiter(time)
     tokens, refilled = 1.0, time.now
     for _ in range(200):
         sent = await pacer.acquire()
+        if starts is not None:
+            starts.append(sent)
         time.now += 0.005
         tokens, refilled = min(1.0, tokens + (time.now - refilled) * limit), time.now
         if tokens >= 1.0:
@@ -571,19 +577,9 @@ async def test_after_a_cut_the_next_turn_still_keeps_to_max_rate() -> None:
     # max_rate is a ceiling on requests sent: the refused request counts, even when the turn
     # after a cut follows the last request the server accepted.
     time = VirtualTime()
-    pacer = limiter(time, max_rate=20.0)
-    tokens, refilled = 1.0, time.now
     starts: list[float] = []
-    for _ in range(200):  # a server allowing no burst at 19/s, just under the ceiling
-        sent = await pacer.acquire()
-        starts.append(sent)
-        time.now += 0.003
-        tokens, refilled = min(1.0, tokens + (time.now - refilled) * 19.0), time.now
-        if tokens >= 1.0:
-            tokens -= 1.0
-            pacer.on_success(None, sent)
-        else:
-            pacer.on_throttle(sent, None)
+    # A server allowing no burst at 19/s, just under the ceiling.
+    pacer = await no_burst_limiter(time, 19.0, limiter(time, max_rate=20.0), starts)
     assert pacer.decreases > 1
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert min(gaps) >= (1.0 - SPACING_TOLERANCE) / 20.0 - 1e-9, min(gaps)

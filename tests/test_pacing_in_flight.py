@@ -121,10 +121,6 @@ class TokenBucket:
         return (1.0 - self.tokens) / self.rate
 
 
-def token_bucket(rate: float, burst: float) -> Judge:
-    return TokenBucket(rate, burst)
-
-
 def at_random(share: float) -> Judge:
     return lambda _, rng: rng.random() >= share
 
@@ -144,7 +140,7 @@ def test_a_server_allowing_no_burst_meets_few_429s_from_a_concurrent_start() -> 
     # the others refused. Starting again from a few per second and probing up fast costs a
     # handful of 429s; halving the pace from the start's own (thousands per second) cost a 429
     # per halving, and more for the requests already in flight at each step.
-    runs = [simulate(token_bucket(20.0, 1.0), accepted=121, in_flight=4, seed=seed) for seed in range(10)]
+    runs = [simulate(TokenBucket(20.0, 1.0), accepted=121, in_flight=4, seed=seed) for seed in range(10)]
     assert statistics.median(r.refused_share for r in runs) <= 0.11, [r.refused for r in runs]
     # Each cut's next turn follows the last request the server accepted, not the one it refused
     # (0.88 when a turn of its rate was lost at every cut).
@@ -174,5 +170,5 @@ def test_a_server_that_says_exactly_when_to_come_back_is_used_to_its_limit(
 def test_a_drained_burst_is_read_as_a_second_of_rate_with_requests_in_flight() -> None:
     # 20/s holding 20, 4 in flight: the first 429 ends the burst, and the 429s just after it
     # confirm that the bucket is empty: the rate is what got through in the first second.
-    runs = [simulate(token_bucket(20.0, 20.0), accepted=140, in_flight=4, seed=seed) for seed in range(10)]
+    runs = [simulate(TokenBucket(20.0, 20.0), accepted=140, in_flight=4, seed=seed) for seed in range(10)]
     assert statistics.median(r.refused_share for r in runs) <= 0.08, [r.refused for r in runs]
